@@ -1,0 +1,3 @@
+module vmtui
+
+go 1.26.8
