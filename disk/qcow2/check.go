@@ -1,6 +1,1014 @@
 package qcow2
 
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+)
+
 // Check rebuilds the refcounts of the image in f from its metadata and
 // compares them with the stored ones, as qemu-img check does, repairing what
 // mode asks for. It works on images Open refuses for inconsistency.
-func Check(f File, mode RepairMode) (*CheckResult, error) { return nil, errTODO }
+//
+// Check follows QEMU 7.2's qcow2_check_refcounts: it counts one reference
+// for the header cluster, the active L1 table and every L2 table and data
+// cluster it reaches, each internal snapshot's L1 table and what it reaches,
+// the snapshot table, the refcount table and blocks, and (when the bitmaps
+// autoclear bit says they are consistent) the bitmap directory, tables and
+// data. A stored refcount below the computed one is a corruption, one above
+// it a leak. OFLAG_COPIED is verified on the active L1 and L2 tables.
+// Messages and counters use qemu-img check's words and rules.
+//
+// RepairLeaks lowers leaked refcounts to the computed value. RepairAll also
+// raises refcounts that are too low and fixes OFLAG_COPIED flags; when that
+// needs a refcount block that does not exist (or one that is itself damaged),
+// it changes nothing and returns the unrepaired result with an error saying
+// that the refcount structure must be rebuilt. After a repair the image is
+// checked again and the counters describe the repaired image, with
+// LeaksFixed and CorruptionsFixed from the repair, as qemu-img reports them.
+// The dirty bit is cleared when the repaired image is consistent, and with
+// RepairAll the corrupt bit too.
+//
+// Memory is bounded by the file size: one refcount of the image's width per
+// host cluster of the file, one cluster-sized buffer, and tables no larger
+// than the part of them that lies inside the file.
+func Check(f File, mode RepairMode) (*CheckResult, error) {
+	if mode < RepairNone || mode > RepairAll {
+		return nil, fmt.Errorf("qcow2: check: unknown repair mode %d", mode)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("qcow2: check: %w", err)
+	}
+	size := fi.Size()
+	h, err := ParseHeader(f, size)
+	if err != nil {
+		return nil, err
+	}
+	c, err := newChecker(f, h, size)
+	if err != nil {
+		return nil, err
+	}
+	c.run()
+	res := c.res
+	if mode == RepairNone {
+		return res, nil
+	}
+
+	fixed, err := c.repair(mode)
+	if err != nil {
+		return res, err
+	}
+	if fixed.leaks > 0 || fixed.corruptions > 0 {
+		c.msg("The following inconsistencies were found and repaired:")
+		c.msg(fmt.Sprintf("    %d leaked clusters", fixed.leaks))
+		c.msg(fmt.Sprintf("    %d corruptions", fixed.corruptions))
+		c.msg("Double checking the fixed image now...")
+		again, err := newChecker(f, h, size)
+		if err != nil {
+			return res, err
+		}
+		again.run()
+		res = again.res
+		res.Messages = append(c.res.Messages, res.Messages...)
+		res.LeaksFixed = fixed.leaks
+		res.CorruptionsFixed = fixed.corruptions
+	}
+	if res.Corruptions == 0 && res.Leaks == 0 && res.CheckErrors == 0 {
+		clear := uint64(IncompatDirty)
+		if mode == RepairAll {
+			clear |= IncompatCorrupt
+		}
+		if err := clearIncompatBits(f, h, clear); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+// clearIncompatBits clears bits of the incompatible features field (header
+// bytes 72-79) that are set, and syncs.
+func clearIncompatBits(f File, h *Header, bits uint64) error {
+	if h.Version < 3 || h.IncompatibleFeatures&bits == 0 {
+		return nil
+	}
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], h.IncompatibleFeatures&^bits)
+	if _, err := f.WriteAt(b[:], 72); err != nil {
+		return fmt.Errorf("qcow2: check: clear incompatible feature bits %#x: %w", h.IncompatibleFeatures&bits, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("qcow2: check: sync header: %w", err)
+	}
+	h.IncompatibleFeatures &^= bits
+	return nil
+}
+
+// QEMU limits that only check needs.
+const (
+	maxSnapshotExtraData = 1024
+	maxSnapshotTable     = 64 << 20 // QCOW_MAX_SNAPSHOTS_SIZE
+	maxBitmaps           = 65535
+	maxBitmapDirectory   = 1024 * maxBitmaps
+	maxBitmapTable       = 0x8000000
+	maxBitmapPhysSize    = 0x20000000
+	bitmapEntryOffset    = 0x00fffffffffffe00
+	bitmapEntryReserved  = 0xff000000000001fe
+	bitmapEntryAllOnes   = 1
+	bitmapReservedFlags  = 0xfffffffc
+	bitmapDirEntrySize   = 24
+	snapshotHeaderSize   = 40
+
+	// maxCheckMessages bounds CheckResult.Messages on hostile images.
+	maxCheckMessages = 10000
+)
+
+// snapshotInfo is what check needs from one snapshot table entry.
+type snapshotInfo struct {
+	l1Offset uint64
+	l1Size   uint32
+	id, name string
+}
+
+// checker holds the state of one pass over an image.
+type checker struct {
+	f        File
+	h        *Header
+	fileSize int64
+	cs       int64
+	order    uint32
+
+	// nb is the number of host clusters compared: the file size in
+	// clusters, grown by one if a reference ends in the cluster after a
+	// file end that is cluster aligned (as QEMU reallocates its array).
+	nb       int64
+	capacity int64
+	computed []byte // refcounts computed from the metadata, image width
+	stored   []byte // refcounts read from the refcount blocks, image width
+
+	reftable []uint64
+	// badBlock marks reftable indexes whose refcount block could not be
+	// read; the stored refcounts they cover are unknown.
+	badBlock map[int64]bool
+	// damagedRefblocks is set when a refcount table entry or block is
+	// damaged: only a rebuilt refcount structure could repair that.
+	damagedRefblocks bool
+	// copiedErrs counts the OFLAG_COPIED errors found without repair.
+	copiedErrs int
+	// meta marks clusters that hold metadata other than L2 tables; repair
+	// never writes an L2 table over them.
+	meta []uint64
+
+	snapshots     []snapshotInfo
+	snapshotsSize int64
+
+	buf []byte // one cluster, or less for a file smaller than a cluster
+
+	res        *CheckResult
+	suppressed int
+}
+
+func newChecker(f File, h *Header, fileSize int64) (*checker, error) {
+	cs := h.ClusterSize()
+	nb := (fileSize + cs - 1) / cs
+	c := &checker{
+		f:        f,
+		h:        h,
+		fileSize: fileSize,
+		cs:       cs,
+		order:    h.RefcountOrder,
+		nb:       nb,
+		capacity: nb + 1,
+		badBlock: map[int64]bool{},
+		res:      &CheckResult{},
+	}
+	arrayBytes := (c.capacity<<c.order + 7) / 8
+	c.computed = make([]byte, arrayBytes)
+	c.stored = make([]byte, arrayBytes)
+	c.meta = make([]uint64, (c.capacity+63)/64)
+	bufSize := cs
+	if fileSize < bufSize {
+		bufSize = fileSize
+	}
+	c.buf = make([]byte, bufSize)
+	virt := h.Size &^ 511
+	total := virt / uint64(cs)
+	if virt%uint64(cs) != 0 {
+		total++
+	}
+	c.res.TotalClusters = int64(total)
+	return c, nil
+}
+
+// msg records one detail line.
+func (c *checker) msg(s string) {
+	if len(c.res.Messages) >= maxCheckMessages {
+		c.suppressed++
+		return
+	}
+	c.res.Messages = append(c.res.Messages, s)
+}
+
+func (c *checker) corruption(format string, args ...any) {
+	c.res.Corruptions++
+	c.msg(fmt.Sprintf(format, args...))
+}
+
+func (c *checker) checkError(format string, args ...any) {
+	c.res.CheckErrors++
+	c.msg(fmt.Sprintf(format, args...))
+}
+
+// readAt fills p from the file at off; bytes past the end of the file read
+// as zeros, as they do for QEMU.
+func (c *checker) readAt(p []byte, off int64) error {
+	if off >= c.fileSize || off < 0 {
+		clear(p)
+		return nil
+	}
+	n, err := c.f.ReadAt(p, off)
+	if err == io.EOF || (err == nil && n == len(p)) {
+		clear(p[n:])
+		return nil
+	}
+	if err == nil {
+		err = io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// readTable reads up to n bytes at off, but only the part inside the file:
+// the returned slice may be shorter than n, and what it lacks is zeros.
+func (c *checker) readTable(off uint64, n int64) ([]byte, error) {
+	if off >= uint64(c.fileSize) || n <= 0 {
+		return nil, nil
+	}
+	if avail := c.fileSize - int64(off); n > avail {
+		n = avail
+	}
+	b := make([]byte, n)
+	if err := c.readAt(b, int64(off)); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// tableEntry returns the big-endian u64 at index i of a table read by
+// readTable, zero past its end.
+func tableEntry(b []byte, i int64) uint64 {
+	if i < 0 || i*8+8 > int64(len(b)) {
+		return 0
+	}
+	return binary.BigEndian.Uint64(b[i*8:])
+}
+
+func (c *checker) markMeta(off uint64, n int64) {
+	if n <= 0 || off >= uint64(c.capacity*c.cs) {
+		return
+	}
+	first := int64(off) / c.cs
+	last := (int64(off) + n - 1) / c.cs
+	if last >= c.capacity {
+		last = c.capacity - 1
+	}
+	for k := first; k <= last; k++ {
+		c.meta[k/64] |= 1 << (k % 64)
+	}
+}
+
+func (c *checker) isMeta(k int64) bool {
+	return k >= 0 && k < c.capacity && c.meta[k/64]&(1<<(k%64)) != 0
+}
+
+// incRefs counts one reference to every host cluster that [off, off+size)
+// touches (qcow2_inc_refcounts_imrt).
+func (c *checker) incRefs(off uint64, size int64) {
+	if size <= 0 {
+		return
+	}
+	// The last cluster of an image may be short, so a reference may
+	// extend past the end of the file by less than a cluster.
+	end := off + uint64(size)
+	if end < off || end >= uint64(c.fileSize)+uint64(c.cs) {
+		c.corruption("ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset %#x size %#x", off, size)
+		return
+	}
+	first := int64(off) / c.cs
+	last := int64(end-1) / c.cs
+	for k := first; k <= last; k++ {
+		if k >= c.capacity {
+			c.checkError("ERROR: cluster %d is past the refcount array", k)
+			return
+		}
+		if k >= c.nb {
+			c.nb = k + 1
+		}
+		r := refcount(c.computed, k, c.order)
+		if r == maxRefcount(c.order) {
+			c.corruption("ERROR: overflow cluster offset=%#x", k*c.cs)
+			c.msg("Use qemu-img amend to increase the refcount entry width or qemu-img convert to create a clean copy if the image cannot be opened for writing")
+			continue
+		}
+		setRefcount(c.computed, k, c.order, r+1)
+	}
+}
+
+// run does one full check pass (qcow2_co_check_locked without repair).
+func (c *checker) run() {
+	c.readSnapshotTable()
+	c.calculate()
+	highest := c.compare()
+	c.checkCopied(false)
+	c.res.ImageEndOffset = (highest + 1) * c.cs
+	if c.suppressed > 0 {
+		c.res.Messages = append(c.res.Messages, fmt.Sprintf("(%d more messages not shown)", c.suppressed))
+		c.suppressed = 0
+	}
+}
+
+// readSnapshotTable parses the snapshot table (qcow2_read_snapshots).
+func (c *checker) readSnapshotTable() {
+	h := c.h
+	if h.NbSnapshots == 0 {
+		return
+	}
+	var hdr [snapshotHeaderSize]byte
+	be := binary.BigEndian
+	off := int64(h.SnapshotsOffset)
+	for i := 0; i < int(h.NbSnapshots); i++ {
+		off = (off + 7) &^ 7
+		if err := c.readAt(hdr[:], off); err != nil {
+			c.checkError("ERROR: could not read snapshot table entry %d at %#x: %v", i, off, err)
+			return
+		}
+		sn := snapshotInfo{
+			l1Offset: be.Uint64(hdr[0:]),
+			l1Size:   be.Uint32(hdr[8:]),
+		}
+		idSize := int64(be.Uint16(hdr[12:]))
+		nameSize := int64(be.Uint16(hdr[14:]))
+		extra := int64(be.Uint32(hdr[36:]))
+		off += snapshotHeaderSize
+		if extra > maxSnapshotExtraData {
+			c.corruption("ERROR: Too much extra metadata in snapshot table entry %d (%d bytes)", i, extra)
+		}
+		off += extra
+		if idSize+nameSize > 0 && off+idSize+nameSize-int64(h.SnapshotsOffset) <= maxSnapshotTable {
+			strs := make([]byte, idSize+nameSize) // at most 128 KiB
+			if err := c.readAt(strs, off); err != nil {
+				c.checkError("ERROR: could not read snapshot table entry %d at %#x: %v", i, off, err)
+				return
+			}
+			sn.id, sn.name = string(strs[:idSize]), string(strs[idSize:])
+		}
+		off += idSize + nameSize
+		if off-int64(h.SnapshotsOffset) > maxSnapshotTable {
+			c.corruption("ERROR: snapshot table is too big (more than %d bytes)", maxSnapshotTable)
+			return
+		}
+		c.snapshots = append(c.snapshots, sn)
+	}
+	c.snapshotsSize = off - int64(h.SnapshotsOffset)
+}
+
+// calculate builds the computed refcounts (calculate_refcounts).
+func (c *checker) calculate() {
+	h := c.h
+	c.incRefs(0, c.cs)
+	c.markMeta(0, c.cs)
+
+	c.checkL1(h.L1TableOffset, h.L1Size, true)
+
+	for _, sn := range c.snapshots {
+		if sn.l1Offset%uint64(c.cs) != 0 {
+			c.corruption("ERROR snapshot %s (%s) l1_offset=%#x: L1 table is not cluster aligned; snapshot table entry corrupted", sn.id, sn.name, sn.l1Offset)
+			continue
+		}
+		if int64(sn.l1Size) > maxL1Bytes/8 {
+			c.corruption("ERROR snapshot %s (%s) l1_size=%#x: L1 table is too large; snapshot table entry corrupted", sn.id, sn.name, sn.l1Size)
+			continue
+		}
+		c.checkL1(sn.l1Offset, sn.l1Size, false)
+	}
+	c.incRefs(h.SnapshotsOffset, c.snapshotsSize)
+	c.markMeta(h.SnapshotsOffset, c.snapshotsSize)
+
+	rtBytes := int64(h.RefcountTableClusters) << h.ClusterBits
+	c.incRefs(h.RefcountTableOffset, rtBytes)
+	c.markMeta(h.RefcountTableOffset, rtBytes)
+	rt, err := c.readTable(h.RefcountTableOffset, rtBytes)
+	if err != nil {
+		c.checkError("ERROR: could not read the refcount table at %#x: %v", h.RefcountTableOffset, err)
+	}
+	c.reftable = make([]uint64, rtBytes/8)
+	for i := range c.reftable {
+		c.reftable[i] = tableEntry(rt, int64(i))
+	}
+
+	c.checkBitmaps()
+	c.checkRefblocks()
+}
+
+// checkL1 counts an L1 table and everything it reaches (check_refcounts_l1).
+func (c *checker) checkL1(off uint64, size uint32, active bool) {
+	if size == 0 {
+		return
+	}
+	n := int64(size) * 8
+	c.incRefs(off, n)
+	c.markMeta(off, n)
+	l1, err := c.readTable(off, n)
+	if err != nil {
+		c.checkError("ERROR: I/O error in check_refcounts_l1: %v", err)
+		return
+	}
+	for i := int64(0); i < int64(size); i++ {
+		e := l1Entry(tableEntry(l1, i))
+		if e == 0 {
+			continue
+		}
+		if e.reserved() != 0 {
+			c.corruption("ERROR found L1 entry with reserved bits set: %x", uint64(e))
+		}
+		l2 := uint64(e.l2Offset())
+		c.incRefs(l2, c.cs)
+		if l2%uint64(c.cs) != 0 {
+			c.corruption("ERROR l2_offset=%x: Table is not cluster aligned; L1 entry corrupted", l2)
+		}
+		c.checkL2(l2, active)
+	}
+}
+
+// clusterType classifies an L2 entry as qcow2_get_cluster_type does.
+type clusterType int
+
+const (
+	clusterUnallocated clusterType = iota
+	clusterZeroPlain
+	clusterZeroAlloc
+	clusterNormal
+	clusterCompressed
+)
+
+func (c *checker) clusterType(e l2Entry) clusterType {
+	switch {
+	case e.compressed():
+		return clusterCompressed
+	case e.zero() && !c.h.ExtendedL2():
+		if e.offset() != 0 {
+			return clusterZeroAlloc
+		}
+		return clusterZeroPlain
+	case e.offset() == 0:
+		return clusterUnallocated
+	}
+	return clusterNormal
+}
+
+// readL2 reads the L2 table at off into c.buf; it returns the entries
+// inside the file (the rest are zero, hence unallocated).
+func (c *checker) readL2(off uint64) ([]byte, error) {
+	if off >= uint64(c.fileSize) {
+		return nil, nil
+	}
+	n := c.cs
+	if avail := c.fileSize - int64(off); n > avail {
+		n = avail
+	}
+	b := c.buf[:n]
+	if err := c.readAt(b, int64(off)); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// l2At returns entry i of an L2 table read by readL2 and, with extended L2
+// entries, its subcluster bitmap.
+func (c *checker) l2At(b []byte, i int64) (l2Entry, uint64) {
+	sz := c.h.l2EntrySize()
+	if (i+1)*sz > int64(len(b)) {
+		return 0, 0
+	}
+	e := l2Entry(binary.BigEndian.Uint64(b[i*sz:]))
+	var bitmap uint64
+	if sz == 16 {
+		bitmap = binary.BigEndian.Uint64(b[i*sz+8:])
+	}
+	return e, bitmap
+}
+
+// checkL2 counts the clusters an L2 table references (check_refcounts_l2);
+// for the active table it also gathers the allocation statistics.
+func (c *checker) checkL2(off uint64, active bool) {
+	b, err := c.readL2(off)
+	if err != nil {
+		c.checkError("ERROR: I/O error in check_refcounts_l2: %v", err)
+		return
+	}
+	var next uint64
+	entries := c.h.l2Entries()
+	for i := int64(0); i < entries; i++ {
+		e, bitmap := c.l2At(b, i)
+		typ := c.clusterType(e)
+		if typ != clusterCompressed && e.reserved() != 0 {
+			c.corruption("ERROR found l2 entry with reserved bits set: %x", uint64(e))
+		}
+		switch typ {
+		case clusterCompressed:
+			if e.copied() {
+				coff, _ := e.compressedRange(c.h.ClusterBits)
+				c.corruption("ERROR: coffset=%#x: copied flag must never be set for compressed clusters", coff)
+				e &^= oflagCopied
+			}
+			if bitmap != 0 {
+				c.corruption("ERROR compressed cluster %d with non-zero subcluster allocation bitmap, entry=%#x", i, uint64(e))
+				continue
+			}
+			coff, csize := e.compressedRange(c.h.ClusterBits)
+			c.incRefs(uint64(coff), csize)
+			if active {
+				c.res.AllocatedClusters++
+				c.res.CompressedClusters++
+				c.res.FragmentedClusters++
+			}
+		case clusterZeroAlloc, clusterNormal:
+			hoff := uint64(e.offset())
+			if (bitmap>>subZeroShift)&bitmap != 0 {
+				c.corruption("ERROR offset=%x: Allocated cluster has corrupted subcluster allocation bitmap", hoff)
+			}
+			if hoff%uint64(c.cs) != 0 {
+				hasData := !e.zero()
+				if c.h.ExtendedL2() {
+					hasData = bitmap&subAllocMask != 0
+				}
+				if hasData {
+					c.corruption("ERROR offset=%x: Data cluster is not properly aligned; L2 entry corrupted.", hoff)
+				} else {
+					c.corruption("ERROR offset=%x: Preallocated cluster is not properly aligned; L2 entry corrupted.", hoff)
+				}
+			}
+			if active {
+				c.res.AllocatedClusters++
+				if next != 0 && hoff != next {
+					c.res.FragmentedClusters++
+				}
+				next = hoff + uint64(c.cs)
+			}
+			c.incRefs(hoff, c.cs)
+		case clusterUnallocated:
+			if bitmap&subAllocMask != 0 {
+				c.corruption("ERROR: Unallocated cluster has non-zero subcluster allocation map")
+			}
+		}
+	}
+}
+
+// checkBitmaps counts the persistent bitmaps' clusters
+// (qcow2_check_bitmaps_refcounts). QEMU ignores the bitmaps extension when
+// the bitmaps autoclear bit is clear: a program without bitmap support
+// wrote the image, the bitmaps are stale and their clusters are leaks.
+func (c *checker) checkBitmaps() {
+	bm := c.h.Bitmaps
+	if bm == nil || c.h.AutoclearFeatures&AutoclearBitmaps == 0 {
+		return
+	}
+	if bm.Count == 0 || bm.Count > maxBitmaps || bm.DirectorySize == 0 || bm.DirectorySize > maxBitmapDirectory ||
+		bm.DirectoryOffset%uint64(c.cs) != 0 {
+		c.corruption("ERROR bitmaps extension: %d bitmaps, directory of %d bytes at %#x are invalid", bm.Count, bm.DirectorySize, bm.DirectoryOffset)
+		return
+	}
+	c.incRefs(bm.DirectoryOffset, int64(bm.DirectorySize))
+	c.markMeta(bm.DirectoryOffset, int64(bm.DirectorySize))
+	if bm.DirectoryOffset+bm.DirectorySize > uint64(c.fileSize) {
+		c.corruption("ERROR bitmap directory (%d bytes at %#x) extends past the end of the file", bm.DirectorySize, bm.DirectoryOffset)
+		return
+	}
+	dir, err := c.readTable(bm.DirectoryOffset, int64(bm.DirectorySize))
+	if err != nil {
+		c.checkError("ERROR: could not read the bitmap directory at %#x: %v", bm.DirectoryOffset, err)
+		return
+	}
+	type table struct {
+		off  uint64
+		size uint32
+	}
+	var tables []table
+	be := binary.BigEndian
+	pos := 0
+	for pos < len(dir) {
+		if pos+bitmapDirEntrySize > len(dir) {
+			c.corruption("ERROR broken bitmap directory at %#x", bm.DirectoryOffset+uint64(pos))
+			return
+		}
+		e := dir[pos:]
+		tOff := be.Uint64(e[0:])
+		tSize := be.Uint32(e[8:])
+		flags := be.Uint32(e[12:])
+		typ := e[16]
+		gran := e[17]
+		nameSize := int(be.Uint16(e[18:]))
+		extra := int(be.Uint32(e[20:]))
+		entrySize := (bitmapDirEntrySize + nameSize + extra + 7) &^ 7
+		if len(tables) >= int(bm.Count) {
+			c.corruption("ERROR more bitmaps found than the %d the header extension specifies", bm.Count)
+			return
+		}
+		if extra < 0 || pos+entrySize > len(dir) || entrySize < bitmapDirEntrySize {
+			c.corruption("ERROR broken bitmap directory at %#x", bm.DirectoryOffset+uint64(pos))
+			return
+		}
+		phys := uint64(tSize) * uint64(c.cs)
+		bad := extra != 0 || tSize == 0 || tOff == 0 || tOff%uint64(c.cs) != 0 || tSize > maxBitmapTable ||
+			gran > 31 || gran < 9 || flags&bitmapReservedFlags != 0 || nameSize > 1023 || typ != 1 ||
+			phys > maxBitmapPhysSize || c.h.Size > (phys*8)<<gran
+		if bad {
+			name := e[bitmapDirEntrySize+extra : bitmapDirEntrySize+extra+nameSize]
+			c.corruption("ERROR bitmap '%s' doesn't satisfy the constraints", name)
+			return
+		}
+		tables = append(tables, table{tOff, tSize})
+		pos += entrySize
+	}
+	if len(tables) != int(bm.Count) {
+		c.corruption("ERROR less bitmaps found than the %d the header extension specifies", bm.Count)
+		return
+	}
+	for _, t := range tables {
+		n := int64(t.size) * 8
+		c.incRefs(t.off, n)
+		c.markMeta(t.off, n)
+		tb, err := c.readTable(t.off, n)
+		if err != nil {
+			c.checkError("ERROR: could not read bitmap table at %#x: %v", t.off, err)
+			continue
+		}
+		for i := int64(0); i < int64(t.size); i++ {
+			e := tableEntry(tb, i)
+			off := e & bitmapEntryOffset
+			if e&bitmapEntryReserved != 0 || (off != 0 && (e&bitmapEntryAllOnes != 0 || off%uint64(c.cs) != 0)) {
+				c.corruption("ERROR bitmap table entry %d at %#x is invalid: %#x", i, t.off+uint64(i)*8, e)
+				continue
+			}
+			if off != 0 {
+				c.incRefs(off, c.cs)
+			}
+		}
+	}
+}
+
+// checkRefblocks counts the refcount blocks and checks the refcount table
+// (check_refblocks).
+func (c *checker) checkRefblocks() {
+	for i, e := range c.reftable {
+		off := e & rtOffsetMask
+		if e&rtReservedMask != 0 {
+			c.corruption("ERROR refcount table entry %d has reserved bits set", i)
+			c.damagedRefblocks = true
+			continue
+		}
+		if off%uint64(c.cs) != 0 {
+			c.corruption("ERROR refcount block %d is not cluster aligned; refcount table entry corrupted", i)
+			c.damagedRefblocks = true
+			continue
+		}
+		if off/uint64(c.cs) >= uint64(c.nb) {
+			c.corruption("ERROR refcount block %d is outside image", i)
+			c.damagedRefblocks = true
+			continue
+		}
+		if off != 0 {
+			c.incRefs(off, c.cs)
+			c.markMeta(off, c.cs)
+			k := int64(off) / c.cs
+			if r := refcount(c.computed, k, c.order); r != 1 {
+				c.corruption("ERROR refcount block %d refcount=%d", i, r)
+				c.damagedRefblocks = true
+			}
+		}
+	}
+}
+
+// blockEntries is the number of refcounts in one refcount block.
+func (c *checker) blockEntries() int64 { return c.h.refcountBlockEntries() }
+
+// refblockOffset returns the offset of the refcount block with reftable
+// index rt, 0 if there is none, or an error if the entry is unusable.
+func (c *checker) refblockOffset(rt int64) (int64, error) {
+	if rt >= int64(len(c.reftable)) {
+		return 0, nil
+	}
+	off := c.reftable[rt] & rtOffsetMask
+	if off%uint64(c.cs) != 0 {
+		return 0, formatErr(int64(c.h.RefcountTableOffset)+rt*8, "refcount block offset %#x is not cluster aligned (reftable index %#x)", off, rt)
+	}
+	return int64(off), nil
+}
+
+// loadStored reads the stored refcounts of clusters [0, nb) into c.stored.
+func (c *checker) loadStored() {
+	per := c.blockEntries()
+	block := make([]byte, len(c.buf))
+	for rt := int64(0); rt*per < c.nb; rt++ {
+		off, err := c.refblockOffset(rt)
+		if err != nil {
+			c.badBlock[rt] = true
+			continue
+		}
+		if off == 0 || off >= c.fileSize {
+			continue // zeros
+		}
+		n := int64(len(block))
+		if avail := c.fileSize - off; n > avail {
+			n = avail
+		}
+		clear(block)
+		if err := c.readAt(block[:n], off); err != nil {
+			c.badBlock[rt] = true
+			c.checkError("ERROR: could not read refcount block %d at %#x: %v", rt, off, err)
+			continue
+		}
+		for j := int64(0); j < per && rt*per+j < c.nb; j++ {
+			if (j<<c.order)/8 >= n {
+				break // the rest of a short block reads as zeros
+			}
+			setRefcount(c.stored, rt*per+j, c.order, refcount(block, j, c.order))
+		}
+	}
+}
+
+// storedRefcount returns the stored refcount of host cluster k.
+func (c *checker) storedRefcount(k int64) (uint64, error) {
+	per := c.blockEntries()
+	rt := k / per
+	if k < c.nb {
+		if c.badBlock[rt] {
+			return 0, errors.New("input/output error")
+		}
+		return refcount(c.stored, k, c.order), nil
+	}
+	off, err := c.refblockOffset(rt)
+	if err != nil || off == 0 {
+		return 0, err
+	}
+	// A cluster past the end of the file: read just its entry.
+	j := k % per
+	pos := off + (j<<c.order)/8
+	var b [8]byte
+	width := int64(1) << c.order / 8
+	if width == 0 {
+		width = 1
+	}
+	if err := c.readAt(b[:width], pos); err != nil {
+		return 0, err
+	}
+	idx := j
+	if c.order < 3 {
+		idx = j % (8 >> c.order)
+	} else {
+		idx = 0
+	}
+	return refcount(b[:width], idx, c.order), nil
+}
+
+// compare compares computed and stored refcounts (compare_refcounts) and
+// returns the highest cluster in use.
+func (c *checker) compare() int64 {
+	c.loadStored()
+	var highest int64
+	for i := int64(0); i < c.nb; i++ {
+		if c.badBlock[i/c.blockEntries()] {
+			c.checkError("Can't get refcount for cluster %d: Input/output error", i)
+			continue
+		}
+		stored := refcount(c.stored, i, c.order)
+		computed := refcount(c.computed, i, c.order)
+		if stored > 0 || computed > 0 {
+			highest = i
+		}
+		if stored == computed {
+			continue
+		}
+		if stored < computed {
+			c.corruption("ERROR cluster %d refcount=%d reference=%d", i, stored, computed)
+		} else {
+			c.res.Leaks++
+			c.msg(fmt.Sprintf("Leaked cluster %d refcount=%d reference=%d", i, stored, computed))
+		}
+	}
+	return highest
+}
+
+// checkCopied verifies OFLAG_COPIED in the active L1 and L2 tables against
+// the stored refcounts (check_oflag_copied); with repair it fixes them and
+// returns how many it fixed.
+func (c *checker) checkCopied(repair bool) (fixed int, err error) {
+	h := c.h
+	l1, rerr := c.readTable(h.L1TableOffset, int64(h.L1Size)*8)
+	if rerr != nil {
+		c.checkError("ERROR: could not read the L1 table at %#x: %v", h.L1TableOffset, rerr)
+		return 0, nil
+	}
+	word := "ERROR"
+	if repair {
+		word = "Repairing"
+	}
+	for i := int64(0); i < int64(h.L1Size); i++ {
+		e := l1Entry(tableEntry(l1, i))
+		l2 := e.l2Offset()
+		if l2 == 0 {
+			continue
+		}
+		r, gerr := c.storedRefcount(l2 / c.cs)
+		if gerr != nil {
+			continue
+		}
+		if (r == 1) != e.copied() {
+			c.corruption("%s OFLAG_COPIED L2 cluster: l1_index=%d l1_entry=%x refcount=%d", word, i, uint64(e), r)
+			if !repair {
+				c.copiedErrs++
+			} else {
+				ne := e &^ oflagCopied
+				if r == 1 {
+					ne |= oflagCopied
+				}
+				var b [8]byte
+				binary.BigEndian.PutUint64(b[:], uint64(ne))
+				pos := int64(h.L1TableOffset) + i*8
+				if _, werr := c.f.WriteAt(b[:], pos); werr != nil {
+					c.res.CheckErrors++
+					return fixed, fmt.Errorf("qcow2: check: write L1 entry %d at %d: %w", i, pos, werr)
+				}
+				c.res.Corruptions--
+				fixed++
+			}
+		}
+		b, rerr := c.readL2(uint64(l2))
+		if rerr != nil {
+			c.checkError("ERROR: Could not read L2 table: %v", rerr)
+			continue
+		}
+		dirty := 0
+		for j := int64(0); j < h.l2Entries(); j++ {
+			le, _ := c.l2At(b, j)
+			typ := c.clusterType(le)
+			if typ != clusterNormal && typ != clusterZeroAlloc {
+				continue
+			}
+			r, gerr := c.storedRefcount(le.offset() / c.cs)
+			if gerr != nil {
+				continue
+			}
+			if (r == 1) != le.copied() {
+				c.corruption("%s OFLAG_COPIED data cluster: l2_entry=%x refcount=%d", word, uint64(le), r)
+				if !repair {
+					c.copiedErrs++
+				} else {
+					ne := le &^ oflagCopied
+					if r == 1 {
+						ne |= oflagCopied
+					}
+					binary.BigEndian.PutUint64(b[j*h.l2EntrySize():], uint64(ne))
+					dirty++
+				}
+			}
+		}
+		if dirty == 0 {
+			continue
+		}
+		if l2%c.cs != 0 || c.isMeta(l2/c.cs) {
+			c.checkError("ERROR: Could not write L2 table at %#x; metadata overlap check failed", l2)
+			continue
+		}
+		if _, werr := c.f.WriteAt(b, l2); werr != nil {
+			c.res.CheckErrors++
+			return fixed, fmt.Errorf("qcow2: check: write L2 table at %d: %w", l2, werr)
+		}
+		c.res.Corruptions -= dirty
+		fixed += dirty
+	}
+	return fixed, nil
+}
+
+// fixedCounts are what a repair fixed.
+type fixedCounts struct {
+	leaks, corruptions int
+}
+
+// blockWritable reports whether the refcount block with reftable index rt
+// exists and can safely be rewritten: inside the file, aligned, and
+// referenced by nothing but the refcount table.
+func (c *checker) blockWritable(rt int64) (int64, bool) {
+	if rt >= int64(len(c.reftable)) || c.badBlock[rt] {
+		return 0, false
+	}
+	e := c.reftable[rt]
+	off := e & rtOffsetMask
+	if e&rtReservedMask != 0 || off == 0 || off%uint64(c.cs) != 0 || off/uint64(c.cs) >= uint64(c.nb) {
+		return 0, false
+	}
+	k := int64(off) / c.cs
+	if refcount(c.computed, k, c.order) != 1 {
+		return 0, false
+	}
+	return int64(off), true
+}
+
+// repair applies mode to the refcounts found by run, then (RepairAll) the
+// COPIED flags.
+func (c *checker) repair(mode RepairMode) (fixedCounts, error) {
+	var fixed fixedCounts
+	per := c.blockEntries()
+	if mode == RepairAll {
+		// Nothing is written unless every refcount that must be raised
+		// has a sound refcount block to hold it.
+		if c.damagedRefblocks {
+			return fixed, formatErr(int64(c.h.RefcountTableOffset),
+				"check: the refcount table or a refcount block is damaged; the refcount structure must be rebuilt")
+		}
+		for i := int64(0); i < c.nb; i++ {
+			s, cp := refcount(c.stored, i, c.order), refcount(c.computed, i, c.order)
+			if s < cp {
+				if _, ok := c.blockWritable(i / per); !ok {
+					return fixed, formatErr(int64(c.h.RefcountTableOffset)+(i/per)*8,
+						"check: the refcount block covering cluster %d (refcount=%d reference=%d) is missing; the refcount structure must be rebuilt", i, s, cp)
+				}
+			}
+		}
+	}
+
+	// Rewrite refcount blocks one at a time.
+	block := make([]byte, len(c.buf))
+	wrote := false
+	for rt := int64(0); rt*per < c.nb; rt++ {
+		var changes []int64
+		for i := rt * per; i < (rt+1)*per && i < c.nb; i++ {
+			s, cp := refcount(c.stored, i, c.order), refcount(c.computed, i, c.order)
+			if s > cp || (mode == RepairAll && s < cp) {
+				changes = append(changes, i)
+			}
+		}
+		if len(changes) == 0 {
+			continue
+		}
+		off, ok := c.blockWritable(rt)
+		if !ok {
+			continue // reported again by the second pass
+		}
+		n := int64(len(block))
+		if avail := c.fileSize - off; n > avail {
+			n = avail
+		}
+		b := block[:n]
+		if err := c.readAt(b, off); err != nil {
+			return fixed, fmt.Errorf("qcow2: check: read refcount block %d at %d: %w", rt, off, err)
+		}
+		for _, i := range changes {
+			s, cp := refcount(c.stored, i, c.order), refcount(c.computed, i, c.order)
+			j := i - rt*per
+			if (j<<c.order)/8 >= n {
+				// The entry lies past the end of a short refcount block,
+				// which cannot hold anything but zeros: grow it.
+				ext := make([]byte, c.cs)
+				copy(ext, b)
+				b, n = ext, c.cs
+			}
+			setRefcount(b, j, c.order, cp)
+			setRefcount(c.stored, i, c.order, cp)
+			c.msg(fmt.Sprintf("Repairing cluster %d refcount=%d reference=%d", i, s, cp))
+			if s > cp {
+				fixed.leaks++
+				c.res.Leaks--
+			} else {
+				fixed.corruptions++
+				c.res.Corruptions--
+			}
+		}
+		if _, err := c.f.WriteAt(b, off); err != nil {
+			return fixed, fmt.Errorf("qcow2: check: write refcount block %d at %d: %w", rt, off, err)
+		}
+		wrote = true
+	}
+	if wrote {
+		if err := c.f.Sync(); err != nil {
+			return fixed, fmt.Errorf("qcow2: check: sync refcount blocks: %w", err)
+		}
+	}
+
+	if mode == RepairAll {
+		// Recount the COPIED errors against the repaired refcounts: the
+		// first pass counted them against the old ones.
+		c.res.Corruptions -= c.copiedErrs
+		n, err := c.checkCopied(true)
+		fixed.corruptions += n
+		if err != nil {
+			return fixed, err
+		}
+		if n > 0 {
+			if err := c.f.Sync(); err != nil {
+				return fixed, fmt.Errorf("qcow2: check: sync L1/L2 tables: %w", err)
+			}
+		}
+	}
+	return fixed, nil
+}

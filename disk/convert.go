@@ -1,0 +1,497 @@
+package disk
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"vmtui/disk/qcow2"
+)
+
+// ConvertOptions control Convert.
+type ConvertOptions struct {
+	// Format is the output format: FormatQcow2 (the default when empty) or
+	// FormatRaw.
+	Format Format
+	// Compress writes compressed qcow2 clusters, with CompressionType.
+	Compress        bool
+	CompressionType qcow2.CompressionType
+	// ClusterSize of a qcow2 output; 0 means 64 KiB.
+	ClusterSize int64
+	// Progress, when set, is called from one goroutine with the bytes of the
+	// virtual disk done so far and the total, first with done 0 and last
+	// with done == total once the output is complete.
+	Progress func(done, total int64)
+	// Workers is the number of goroutines reading (and compressing) the
+	// source; 0 means runtime.NumCPU().
+	Workers int
+}
+
+const (
+	// convertChunk is the unit of work of Convert: a multiple of every
+	// cluster size, read in one call.
+	convertChunk = 2 << 20
+	// zeroGranule is the smallest run of zeros Convert leaves unwritten,
+	// as qemu-img convert's default -S 4k.
+	zeroGranule = 4096
+	maxWorkers  = 64
+)
+
+// Convert copies the image at src, its whole backing chain flattened, into
+// a new image at dst. The output is written into a temporary file in dst's
+// directory and renamed to dst only when complete, so dst is either absent
+// or whole; an existing dst is refused with an error wrapping fs.ErrExist.
+// Ranges that read as zeros are never written: the output is sparse. When
+// ctx is cancelled Convert stops, removes the temporary file and returns an
+// error wrapping ctx.Err().
+func Convert(ctx context.Context, src, dst string, opts ConvertOptions) error {
+	if err := convert(ctx, src, dst, opts); err != nil {
+		return fmt.Errorf("convert %q to %q: %w", src, dst, err)
+	}
+	return nil
+}
+
+func convert(ctx context.Context, src, dst string, opts ConvertOptions) (err error) {
+	switch opts.Format {
+	case "":
+		opts.Format = FormatQcow2
+	case FormatQcow2, FormatRaw:
+	default:
+		return fmt.Errorf("unsupported output format %q (want qcow2 or raw)", opts.Format)
+	}
+	if opts.Compress && opts.Format != FormatQcow2 {
+		return fmt.Errorf("compression needs qcow2 output, not %s", opts.Format)
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = runtime.NumCPU()
+	}
+	opts.Workers = min(opts.Workers, maxWorkers)
+	if _, err := os.Lstat(dst); err == nil {
+		return fmt.Errorf("%w (remove it first or choose another name)", fs.ErrExist)
+	}
+
+	in, err := Open(src, OpenOptions{ReadOnly: true})
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+
+	tmp, f, err := createTemp(dst)
+	if err != nil {
+		return err
+	}
+	var out target
+	defer func() {
+		if err != nil {
+			if out != nil {
+				out.abort()
+			} else {
+				f.Close()
+			}
+			os.Remove(tmp)
+		}
+	}()
+
+	size := in.Size()
+	switch opts.Format {
+	case FormatRaw:
+		if err := f.Truncate(size); err != nil {
+			return fmt.Errorf("size %q: %w", tmp, pathErr(err))
+		}
+		out = &rawTarget{f: f, path: tmp}
+	case FormatQcow2:
+		img, err := qcow2.Create(f, qcow2.CreateOptions{
+			Size:            size,
+			ClusterSize:     opts.ClusterSize,
+			CompressionType: opts.CompressionType,
+		}, nil)
+		if err != nil {
+			return fmt.Errorf("create %q: %w", tmp, err)
+		}
+		out = &qcow2Target{img: img, path: tmp}
+		size = img.Size() // rounded up to 512; the tail reads as zeros
+	}
+
+	cv := &converter{in: in, inSize: in.Size(), size: size, out: out, opts: opts, granule: zeroGranule}
+	if opts.Format == FormatQcow2 {
+		cs := opts.ClusterSize
+		if cs == 0 {
+			cs = 1 << qcow2.DefaultClusterBits
+		}
+		cv.granule = max(cs, zeroGranule)
+		if opts.Compress {
+			cv.granule = cs
+		}
+	}
+	if err := cv.run(ctx); err != nil {
+		return err
+	}
+	if err := out.close(); err != nil {
+		out = nil
+		f = nil
+		return err
+	}
+	out = nil
+	return renameNoReplace(tmp, dst)
+}
+
+// createTemp creates an empty temporary file next to dst.
+func createTemp(dst string) (string, *os.File, error) {
+	dir, base := filepath.Split(dst)
+	for range 100 {
+		name := filepath.Join(dir, "."+base+".tmp"+strconv.FormatUint(rand.Uint64()%1e12, 36))
+		f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+		if errors.Is(err, fs.ErrExist) {
+			continue
+		}
+		if err != nil {
+			return "", nil, fmt.Errorf("create temporary file: %w", err)
+		}
+		return name, f, nil
+	}
+	return "", nil, fmt.Errorf("create temporary file in %q: too many attempts", dir)
+}
+
+// renameNoReplace renames tmp to dst unless dst exists.
+func renameNoReplace(tmp, dst string) error {
+	err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, dst, unix.RENAME_NOREPLACE)
+	if errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("%w (created while converting)", fs.ErrExist)
+	}
+	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
+		// The file system cannot rename without replacing.
+		if _, err := os.Lstat(dst); err == nil {
+			return fmt.Errorf("%w (created while converting)", fs.ErrExist)
+		}
+		err = os.Rename(tmp, dst)
+	}
+	if err != nil {
+		return fmt.Errorf("rename %q to %q: %w", tmp, dst, pathErr(err))
+	}
+	return nil
+}
+
+// target is the output of a conversion.
+type target interface {
+	// write writes data at off, in guest order.
+	write(off int64, data []byte) error
+	// writeCompressed writes one cluster compressed already.
+	writeCompressed(off int64, compressed, plain []byte) error
+	// close makes the output durable and closes it.
+	close() error
+	// abort closes the output without caring for its content.
+	abort()
+}
+
+type rawTarget struct {
+	f    *os.File
+	path string
+}
+
+func (t *rawTarget) write(off int64, data []byte) error {
+	if _, err := t.f.WriteAt(data, off); err != nil {
+		return fmt.Errorf("write %q at %d: %w", t.path, off, pathErr(err))
+	}
+	return nil
+}
+
+func (t *rawTarget) writeCompressed(off int64, compressed, plain []byte) error {
+	return t.write(off, plain)
+}
+
+func (t *rawTarget) close() error {
+	err := t.f.Sync()
+	if cerr := t.f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("close %q: %w", t.path, pathErr(err))
+	}
+	return nil
+}
+
+func (t *rawTarget) abort() { t.f.Close() }
+
+type qcow2Target struct {
+	img  *qcow2.Image
+	path string
+}
+
+func (t *qcow2Target) write(off int64, data []byte) error {
+	if _, err := t.img.WriteAt(data, off); err != nil {
+		return fmt.Errorf("write %q at %d: %w", t.path, off, err)
+	}
+	return nil
+}
+
+func (t *qcow2Target) writeCompressed(off int64, compressed, plain []byte) error {
+	if err := t.img.WriteCompressedRaw(off, compressed, plain); err != nil {
+		return fmt.Errorf("write %q at %d: %w", t.path, off, err)
+	}
+	return nil
+}
+
+func (t *qcow2Target) close() error {
+	if err := t.img.Close(); err != nil {
+		return fmt.Errorf("close %q: %w", t.path, err)
+	}
+	return nil
+}
+
+func (t *qcow2Target) abort() { t.img.Close() }
+
+// converter runs one conversion: workers read (and compress) chunks in any
+// order, one writer writes them in guest order, so that a qcow2 output is
+// laid out sequentially.
+type converter struct {
+	in      Image
+	inSize  int64 // the source's size; past it the output reads as zeros
+	size    int64 // the output's virtual size
+	out     target
+	opts    ConvertOptions
+	granule int64 // runs of zeros this long (aligned) are not written
+
+	bufs sync.Pool // *[]byte of convertChunk bytes
+}
+
+// chunk is one convertChunk of the disk on its way through the pipeline.
+type chunk struct {
+	off, n int64
+	buf    *[]byte // the data read; nil when the chunk is all zeros
+	runs   []run   // what to write, relative to off
+	comp   [][]byte
+	err    error
+	done   chan struct{}
+}
+
+// run is a range of a chunk to write.
+type run struct{ off, n int64 }
+
+func (cv *converter) run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	progress := cv.opts.Progress
+	if progress == nil {
+		progress = func(int64, int64) {}
+	}
+	progress(0, cv.size)
+
+	workers := cv.opts.Workers
+	jobs := make(chan *chunk)
+	ordered := make(chan *chunk, 2*workers)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // dispatcher
+		defer wg.Done()
+		defer close(ordered)
+		defer close(jobs)
+		for off := int64(0); off < cv.size; off += convertChunk {
+			c := &chunk{off: off, n: min(convertChunk, cv.size-off), done: make(chan struct{})}
+			select {
+			case ordered <- c:
+			case <-ctx.Done():
+				return
+			}
+			select {
+			case jobs <- c:
+			case <-ctx.Done():
+				c.err = ctx.Err()
+				close(c.done)
+				return
+			}
+		}
+	}()
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for c := range jobs {
+				if err := ctx.Err(); err != nil {
+					c.err = err
+				} else {
+					c.err = cv.prepare(c)
+				}
+				close(c.done)
+			}
+		}()
+	}
+
+	err := cv.write(ctx, ordered, progress)
+	cancel()
+	// Drain so that the dispatcher and workers finish.
+	for c := range ordered {
+		<-c.done
+		cv.release(c)
+	}
+	wg.Wait()
+	if err != nil {
+		return err
+	}
+	progress(cv.size, cv.size)
+	return nil
+}
+
+// write writes the chunks in order until the end or the first error.
+func (cv *converter) write(ctx context.Context, ordered <-chan *chunk, progress func(int64, int64)) error {
+	for c := range ordered {
+		select {
+		case <-c.done:
+		case <-ctx.Done():
+			<-c.done
+			cv.release(c)
+			return ctx.Err()
+		}
+		if c.err != nil {
+			cv.release(c)
+			return c.err
+		}
+		if err := ctx.Err(); err != nil {
+			cv.release(c)
+			return err
+		}
+		var err error
+		if cv.opts.Compress {
+			err = cv.writeCompressed(c)
+		} else {
+			for _, r := range c.runs {
+				if err = cv.out.write(c.off+r.off, (*c.buf)[r.off:r.off+r.n]); err != nil {
+					break
+				}
+			}
+		}
+		cv.release(c)
+		if err != nil {
+			return err
+		}
+		if c.off+c.n < cv.size {
+			progress(c.off+c.n, cv.size)
+		}
+	}
+	return ctx.Err()
+}
+
+func (cv *converter) writeCompressed(c *chunk) error {
+	for i, comp := range c.comp {
+		if comp == nil {
+			continue
+		}
+		off := int64(i) * cv.granule
+		plain := (*c.buf)[off:min(off+cv.granule, c.n)]
+		if err := cv.out.writeCompressed(c.off+off, comp, plain); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (cv *converter) release(c *chunk) {
+	if c.buf != nil {
+		cv.bufs.Put(c.buf)
+		c.buf = nil
+	}
+}
+
+// prepare reads chunk c and decides what to write: the runs of granules
+// that are not all zeros, or those granules compressed one by one.
+func (cv *converter) prepare(c *chunk) error {
+	// The source's block status: what to read, what is known to be zeros.
+	var exts []Extent // bounded: extents are at least 512 bytes long
+	data := false
+	for pos, end := c.off, min(c.off+c.n, cv.inSize); pos < end; {
+		e, err := cv.in.Status(pos, end-pos)
+		if err != nil {
+			return fmt.Errorf("status of the source at %d: %w", pos, err)
+		}
+		if e.Length <= 0 || e.Length > end-pos {
+			return fmt.Errorf("status of the source at %d: bad extent length %d", pos, e.Length)
+		}
+		e.Offset = pos
+		data = data || e.Kind == ExtentData
+		exts = append(exts, e)
+		pos += e.Length
+	}
+	if !data {
+		return nil // all zeros
+	}
+	c.buf = cv.buffer()
+	buf := (*c.buf)[:c.n]
+	ng := (c.n + cv.granule - 1) / cv.granule
+	mayData := make([]bool, ng)
+	covered := int64(0)
+	for _, e := range exts {
+		rel := e.Offset - c.off
+		b := buf[rel : rel+e.Length]
+		covered = rel + e.Length
+		if e.Kind != ExtentData {
+			clear(b)
+			continue
+		}
+		if _, err := cv.in.ReadAt(b, e.Offset); err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("read the source at %d: %w", e.Offset, err)
+		}
+		for g := rel / cv.granule; g*cv.granule < rel+e.Length; g++ {
+			mayData[g] = true
+		}
+	}
+	clear(buf[covered:]) // past the end of the source
+
+	if cv.opts.Compress {
+		c.comp = make([][]byte, ng)
+	}
+	for g := int64(0); g < ng; g++ {
+		if !mayData[g] {
+			continue
+		}
+		lo, hi := g*cv.granule, min((g+1)*cv.granule, c.n)
+		if isZero(buf[lo:hi]) {
+			continue
+		}
+		if cv.opts.Compress {
+			comp, err := qcow2.Compress(cv.opts.CompressionType, nil, buf[lo:hi])
+			if err != nil {
+				return fmt.Errorf("compress the cluster at %d: %w", c.off+lo, err)
+			}
+			c.comp[g] = comp
+			continue
+		}
+		if k := len(c.runs); k > 0 && c.runs[k-1].off+c.runs[k-1].n == lo {
+			c.runs[k-1].n += hi - lo
+		} else {
+			c.runs = append(c.runs, run{off: lo, n: hi - lo})
+		}
+	}
+	return nil
+}
+
+func (cv *converter) buffer() *[]byte {
+	if b, ok := cv.bufs.Get().(*[]byte); ok {
+		return b
+	}
+	b := make([]byte, convertChunk)
+	return &b
+}
+
+// zeros is compared against to find zero runs.
+var zeros [zeroGranule]byte
+
+// isZero reports whether b is all zeros.
+func isZero(b []byte) bool {
+	for len(b) >= len(zeros) {
+		if !bytes.Equal(b[:len(zeros)], zeros[:]) {
+			return false
+		}
+		b = b[len(zeros):]
+	}
+	return bytes.Equal(b, zeros[:len(b)])
+}
