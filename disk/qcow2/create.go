@@ -79,14 +79,10 @@ func Create(f File, opts CreateOptions, backing Backing) (_ *Image, err error) {
 	if err := img.resizeLocked(size); err != nil {
 		return nil, err
 	}
-	switch opts.Preallocation {
-	case "", "off":
-	case "metadata":
+	if opts.Preallocation == "metadata" {
 		if err := img.preallocateMetadata(); err != nil {
 			return nil, err
 		}
-	default:
-		return nil, fmt.Errorf("qcow2: unknown preallocation mode %q (want off or metadata)", opts.Preallocation)
 	}
 	return img, nil
 }
@@ -131,6 +127,11 @@ func newHeader(opts CreateOptions) (*Header, error) {
 		h.IncompatibleFeatures |= IncompatCompression
 	default:
 		return nil, &UnsupportedError{Feature: opts.CompressionType.String()}
+	}
+	switch opts.Preallocation {
+	case "", "off", "metadata":
+	default:
+		return nil, fmt.Errorf("qcow2: unknown preallocation mode %q (want off or metadata)", opts.Preallocation)
 	}
 	if opts.LazyRefcounts {
 		h.CompatibleFeatures |= CompatLazyRefcounts

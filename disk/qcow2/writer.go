@@ -406,7 +406,15 @@ func (img *Image) WriteCompressedRaw(off int64, compressed, plain []byte) error 
 	}
 	size := int64(len(compressed))
 	var coff int64
+	shareable := false
 	if img.compNext != 0 && img.compNext+size <= img.compEnd {
+		rc, err := img.refcount(img.compNext / img.cs)
+		if err != nil {
+			return err
+		}
+		shareable = rc < maxRefcount(img.hdr.RefcountOrder) // 1-bit refcounts cannot share
+	}
+	if shareable {
 		coff = img.compNext
 		if err := img.addRefcount(coff/img.cs, 1); err != nil {
 			return err
