@@ -568,8 +568,8 @@ func (h *Header) marshal() ([]byte, error) {
 	hl := v2HeaderLength
 	if h.Version >= 3 {
 		hl = headerLength + len(h.unknownFields)
-		h.HeaderLength = uint32(hl)
 	}
+	h.HeaderLength = uint32(hl)
 	b = make([]byte, hl, cs)
 	be.PutUint32(b[0:], Magic)
 	be.PutUint32(b[4:], h.Version)

@@ -1,0 +1,461 @@
+package vm
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// The QEMU command line is built from typed devices, each rendering its own
+// arguments, in a fixed order, so that the same definition always gives the
+// same argv (golden-testable, and comparable with a running QEMU's
+// /proc/PID/cmdline). No shell ever sees it.
+
+// DefaultBinary is the QEMU system emulator vmtui runs.
+const DefaultBinary = "qemu-system-x86_64"
+
+// DefaultMachine is the machine type when a definition names none.
+const DefaultMachine = "q35"
+
+// Spec is everything the command line is built from: a definition's
+// settings, resolved (sizes in bytes, disk formats detected), plus the
+// runtime files of this start.
+type Spec struct {
+	Name    string
+	Memory  int64 // bytes
+	CPUs    int
+	Machine string // "" means DefaultMachine
+	// Accel lists accelerators in order of preference, e.g. {"kvm", "tcg"}.
+	Accel  []string
+	Disks  []DiskSpec
+	CDROM  string
+	Kernel string
+	Initrd string
+	Append string
+	// Boot is "disk", "cdrom", "net" or "" (firmware default; the kernel when one is given).
+	Boot  string
+	Nets  []NetSpec
+	Extra []string // appended verbatim, after everything vmtui renders
+
+	// Runtime files.
+	QMPFD     int    // inherited listening socket for QMP (ExtraFiles index + 3); 0 for none
+	QMPPath   string // a QMP socket path for QEMU to create, when QMPFD is 0
+	PIDFile   string
+	SerialLog string
+}
+
+// DiskSpec is one disk image with its detected format.
+type DiskSpec struct {
+	Path   string
+	Format string // "qcow2" or "raw"
+}
+
+// NetSpec is one network interface.
+type NetSpec struct {
+	Type    string   // "user" (default) or "bridge"
+	Bridge  string   // bridge name for Type "bridge"
+	HostFwd []string // user networking port forwards, "tcp::2222-:22"
+	MAC     string   // optional
+}
+
+// device renders its part of the command line.
+type device interface {
+	args() ([]string, error)
+}
+
+// Cmdline returns QEMU's arguments (without the binary) for s.
+func Cmdline(s Spec) ([]string, error) {
+	if err := validateName(s.Name); err != nil {
+		return nil, err
+	}
+	if s.Memory <= 0 {
+		return nil, fmt.Errorf("vm %s: memory must be positive", s.Name)
+	}
+	if s.CPUs <= 0 {
+		return nil, fmt.Errorf("vm %s: vcpus must be positive", s.Name)
+	}
+	devs := []device{
+		fixedArgs{"-nodefaults", "-no-user-config", "-display", "none"},
+		nameDev{s.Name},
+		machineDev{s.Machine},
+		accelDev(s.Accel),
+		fixedArgs{"-m", strconv.FormatInt(s.Memory>>20, 10) + "M", "-smp", strconv.Itoa(s.CPUs)},
+		qmpDev{fd: s.QMPFD, path: s.QMPPath},
+		serialDev{log: s.SerialLog},
+		pidDev{s.PIDFile},
+		kernelDev{kernel: s.Kernel, initrd: s.Initrd, append: s.Append},
+	}
+	for i, d := range s.Disks {
+		devs = append(devs, diskDev{index: i, DiskSpec: d, bootFirst: s.Boot == "disk" && i == 0})
+	}
+	if s.CDROM != "" {
+		devs = append(devs, cdromDev{path: s.CDROM, bootFirst: s.Boot == "cdrom"})
+	}
+	for i, n := range s.Nets {
+		devs = append(devs, netDev{index: i, NetSpec: n})
+	}
+	devs = append(devs, bootDev{s.Boot}, fixedArgs(s.Extra))
+	var argv []string
+	for _, d := range devs {
+		a, err := d.args()
+		if err != nil {
+			return nil, fmt.Errorf("vm %s: %w", s.Name, err)
+		}
+		argv = append(argv, a...)
+	}
+	return argv, nil
+}
+
+// escape doubles commas, as QEMU's option parser reads ",," as a literal
+// comma: a path with a comma cannot inject options.
+func escape(v string) string { return strings.ReplaceAll(v, ",", ",,") }
+
+// checkValue refuses what no option value may hold.
+func checkValue(what, v string) error {
+	if strings.ContainsAny(v, "\x00\n") {
+		return fmt.Errorf("%s %q contains a NUL or newline", what, v)
+	}
+	return nil
+}
+
+// opts renders key=value pairs, escaping values.
+func opts(kv ...string) string {
+	var b strings.Builder
+	for i := 0; i+1 < len(kv); i += 2 {
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(kv[i])
+		b.WriteByte('=')
+		b.WriteString(escape(kv[i+1]))
+	}
+	return b.String()
+}
+
+type fixedArgs []string
+
+func (f fixedArgs) args() ([]string, error) {
+	for _, a := range f {
+		if err := checkValue("argument", a); err != nil {
+			return nil, err
+		}
+	}
+	return f, nil
+}
+
+type nameDev struct{ name string }
+
+func (n nameDev) args() ([]string, error) {
+	// process= names the process (comm) qemu-NAME; /proc/PID/comm holds 15 bytes.
+	return []string{"-name", opts("guest", n.name, "process", "qemu-"+n.name, "debug-threads", "on")}, nil
+}
+
+type machineDev struct{ typ string }
+
+func (m machineDev) args() ([]string, error) {
+	t := m.typ
+	if t == "" {
+		t = DefaultMachine
+	}
+	if !validToken(t) {
+		return nil, fmt.Errorf("invalid machine type %q", t)
+	}
+	return []string{"-machine", t}, nil
+}
+
+type accelDev []string
+
+func (a accelDev) args() ([]string, error) {
+	if len(a) == 0 {
+		a = []string{"kvm", "tcg"}
+	}
+	var argv []string
+	for _, x := range a {
+		if !validToken(x) {
+			return nil, fmt.Errorf("invalid accelerator %q", x)
+		}
+		argv = append(argv, "-accel", x)
+	}
+	return argv, nil
+}
+
+// ParseAccel splits an accelerator setting such as "kvm", "tcg" or
+// "kvm:tcg" (a preference list, as -machine accel= spells it) into the
+// list -accel options take one at a time.
+func ParseAccel(s string) ([]string, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var list []string
+	for _, a := range strings.Split(s, ":") {
+		switch a {
+		case "kvm", "tcg":
+			list = append(list, a)
+		default:
+			return nil, fmt.Errorf("unknown accelerator %q (want kvm, tcg or kvm:tcg)", a)
+		}
+	}
+	return list, nil
+}
+
+type qmpDev struct {
+	fd   int
+	path string
+}
+
+func (q qmpDev) args() ([]string, error) {
+	switch {
+	case q.fd > 0:
+		return []string{"-chardev", "socket,id=qmp0,fd=" + strconv.Itoa(q.fd) + ",server=on,wait=off", "-mon", "chardev=qmp0,mode=control"}, nil
+	case q.path != "":
+		if err := checkValue("QMP socket", q.path); err != nil {
+			return nil, err
+		}
+		return []string{"-chardev", "socket,id=qmp0," + opts("path", q.path) + ",server=on,wait=off", "-mon", "chardev=qmp0,mode=control"}, nil
+	}
+	return nil, errors.New("no QMP socket")
+}
+
+// SerialLabel is the chardev id of the serial console.
+const SerialLabel = "ser0"
+
+type serialDev struct{ log string }
+
+func (s serialDev) args() ([]string, error) {
+	c := "pty,id=" + SerialLabel
+	if s.log != "" {
+		if err := checkValue("serial log", s.log); err != nil {
+			return nil, err
+		}
+		c += "," + opts("logfile", s.log) + ",logappend=on"
+	}
+	return []string{"-chardev", c, "-serial", "chardev:" + SerialLabel}, nil
+}
+
+type pidDev struct{ path string }
+
+func (p pidDev) args() ([]string, error) {
+	if p.path == "" {
+		return nil, nil
+	}
+	if err := checkValue("pidfile", p.path); err != nil {
+		return nil, err
+	}
+	// -pidfile takes a plain path, not an option string: no comma escaping.
+	return []string{"-pidfile", p.path}, nil
+}
+
+type kernelDev struct{ kernel, initrd, append string }
+
+func (k kernelDev) args() ([]string, error) {
+	if k.kernel == "" {
+		if k.initrd != "" || k.append != "" {
+			return nil, errors.New("initrd and kernel command line need a kernel")
+		}
+		return nil, nil
+	}
+	for what, v := range map[string]string{"kernel": k.kernel, "initrd": k.initrd, "kernel command line": k.append} {
+		if err := checkValue(what, v); err != nil {
+			return nil, err
+		}
+	}
+	// -kernel, -initrd and -append take plain strings.
+	argv := []string{"-kernel", k.kernel}
+	if k.initrd != "" {
+		argv = append(argv, "-initrd", k.initrd)
+	}
+	if k.append != "" {
+		argv = append(argv, "-append", k.append)
+	}
+	return argv, nil
+}
+
+type diskDev struct {
+	index int
+	DiskSpec
+	bootFirst bool
+}
+
+func (d diskDev) args() ([]string, error) {
+	if err := checkValue("disk", d.Path); err != nil {
+		return nil, err
+	}
+	if d.Format != "qcow2" && d.Format != "raw" {
+		return nil, fmt.Errorf("disk %q: unknown format %q", d.Path, d.Format)
+	}
+	node := fmt.Sprintf("disk%d", d.index)
+	dev := "virtio-blk-pci,drive=" + node + ",id=" + node + "-dev"
+	if d.bootFirst {
+		dev += ",bootindex=0"
+	}
+	return []string{
+		"-blockdev", "driver=file,node-name=" + node + "-file," + opts("filename", d.Path),
+		"-blockdev", "driver=" + d.Format + ",node-name=" + node + ",file=" + node + "-file",
+		"-device", dev,
+	}, nil
+}
+
+type cdromDev struct {
+	path      string
+	bootFirst bool
+}
+
+func (c cdromDev) args() ([]string, error) {
+	if err := checkValue("cdrom", c.path); err != nil {
+		return nil, err
+	}
+	dev := "ide-cd,drive=cd0,id=cd0-dev"
+	if c.bootFirst {
+		dev += ",bootindex=0"
+	}
+	return []string{
+		"-blockdev", "driver=file,node-name=cd0-file,read-only=on," + opts("filename", c.path),
+		"-blockdev", "driver=raw,node-name=cd0,read-only=on,file=cd0-file",
+		"-device", dev,
+	}, nil
+}
+
+type netDev struct {
+	index int
+	NetSpec
+}
+
+func (n netDev) args() ([]string, error) {
+	id := fmt.Sprintf("net%d", n.index)
+	var backend string
+	switch n.Type {
+	case "", "user":
+		backend = "user,id=" + id
+		for _, f := range n.HostFwd {
+			if err := ValidateHostFwd(f); err != nil {
+				return nil, err
+			}
+			backend += "," + opts("hostfwd", f)
+		}
+	case "bridge":
+		if !validToken(n.Bridge) {
+			return nil, fmt.Errorf("invalid bridge name %q", n.Bridge)
+		}
+		if len(n.HostFwd) > 0 {
+			return nil, fmt.Errorf("port forwards need user networking, not bridge %s", n.Bridge)
+		}
+		backend = "bridge,id=" + id + ",br=" + n.Bridge
+	default:
+		return nil, fmt.Errorf("unknown network type %q (want user or bridge)", n.Type)
+	}
+	dev := "virtio-net-pci,netdev=" + id + ",id=" + id + "-dev"
+	if n.MAC != "" {
+		if !validMAC(n.MAC) {
+			return nil, fmt.Errorf("invalid MAC address %q", n.MAC)
+		}
+		dev += ",mac=" + n.MAC
+	}
+	return []string{"-netdev", backend, "-device", dev}, nil
+}
+
+type bootDev struct{ boot string }
+
+func (b bootDev) args() ([]string, error) {
+	switch b.boot {
+	case "", "disk", "cdrom":
+		return nil, nil // bootindex on the device
+	case "net":
+		return []string{"-boot", "order=n"}, nil
+	}
+	return nil, fmt.Errorf("unknown boot device %q (want disk, cdrom or net)", b.boot)
+}
+
+// ValidateHostFwd checks a user-networking port forward:
+// [tcp|udp]:[hostaddr]:hostport-[guestaddr]:guestport.
+func ValidateHostFwd(f string) error {
+	bad := func(why string) error { return fmt.Errorf("invalid port forward %q: %s", f, why) }
+	proto, rest, ok := strings.Cut(f, ":")
+	if !ok {
+		return bad("want tcp:[hostaddr]:hostport-[guestaddr]:guestport")
+	}
+	if proto != "tcp" && proto != "udp" && proto != "" {
+		return bad("protocol must be tcp or udp")
+	}
+	host, guest, ok := strings.Cut(rest, "-")
+	if !ok {
+		return bad("missing '-' between host and guest side")
+	}
+	for _, side := range []string{host, guest} {
+		addr, port, ok := strings.Cut(side, ":")
+		if !ok {
+			return bad("each side is [addr]:port")
+		}
+		if addr != "" && !validAddr(addr) {
+			return bad("bad address " + strconv.Quote(addr))
+		}
+		p, err := strconv.Atoi(port)
+		if err != nil || p < 0 || p > 65535 || (p == 0 && side == guest) {
+			return bad("bad port " + strconv.Quote(port))
+		}
+	}
+	return nil
+}
+
+func validAddr(a string) bool {
+	for _, r := range a {
+		if !(r >= '0' && r <= '9' || r == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+func validMAC(m string) bool {
+	parts := strings.Split(m, ":")
+	if len(parts) != 6 {
+		return false
+	}
+	for _, p := range parts {
+		if len(p) != 2 {
+			return false
+		}
+		if _, err := strconv.ParseUint(p, 16, 8); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// validToken accepts the names of machine types, accelerators and bridges.
+func validToken(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// validateName applies vmctl's rules for VM names.
+func validateName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("empty vm name")
+	case len(name) >= 64:
+		return fmt.Errorf("vm name %q is too long (at most 63 bytes)", name)
+	case name[0] == '.' || name[0] == '-' || name[0] == '_':
+		return fmt.Errorf("invalid vm name %q: must not start with '.', '-' or '_'", name)
+	}
+	digits := true
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' || r == '_') {
+			return fmt.Errorf("invalid vm name %q: only letters, digits, '.', '-' and '_'", name)
+		}
+		if r < '0' || r > '9' {
+			digits = false
+		}
+	}
+	if digits {
+		return fmt.Errorf("invalid vm name %q: all digits (that is an ID)", name)
+	}
+	return nil
+}

@@ -1,0 +1,91 @@
+package vm
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+
+	"vmtui/disk"
+)
+
+// State is a VM's state as the status table shows it.
+type State string
+
+const (
+	StateRunning  State = "running"
+	StatePaused   State = "paused"
+	StateStopping State = "stopping" // a power-down was requested; the process has not exited yet
+	StateStopped  State = "stopped"
+	StateBroken   State = "broken" // the process exists but does not answer QMP; see Status.Err
+)
+
+// Status is one row of the status table: a defined VM and, when it runs,
+// its QEMU process.
+type Status struct {
+	ID     int    `json:"id"`
+	Name   string `json:"name"`
+	PID    int    `json:"pid,omitempty"` // 0 when stopped
+	VCPUs  int    `json:"vcpus"`
+	MaxMem int64  `json:"maxmem"`           // configured memory, bytes
+	CurMem int64  `json:"curmem,omitempty"` // resident memory of the QEMU process, bytes
+	TTY    string `json:"tty,omitempty"`    // serial console, "/dev/pts/N"
+	Owner  string `json:"owner"`            // user:group of the process, or of the definition when stopped
+	State  State  `json:"state"`
+	// Err says why a VM is broken, or what went wrong reading its state.
+	Err string `json:"error,omitempty"`
+	// QEMUStatus is QMP's run state ("running", "paused", "shutdown", ...) when known.
+	QEMUStatus string `json:"qemu_status,omitempty"`
+	// Cmdline is QEMU's argv when running.
+	Cmdline []string `json:"cmdline,omitempty"`
+}
+
+// Running reports whether the VM has a QEMU process.
+func (s Status) Running() bool { return s.PID != 0 }
+
+// TTYName is the console as the table shows it: "pts/N", or "-".
+func (s Status) TTYName() string {
+	const dev = "/dev/"
+	if len(s.TTY) > len(dev) && s.TTY[:len(dev)] == dev {
+		return s.TTY[len(dev):]
+	}
+	if s.TTY == "" {
+		return "-"
+	}
+	return s.TTY
+}
+
+// tableFormat is vmctl's status line.
+const tableFormat = "%5s %5s %5s %7s %7s %7s %12s %8s %s\n"
+
+// WriteTable prints statuses exactly as `vmctl status` does: a header, then
+// one line per VM, sizes as fmt_scaled(3) prints them, "-" for the PID, TTY
+// and CURMEM of a stopped VM.
+func WriteTable(w io.Writer, list []Status) error {
+	if _, err := fmt.Fprintf(w, tableFormat, "ID", "PID", "VCPUS", "MAXMEM", "CURMEM", "TTY", "OWNER", "STATE", "NAME"); err != nil {
+		return err
+	}
+	for _, s := range list {
+		pid, curmem, tty := "-", "-", "-"
+		if s.Running() {
+			pid = strconv.Itoa(s.PID)
+			curmem = disk.FormatSize(s.CurMem)
+			tty = s.TTYName()
+		}
+		if _, err := fmt.Fprintf(w, tableFormat, strconv.Itoa(s.ID), pid, strconv.Itoa(s.VCPUs),
+			disk.FormatSize(s.MaxMem), curmem, tty, s.Owner, string(s.State), s.Name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// WriteJSON prints statuses as a JSON array.
+func WriteJSON(w io.Writer, list []Status) error {
+	if list == nil {
+		list = []Status{}
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(list)
+}
