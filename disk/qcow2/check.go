@@ -56,6 +56,17 @@ func Check(f File, mode RepairMode) (*CheckResult, error) {
 		return res, nil
 	}
 
+	// Damage beyond refcounts (bad table pointers, unaligned or
+	// out-of-file offsets) hides references: clusters they pointed at
+	// look leaked, and freeing them could hand live data out again. Like
+	// qemu-img, refuse to repair such an image rather than guess.
+	if structural := res.Corruptions - c.copiedErrs - c.tooLow; structural > 0 {
+		return res, fmt.Errorf("qcow2: check: %d corruptions in the image's tables cannot be repaired by refcount changes; not repairing (copy the data out with vmtui disk convert)", structural)
+	}
+	if mode == RepairLeaks && res.Corruptions > 0 {
+		return res, fmt.Errorf("qcow2: check: the image has %d corruptions; repairing only leaks would leave it corrupt (use -r all)", res.Corruptions)
+	}
+	corruptionsBefore := res.Corruptions
 	fixed, err := c.repair(mode)
 	if err != nil {
 		return res, err
@@ -73,23 +84,29 @@ func Check(f File, mode RepairMode) (*CheckResult, error) {
 		res = again.res
 		res.Messages = append(c.res.Messages, res.Messages...)
 		res.LeaksFixed = fixed.leaks
+		// A repaired refcount can also resolve OFLAG_COPIED errors that
+		// were counted against it, so corruptions fixed is what the
+		// repair made disappear.
 		res.CorruptionsFixed = fixed.corruptions
+		if d := corruptionsBefore - res.Corruptions; d > res.CorruptionsFixed {
+			res.CorruptionsFixed = d
+		}
 	}
 	if res.Corruptions == 0 && res.Leaks == 0 && res.CheckErrors == 0 {
-		clear := uint64(IncompatDirty)
+		bits := uint64(IncompatDirty)
 		if mode == RepairAll {
-			clear |= IncompatCorrupt
+			bits |= IncompatCorrupt
 		}
-		if err := clearIncompatBits(f, h, clear); err != nil {
+		if err := checkClearIncompat(f, h, bits); err != nil {
 			return res, err
 		}
 	}
 	return res, nil
 }
 
-// clearIncompatBits clears bits of the incompatible features field (header
+// checkClearIncompat clears bits of the incompatible features field (header
 // bytes 72-79) that are set, and syncs.
-func clearIncompatBits(f File, h *Header, bits uint64) error {
+func checkClearIncompat(f File, h *Header, bits uint64) error {
 	if h.Version < 3 || h.IncompatibleFeatures&bits == 0 {
 		return nil
 	}
@@ -107,25 +124,25 @@ func clearIncompatBits(f File, h *Header, bits uint64) error {
 
 // QEMU limits that only check needs.
 const (
-	maxSnapshotExtraData = 1024
-	maxSnapshotTable     = 64 << 20 // QCOW_MAX_SNAPSHOTS_SIZE
-	maxBitmaps           = 65535
-	maxBitmapDirectory   = 1024 * maxBitmaps
-	maxBitmapTable       = 0x8000000
-	maxBitmapPhysSize    = 0x20000000
-	bitmapEntryOffset    = 0x00fffffffffffe00
-	bitmapEntryReserved  = 0xff000000000001fe
-	bitmapEntryAllOnes   = 1
-	bitmapReservedFlags  = 0xfffffffc
-	bitmapDirEntrySize   = 24
-	snapshotHeaderSize   = 40
+	checkMaxSnapshotExtra    = 1024
+	checkMaxSnapshotTable    = 64 << 20 // QCOW_MAX_SNAPSHOTS_SIZE
+	checkMaxBitmaps          = 65535
+	checkMaxBitmapDir        = 1024 * checkMaxBitmaps
+	checkMaxBitmapTable      = 0x8000000
+	checkMaxBitmapPhys       = 0x20000000
+	checkBitmapOffsetMask    = 0x00fffffffffffe00
+	checkBitmapReservedMask  = 0xff000000000001fe
+	checkBitmapAllOnes       = 1
+	checkBitmapReservedFlags = 0xfffffffc
+	checkBitmapDirEntry      = 24
+	checkSnapshotHeader      = 40
 
-	// maxCheckMessages bounds CheckResult.Messages on hostile images.
-	maxCheckMessages = 10000
+	// checkMaxMessages bounds CheckResult.Messages on hostile images.
+	checkMaxMessages = 10000
 )
 
-// snapshotInfo is what check needs from one snapshot table entry.
-type snapshotInfo struct {
+// checkSnapshot is what check needs from one snapshot table entry.
+type checkSnapshot struct {
 	l1Offset uint64
 	l1Size   uint32
 	id, name string
@@ -156,11 +173,13 @@ type checker struct {
 	damagedRefblocks bool
 	// copiedErrs counts the OFLAG_COPIED errors found without repair.
 	copiedErrs int
+	// tooLow counts clusters whose stored refcount is below their references.
+	tooLow int
 	// meta marks clusters that hold metadata other than L2 tables; repair
 	// never writes an L2 table over them.
 	meta []uint64
 
-	snapshots     []snapshotInfo
+	snapshots     []checkSnapshot
 	snapshotsSize int64
 
 	buf []byte // one cluster, or less for a file smaller than a cluster
@@ -203,7 +222,7 @@ func newChecker(f File, h *Header, fileSize int64) (*checker, error) {
 
 // msg records one detail line.
 func (c *checker) msg(s string) {
-	if len(c.res.Messages) >= maxCheckMessages {
+	if len(c.res.Messages) >= checkMaxMessages {
 		c.suppressed++
 		return
 	}
@@ -254,9 +273,9 @@ func (c *checker) readTable(off uint64, n int64) ([]byte, error) {
 	return b, nil
 }
 
-// tableEntry returns the big-endian u64 at index i of a table read by
+// checkTableEntry returns the big-endian u64 at index i of a table read by
 // readTable, zero past its end.
-func tableEntry(b []byte, i int64) uint64 {
+func checkTableEntry(b []byte, i int64) uint64 {
 	if i < 0 || i*8+8 > int64(len(b)) {
 		return 0
 	}
@@ -333,28 +352,35 @@ func (c *checker) readSnapshotTable() {
 	if h.NbSnapshots == 0 {
 		return
 	}
-	var hdr [snapshotHeaderSize]byte
+	var hdr [checkSnapshotHeader]byte
 	be := binary.BigEndian
 	off := int64(h.SnapshotsOffset)
 	for i := 0; i < int(h.NbSnapshots); i++ {
 		off = (off + 7) &^ 7
+		if off >= c.fileSize {
+			// The rest of the table lies past the end of the file and
+			// reads as zeros: entries without L1 tables, names or extra
+			// data. The reference check reports the overhang.
+			off += int64(int(h.NbSnapshots)-i) * checkSnapshotHeader
+			break
+		}
 		if err := c.readAt(hdr[:], off); err != nil {
 			c.checkError("ERROR: could not read snapshot table entry %d at %#x: %v", i, off, err)
 			return
 		}
-		sn := snapshotInfo{
+		sn := checkSnapshot{
 			l1Offset: be.Uint64(hdr[0:]),
 			l1Size:   be.Uint32(hdr[8:]),
 		}
 		idSize := int64(be.Uint16(hdr[12:]))
 		nameSize := int64(be.Uint16(hdr[14:]))
 		extra := int64(be.Uint32(hdr[36:]))
-		off += snapshotHeaderSize
-		if extra > maxSnapshotExtraData {
+		off += checkSnapshotHeader
+		if extra > checkMaxSnapshotExtra {
 			c.corruption("ERROR: Too much extra metadata in snapshot table entry %d (%d bytes)", i, extra)
 		}
 		off += extra
-		if idSize+nameSize > 0 && off+idSize+nameSize-int64(h.SnapshotsOffset) <= maxSnapshotTable {
+		if idSize+nameSize > 0 && off+idSize+nameSize-int64(h.SnapshotsOffset) <= checkMaxSnapshotTable {
 			strs := make([]byte, idSize+nameSize) // at most 128 KiB
 			if err := c.readAt(strs, off); err != nil {
 				c.checkError("ERROR: could not read snapshot table entry %d at %#x: %v", i, off, err)
@@ -363,11 +389,15 @@ func (c *checker) readSnapshotTable() {
 			sn.id, sn.name = string(strs[:idSize]), string(strs[idSize:])
 		}
 		off += idSize + nameSize
-		if off-int64(h.SnapshotsOffset) > maxSnapshotTable {
-			c.corruption("ERROR: snapshot table is too big (more than %d bytes)", maxSnapshotTable)
+		if off-int64(h.SnapshotsOffset) > checkMaxSnapshotTable {
+			c.corruption("ERROR: snapshot table is too big (more than %d bytes)", checkMaxSnapshotTable)
 			return
 		}
 		c.snapshots = append(c.snapshots, sn)
+	}
+	if off-int64(h.SnapshotsOffset) > checkMaxSnapshotTable {
+		c.corruption("ERROR: snapshot table is too big (more than %d bytes)", checkMaxSnapshotTable)
+		return
 	}
 	c.snapshotsSize = off - int64(h.SnapshotsOffset)
 }
@@ -403,7 +433,7 @@ func (c *checker) calculate() {
 	}
 	c.reftable = make([]uint64, rtBytes/8)
 	for i := range c.reftable {
-		c.reftable[i] = tableEntry(rt, int64(i))
+		c.reftable[i] = checkTableEntry(rt, int64(i))
 	}
 
 	c.checkBitmaps()
@@ -423,8 +453,9 @@ func (c *checker) checkL1(off uint64, size uint32, active bool) {
 		c.checkError("ERROR: I/O error in check_refcounts_l1: %v", err)
 		return
 	}
-	for i := int64(0); i < int64(size); i++ {
-		e := l1Entry(tableEntry(l1, i))
+	// Entries past the end of the file read as zero: unallocated.
+	for i := int64(0); i < int64(len(l1)/8); i++ {
+		e := l1Entry(checkTableEntry(l1, i))
 		if e == 0 {
 			continue
 		}
@@ -440,30 +471,30 @@ func (c *checker) checkL1(off uint64, size uint32, active bool) {
 	}
 }
 
-// clusterType classifies an L2 entry as qcow2_get_cluster_type does.
-type clusterType int
+// checkClusterType classifies an L2 entry as qcow2_get_cluster_type does.
+type checkClusterType int
 
 const (
-	clusterUnallocated clusterType = iota
-	clusterZeroPlain
-	clusterZeroAlloc
-	clusterNormal
-	clusterCompressed
+	checkUnallocated checkClusterType = iota
+	checkZeroPlain
+	checkZeroAlloc
+	checkNormal
+	checkCompressed
 )
 
-func (c *checker) clusterType(e l2Entry) clusterType {
+func (c *checker) checkClusterType(e l2Entry) checkClusterType {
 	switch {
 	case e.compressed():
-		return clusterCompressed
+		return checkCompressed
 	case e.zero() && !c.h.ExtendedL2():
 		if e.offset() != 0 {
-			return clusterZeroAlloc
+			return checkZeroAlloc
 		}
-		return clusterZeroPlain
+		return checkZeroPlain
 	case e.offset() == 0:
-		return clusterUnallocated
+		return checkUnallocated
 	}
-	return clusterNormal
+	return checkNormal
 }
 
 // readL2 reads the L2 table at off into c.buf; it returns the entries
@@ -507,15 +538,16 @@ func (c *checker) checkL2(off uint64, active bool) {
 		return
 	}
 	var next uint64
-	entries := c.h.l2Entries()
+	// Entries past the end of the file read as zero: unallocated.
+	entries := min(c.h.l2Entries(), int64(len(b))/c.h.l2EntrySize())
 	for i := int64(0); i < entries; i++ {
 		e, bitmap := c.l2At(b, i)
-		typ := c.clusterType(e)
-		if typ != clusterCompressed && e.reserved() != 0 {
+		typ := c.checkClusterType(e)
+		if typ != checkCompressed && e.reserved() != 0 {
 			c.corruption("ERROR found l2 entry with reserved bits set: %x", uint64(e))
 		}
 		switch typ {
-		case clusterCompressed:
+		case checkCompressed:
 			if e.copied() {
 				coff, _ := e.compressedRange(c.h.ClusterBits)
 				c.corruption("ERROR: coffset=%#x: copied flag must never be set for compressed clusters", coff)
@@ -532,7 +564,7 @@ func (c *checker) checkL2(off uint64, active bool) {
 				c.res.CompressedClusters++
 				c.res.FragmentedClusters++
 			}
-		case clusterZeroAlloc, clusterNormal:
+		case checkZeroAlloc, checkNormal:
 			hoff := uint64(e.offset())
 			if (bitmap>>subZeroShift)&bitmap != 0 {
 				c.corruption("ERROR offset=%x: Allocated cluster has corrupted subcluster allocation bitmap", hoff)
@@ -556,7 +588,7 @@ func (c *checker) checkL2(off uint64, active bool) {
 				next = hoff + uint64(c.cs)
 			}
 			c.incRefs(hoff, c.cs)
-		case clusterUnallocated:
+		case checkUnallocated:
 			if bitmap&subAllocMask != 0 {
 				c.corruption("ERROR: Unallocated cluster has non-zero subcluster allocation map")
 			}
@@ -573,7 +605,7 @@ func (c *checker) checkBitmaps() {
 	if bm == nil || c.h.AutoclearFeatures&AutoclearBitmaps == 0 {
 		return
 	}
-	if bm.Count == 0 || bm.Count > maxBitmaps || bm.DirectorySize == 0 || bm.DirectorySize > maxBitmapDirectory ||
+	if bm.Count == 0 || bm.Count > checkMaxBitmaps || bm.DirectorySize == 0 || bm.DirectorySize > checkMaxBitmapDir ||
 		bm.DirectoryOffset%uint64(c.cs) != 0 {
 		c.corruption("ERROR bitmaps extension: %d bitmaps, directory of %d bytes at %#x are invalid", bm.Count, bm.DirectorySize, bm.DirectoryOffset)
 		return
@@ -597,7 +629,7 @@ func (c *checker) checkBitmaps() {
 	be := binary.BigEndian
 	pos := 0
 	for pos < len(dir) {
-		if pos+bitmapDirEntrySize > len(dir) {
+		if pos+checkBitmapDirEntry > len(dir) {
 			c.corruption("ERROR broken bitmap directory at %#x", bm.DirectoryOffset+uint64(pos))
 			return
 		}
@@ -609,21 +641,21 @@ func (c *checker) checkBitmaps() {
 		gran := e[17]
 		nameSize := int(be.Uint16(e[18:]))
 		extra := int(be.Uint32(e[20:]))
-		entrySize := (bitmapDirEntrySize + nameSize + extra + 7) &^ 7
+		entrySize := (checkBitmapDirEntry + nameSize + extra + 7) &^ 7
 		if len(tables) >= int(bm.Count) {
 			c.corruption("ERROR more bitmaps found than the %d the header extension specifies", bm.Count)
 			return
 		}
-		if extra < 0 || pos+entrySize > len(dir) || entrySize < bitmapDirEntrySize {
+		if extra < 0 || pos+entrySize > len(dir) || entrySize < checkBitmapDirEntry {
 			c.corruption("ERROR broken bitmap directory at %#x", bm.DirectoryOffset+uint64(pos))
 			return
 		}
 		phys := uint64(tSize) * uint64(c.cs)
-		bad := extra != 0 || tSize == 0 || tOff == 0 || tOff%uint64(c.cs) != 0 || tSize > maxBitmapTable ||
-			gran > 31 || gran < 9 || flags&bitmapReservedFlags != 0 || nameSize > 1023 || typ != 1 ||
-			phys > maxBitmapPhysSize || c.h.Size > (phys*8)<<gran
+		bad := extra != 0 || tSize == 0 || tOff == 0 || tOff%uint64(c.cs) != 0 || tSize > checkMaxBitmapTable ||
+			gran > 31 || gran < 9 || flags&checkBitmapReservedFlags != 0 || nameSize > 1023 || typ != 1 ||
+			phys > checkMaxBitmapPhys || c.h.Size > (phys*8)<<gran
 		if bad {
-			name := e[bitmapDirEntrySize+extra : bitmapDirEntrySize+extra+nameSize]
+			name := e[checkBitmapDirEntry+extra : checkBitmapDirEntry+extra+nameSize]
 			c.corruption("ERROR bitmap '%s' doesn't satisfy the constraints", name)
 			return
 		}
@@ -643,10 +675,10 @@ func (c *checker) checkBitmaps() {
 			c.checkError("ERROR: could not read bitmap table at %#x: %v", t.off, err)
 			continue
 		}
-		for i := int64(0); i < int64(t.size); i++ {
-			e := tableEntry(tb, i)
-			off := e & bitmapEntryOffset
-			if e&bitmapEntryReserved != 0 || (off != 0 && (e&bitmapEntryAllOnes != 0 || off%uint64(c.cs) != 0)) {
+		for i := int64(0); i < int64(len(tb)/8); i++ {
+			e := checkTableEntry(tb, i)
+			off := e & checkBitmapOffsetMask
+			if e&checkBitmapReservedMask != 0 || (off != 0 && (e&checkBitmapAllOnes != 0 || off%uint64(c.cs) != 0)) {
 				c.corruption("ERROR bitmap table entry %d at %#x is invalid: %#x", i, t.off+uint64(i)*8, e)
 				continue
 			}
@@ -708,17 +740,19 @@ func (c *checker) refblockOffset(rt int64) (int64, error) {
 // loadStored reads the stored refcounts of clusters [0, nb) into c.stored.
 func (c *checker) loadStored() {
 	per := c.blockEntries()
-	block := make([]byte, len(c.buf))
+	// Eight bytes of slack: the last entry of a short block may straddle
+	// the end of the file, past which it reads as zeros.
+	block := make([]byte, len(c.buf)+8)
 	for rt := int64(0); rt*per < c.nb; rt++ {
 		off, err := c.refblockOffset(rt)
 		if err != nil {
 			c.badBlock[rt] = true
 			continue
 		}
-		if off == 0 || off >= c.fileSize {
-			continue // zeros
+		if off <= 0 || off >= c.fileSize {
+			continue // none, or past the end of the file: zeros
 		}
-		n := int64(len(block))
+		n := int64(len(c.buf))
 		if avail := c.fileSize - off; n > avail {
 			n = avail
 		}
@@ -790,6 +824,7 @@ func (c *checker) compare() int64 {
 			continue
 		}
 		if stored < computed {
+			c.tooLow++
 			c.corruption("ERROR cluster %d refcount=%d reference=%d", i, stored, computed)
 		} else {
 			c.res.Leaks++
@@ -814,7 +849,7 @@ func (c *checker) checkCopied(repair bool) (fixed int, err error) {
 		word = "Repairing"
 	}
 	for i := int64(0); i < int64(h.L1Size); i++ {
-		e := l1Entry(tableEntry(l1, i))
+		e := l1Entry(checkTableEntry(l1, i))
 		l2 := e.l2Offset()
 		if l2 == 0 {
 			continue
@@ -849,10 +884,11 @@ func (c *checker) checkCopied(repair bool) (fixed int, err error) {
 			continue
 		}
 		dirty := 0
-		for j := int64(0); j < h.l2Entries(); j++ {
+		entries := min(h.l2Entries(), int64(len(b))/h.l2EntrySize())
+		for j := int64(0); j < entries; j++ {
 			le, _ := c.l2At(b, j)
-			typ := c.clusterType(le)
-			if typ != clusterNormal && typ != clusterZeroAlloc {
+			typ := c.checkClusterType(le)
+			if typ != checkNormal && typ != checkZeroAlloc {
 				continue
 			}
 			r, gerr := c.storedRefcount(le.offset() / c.cs)
@@ -890,8 +926,8 @@ func (c *checker) checkCopied(repair bool) (fixed int, err error) {
 	return fixed, nil
 }
 
-// fixedCounts are what a repair fixed.
-type fixedCounts struct {
+// checkFixed are what a repair fixed.
+type checkFixed struct {
 	leaks, corruptions int
 }
 
@@ -916,8 +952,8 @@ func (c *checker) blockWritable(rt int64) (int64, bool) {
 
 // repair applies mode to the refcounts found by run, then (RepairAll) the
 // COPIED flags.
-func (c *checker) repair(mode RepairMode) (fixedCounts, error) {
-	var fixed fixedCounts
+func (c *checker) repair(mode RepairMode) (checkFixed, error) {
+	var fixed checkFixed
 	per := c.blockEntries()
 	if mode == RepairAll {
 		// Nothing is written unless every refcount that must be raised
@@ -966,9 +1002,9 @@ func (c *checker) repair(mode RepairMode) (fixedCounts, error) {
 		for _, i := range changes {
 			s, cp := refcount(c.stored, i, c.order), refcount(c.computed, i, c.order)
 			j := i - rt*per
-			if (j<<c.order)/8 >= n {
+			if ((j+1)<<c.order+7)/8 > n {
 				// The entry lies past the end of a short refcount block,
-				// which cannot hold anything but zeros: grow it.
+				// which reads as zeros there: complete the block.
 				ext := make([]byte, c.cs)
 				copy(ext, b)
 				b, n = ext, c.cs
