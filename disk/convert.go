@@ -36,6 +36,12 @@ type ConvertOptions struct {
 	// Workers is the number of goroutines reading (and compressing) the
 	// source; 0 means runtime.NumCPU().
 	Workers int
+	// NoSync skips the final fsync of the output and of its directory, as
+	// qemu-img convert does by default (-t unsafe): faster on slow disks,
+	// but a crash soon after Convert returns may leave dst incomplete.
+	// Without it, writeback starts while converting and Convert returns
+	// once dst is durable.
+	NoSync bool
 }
 
 const (
@@ -91,59 +97,88 @@ func convert(ctx context.Context, src, dst string, opts ConvertOptions) (err err
 	if err != nil {
 		return err
 	}
-	var out target
+	var out target // once set, it owns f
+	closed := false
 	defer func() {
 		if err != nil {
-			if out != nil {
+			switch {
+			case closed:
+			case out != nil:
 				out.abort()
-			} else {
+			default:
 				f.Close()
 			}
 			os.Remove(tmp)
 		}
 	}()
 
-	size := in.Size()
+	size, granule := in.Size(), int64(zeroGranule)
 	switch opts.Format {
 	case FormatRaw:
 		if err := f.Truncate(size); err != nil {
 			return fmt.Errorf("size %q: %w", tmp, pathErr(err))
 		}
-		out = &rawTarget{f: f, path: tmp}
+		out = &rawTarget{f: f, path: tmp, sync: !opts.NoSync}
 	case FormatQcow2:
-		img, err := qcow2.Create(f, qcow2.CreateOptions{
+		// The output is garbage until renamed, so the engine's ordered
+		// syncs buy nothing: one fsync at the end makes it durable.
+		img, err := qcow2.Create(unsyncedFile{f}, qcow2.CreateOptions{
 			Size:            size,
 			ClusterSize:     opts.ClusterSize,
 			CompressionType: opts.CompressionType,
 		}, nil)
 		if err != nil {
+			closed = true // Create closes f when it fails
 			return fmt.Errorf("create %q: %w", tmp, err)
 		}
-		out = &qcow2Target{img: img, path: tmp}
+		out = &qcow2Target{img: img, f: f, path: tmp, sync: !opts.NoSync}
 		size = img.Size() // rounded up to 512; the tail reads as zeros
+		// Zeros are skipped by whole clusters, the unit of allocation;
+		// compressed clusters are written one by one.
+		granule = max(img.ClusterSize(), zeroGranule)
+		if opts.Compress {
+			granule = img.ClusterSize()
+		}
 	}
 
-	cv := &converter{in: in, inSize: in.Size(), size: size, out: out, opts: opts, granule: zeroGranule}
-	if opts.Format == FormatQcow2 {
-		cs := opts.ClusterSize
-		if cs == 0 {
-			cs = 1 << qcow2.DefaultClusterBits
-		}
-		cv.granule = max(cs, zeroGranule)
-		if opts.Compress {
-			cv.granule = cs
-		}
-	}
+	cv := &converter{in: in, inSize: in.Size(), size: size, out: out, opts: opts, granule: granule}
 	if err := cv.run(ctx); err != nil {
 		return err
 	}
+	closed = true
 	if err := out.close(); err != nil {
-		out = nil
-		f = nil
 		return err
 	}
-	out = nil
-	return renameNoReplace(tmp, dst)
+	if err := renameNoReplace(tmp, dst); err != nil {
+		return err
+	}
+	if !opts.NoSync {
+		syncDir(filepath.Dir(dst))
+	}
+	return nil
+}
+
+// unsyncedFile is a file whose Sync does nothing, for the engine writing an
+// output that only becomes visible, synced, at the end.
+type unsyncedFile struct{ *os.File }
+
+func (unsyncedFile) Sync() error { return nil }
+
+// syncDir makes a rename in dir durable, where the file system allows.
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		d.Sync() // an error here cannot undo the rename; the data is synced
+		d.Close()
+	}
+}
+
+// writeback bounds the bytes written between two starts of writeback.
+const writeback = 32 << 20
+
+// startWriteback asks the kernel to start writing f's dirty pages without
+// waiting, so that the final fsync has little left to do.
+func startWriteback(f *os.File) {
+	unix.SyncFileRange(int(f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE) // advisory
 }
 
 // createTemp creates an empty temporary file next to dst.
@@ -195,13 +230,19 @@ type target interface {
 }
 
 type rawTarget struct {
-	f    *os.File
-	path string
+	f       *os.File
+	path    string
+	sync    bool
+	written int64 // since writeback last started
 }
 
 func (t *rawTarget) write(off int64, data []byte) error {
 	if _, err := t.f.WriteAt(data, off); err != nil {
 		return fmt.Errorf("write %q at %d: %w", t.path, off, pathErr(err))
+	}
+	if t.written += int64(len(data)); t.sync && t.written >= writeback {
+		startWriteback(t.f)
+		t.written = 0
 	}
 	return nil
 }
@@ -211,7 +252,10 @@ func (t *rawTarget) writeCompressed(off int64, compressed, plain []byte) error {
 }
 
 func (t *rawTarget) close() error {
-	err := t.f.Sync()
+	var err error
+	if t.sync {
+		err = t.f.Sync()
+	}
 	if cerr := t.f.Close(); err == nil {
 		err = cerr
 	}
@@ -224,14 +268,18 @@ func (t *rawTarget) close() error {
 func (t *rawTarget) abort() { t.f.Close() }
 
 type qcow2Target struct {
-	img  *qcow2.Image
-	path string
+	img     *qcow2.Image
+	f       *os.File // the file under img, for the final sync
+	path    string
+	sync    bool
+	written int64 // since writeback last started
 }
 
 func (t *qcow2Target) write(off int64, data []byte) error {
 	if _, err := t.img.WriteAt(data, off); err != nil {
 		return fmt.Errorf("write %q at %d: %w", t.path, off, err)
 	}
+	t.wrote(len(data))
 	return nil
 }
 
@@ -239,11 +287,28 @@ func (t *qcow2Target) writeCompressed(off int64, compressed, plain []byte) error
 	if err := t.img.WriteCompressedRaw(off, compressed, plain); err != nil {
 		return fmt.Errorf("write %q at %d: %w", t.path, off, err)
 	}
+	t.wrote(len(compressed))
 	return nil
 }
 
+func (t *qcow2Target) wrote(n int) {
+	if t.written += int64(n); t.sync && t.written >= writeback {
+		startWriteback(t.f)
+		t.written = 0
+	}
+}
+
 func (t *qcow2Target) close() error {
-	if err := t.img.Close(); err != nil {
+	err := t.img.Flush()
+	if err == nil && t.sync {
+		if err = t.f.Sync(); err != nil {
+			err = pathErr(err)
+		}
+	}
+	if cerr := t.img.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return fmt.Errorf("close %q: %w", t.path, err)
 	}
 	return nil
@@ -289,7 +354,9 @@ func (cv *converter) run(ctx context.Context) error {
 
 	workers := cv.opts.Workers
 	jobs := make(chan *chunk)
-	ordered := make(chan *chunk, 2*workers)
+	// Chunks read ahead of the writer: enough to keep the workers busy
+	// while it writes, bounded so that memory stays well under 200 MiB.
+	ordered := make(chan *chunk, min(2*workers, 16))
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { // dispatcher
@@ -458,7 +525,14 @@ func (cv *converter) prepare(c *chunk) error {
 			continue
 		}
 		if cv.opts.Compress {
-			comp, err := qcow2.Compress(cv.opts.CompressionType, nil, buf[lo:hi])
+			plain := buf[lo:hi]
+			if hi-lo < cv.granule {
+				// QEMU inflates a whole cluster: compress the last,
+				// partial one padded with zeros, as it does.
+				plain = make([]byte, cv.granule)
+				copy(plain, buf[lo:hi])
+			}
+			comp, err := qcow2.Compress(cv.opts.CompressionType, nil, plain)
 			if err != nil {
 				return fmt.Errorf("compress the cluster at %d: %w", c.off+lo, err)
 			}

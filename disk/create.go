@@ -144,12 +144,8 @@ func createQcow2(path string, opts CreateOptions) error {
 	if base != nil {
 		backing = base
 	}
-	img, err := qcow2.Create(f, qopts, backing)
+	img, err := qcow2.Create(f, qopts, backing) // closes f and backing when it fails
 	if err != nil {
-		f.Close()
-		if base != nil {
-			base.Close()
-		}
 		os.Remove(path)
 		return err
 	}

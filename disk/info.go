@@ -85,6 +85,9 @@ func Info(path string) (*ImageInfo, error) {
 		names = append(names, cur.BackingFilename)
 		if i := indexID(ids, id); i >= 0 {
 			cur.BackingError = "backing chain loops: " + strings.Join(names, " -> ")
+			if names[i] != cur.BackingFilename {
+				cur.BackingError += fmt.Sprintf(" (the same file as %s)", names[i])
+			}
 			break
 		}
 		ids = append(ids, id)
@@ -131,7 +134,7 @@ func describe(path string, ft Format) (*ImageInfo, fileID, error) {
 	}
 	info.Format = ft
 	if ft == FormatRaw {
-		info.VirtualSize = size
+		info.VirtualSize = rawSize(size)
 		return info, id, nil
 	}
 	h, err := qcow2.ParseHeader(f, size)

@@ -113,11 +113,13 @@ func (c *chain) open(path string, format Format, write bool, name string) (Image
 		f.Close()
 		return nil, err
 	}
-	for _, seen := range c.ids {
-		if seen == id {
-			f.Close()
-			return nil, &chainError{fmt.Sprintf("backing chain loops: %s -> %s", strings.Join(c.names, " -> "), name)}
+	if i := indexID(c.ids, id); i >= 0 {
+		f.Close()
+		msg := fmt.Sprintf("backing chain loops: %s -> %s", strings.Join(c.names, " -> "), name)
+		if c.names[i] != name {
+			msg += fmt.Sprintf(" (the same file as %s)", c.names[i])
 		}
+		return nil, &chainError{msg}
 	}
 	c.names = append(c.names, name)
 	c.ids = append(c.ids, id)
@@ -229,20 +231,50 @@ type qcow2Image struct {
 	backing Image // nil without a backing file
 }
 
-func (q *qcow2Image) ReadAt(p []byte, off int64) (int, error)  { return q.img.ReadAt(p, off) }
-func (q *qcow2Image) WriteAt(p []byte, off int64) (int, error) { return q.img.WriteAt(p, off) }
-func (q *qcow2Image) Size() int64                              { return q.img.Size() }
-func (q *qcow2Image) Format() Format                           { return FormatQcow2 }
-func (q *qcow2Image) Flush() error                             { return q.img.Flush() }
+// ReadAt reads the virtual disk; it returns io.EOF, unwrapped, only past
+// the end, as io.ReaderAt says.
+func (q *qcow2Image) ReadAt(p []byte, off int64) (int, error) {
+	n, err := q.img.ReadAt(p, off)
+	if err != nil && err != io.EOF {
+		err = fmt.Errorf("read %q at %d: %w", q.path, off, err)
+	}
+	return n, err
+}
+
+func (q *qcow2Image) WriteAt(p []byte, off int64) (int, error) {
+	n, err := q.img.WriteAt(p, off)
+	if err != nil {
+		err = fmt.Errorf("write %q at %d: %w", q.path, off, err)
+	}
+	return n, err
+}
+
+func (q *qcow2Image) Size() int64    { return q.img.Size() }
+func (q *qcow2Image) Format() Format { return FormatQcow2 }
+
+func (q *qcow2Image) Flush() error {
+	if err := q.img.Flush(); err != nil {
+		return fmt.Errorf("flush %q: %w", q.path, err)
+	}
+	return nil
+}
 
 // Close closes the image and its backing chain.
 func (q *qcow2Image) Close() error {
 	// The engine closes the backing image it was given.
-	return q.img.Close()
+	if err := q.img.Close(); err != nil {
+		return fmt.Errorf("close %q: %w", q.path, err)
+	}
+	return nil
 }
 
 // WriteZeroes makes [off, off+n) read as zeros.
-func (q *qcow2Image) WriteZeroes(off, n int64) error { return q.img.WriteZeroes(off, n) }
+func (q *qcow2Image) WriteZeroes(off, n int64) error {
+	if err := q.img.WriteZeroes(off, n); err != nil {
+		return fmt.Errorf("write zeroes to %q at %d: %w", q.path, off, err)
+	}
+	return nil
+}
 
 // Status resolves the extent at off through the backing chain.
 func (q *qcow2Image) Status(off, n int64) (Extent, error) {
@@ -250,11 +282,14 @@ func (q *qcow2Image) Status(off, n int64) (Extent, error) {
 		return Extent{}, err
 	}
 	e, err := q.img.Status(off, n)
-	if err != nil || e.Kind != ExtentBacking {
-		return e, err
+	if err != nil {
+		return Extent{}, fmt.Errorf("status of %q at %d: %w", q.path, off, err)
 	}
-	if e.Length <= 0 || e.Length > n {
-		return Extent{}, fmt.Errorf("status of %q at %d: engine returned an extent of %d bytes", q.path, off, e.Length)
+	if e.Offset != off || e.Length <= 0 || e.Length > n {
+		return Extent{}, fmt.Errorf("status of %q at %d: got an extent of %d bytes at %d", q.path, off, e.Length, e.Offset)
+	}
+	if e.Kind != ExtentBacking {
+		return e, nil
 	}
 	if q.backing == nil || off >= q.backing.Size() {
 		e.Kind = ExtentZero

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
+	"sync"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
@@ -14,11 +16,18 @@ import (
 type rawImage struct {
 	f        *os.File
 	path     string
-	size     int64
+	size     int64 // the file's size rounded up to 512
 	readOnly bool
 	// noSeekData is set when the file system cannot report holes; every
 	// range is then data.
 	noSeekData atomic.Bool
+
+	// last is the extent the last SEEK_DATA/SEEK_HOLE found, whole: on
+	// some file systems (tmpfs) each lseek scans the hole it starts in, so
+	// asking again for every chunk of a large hole would be quadratic.
+	// Writes forget it.
+	mu   sync.Mutex
+	last Extent
 }
 
 // newRaw wraps the open file f (a regular file or a block device).
@@ -27,7 +36,16 @@ func newRaw(f *os.File, path string, readOnly bool) (*rawImage, error) {
 	if err != nil {
 		return nil, fmt.Errorf("size of %q: %w", path, pathErr(err))
 	}
-	return &rawImage{f: f, path: path, size: size, readOnly: readOnly}, nil
+	return &rawImage{f: f, path: path, size: rawSize(size), readOnly: readOnly}, nil
+}
+
+// rawSize is the virtual size of a raw file of n bytes: as in QEMU, whole
+// 512-byte sectors, the last one padded with zeros.
+func rawSize(n int64) int64 {
+	if n > math.MaxInt64-511 {
+		return n &^ 511
+	}
+	return (n + 511) &^ 511
 }
 
 func (r *rawImage) Size() int64    { return r.size }
@@ -62,9 +80,13 @@ func (r *rawImage) WriteAt(p []byte, off int64) (int, error) {
 	if r.readOnly {
 		return 0, fmt.Errorf("write %q: image is open read-only", r.path)
 	}
-	if off < 0 || off > r.size || int64(len(p)) > r.size-off {
+	if off < 0 {
+		return 0, fmt.Errorf("write %q at %d: negative offset", r.path, off)
+	}
+	if off > r.size || int64(len(p)) > r.size-off {
 		return 0, fmt.Errorf("write %q: %d bytes at %d are beyond the end of the disk (%d bytes)", r.path, len(p), off, r.size)
 	}
+	defer r.forget()
 	return r.f.WriteAt(p, off)
 }
 
@@ -80,6 +102,7 @@ func (r *rawImage) WriteZeroes(off, n int64) error {
 	if n == 0 {
 		return nil
 	}
+	defer r.forget()
 	err := unix.Fallocate(int(r.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
 	if err == nil {
 		return nil
@@ -104,33 +127,56 @@ func (r *rawImage) Status(off, n int64) (Extent, error) {
 		return Extent{}, err
 	}
 	n = min(n, r.size-off)
-	data := Extent{Offset: off, Length: n, Kind: ExtentData}
 	if r.noSeekData.Load() {
-		return data, nil
+		return Extent{Offset: off, Length: n, Kind: ExtentData}, nil
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e := r.last
+	if off < e.Offset || off >= e.Offset+e.Length {
+		var err error
+		if e, err = r.seek(off); err != nil {
+			return Extent{}, err
+		}
+		r.last = e
+	}
+	return Extent{Offset: off, Length: min(n, e.Offset+e.Length-off), Kind: e.Kind}, nil
+}
+
+// seek finds the whole extent that contains off. Called with r.mu held.
+func (r *rawImage) seek(off int64) (Extent, error) {
+	rest := Extent{Offset: off, Length: r.size - off, Kind: ExtentData}
 	fd := int(r.f.Fd())
 	next, err := unix.Seek(fd, off, unix.SEEK_DATA)
 	switch {
 	case errors.Is(err, unix.ENXIO):
 		// No data from off to the end of the file.
-		return Extent{Offset: off, Length: n, Kind: ExtentZero}, nil
+		rest.Kind = ExtentZero
+		return rest, nil
 	case errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP):
 		r.noSeekData.Store(true)
-		return data, nil
+		return rest, nil
 	case err != nil:
 		return Extent{}, fmt.Errorf("status of %q at %d: %w", r.path, off, err)
 	}
 	if next > off {
-		return Extent{Offset: off, Length: min(n, next-off), Kind: ExtentZero}, nil
+		return Extent{Offset: off, Length: min(next, r.size) - off, Kind: ExtentZero}, nil
 	}
 	hole, err := unix.Seek(fd, off, unix.SEEK_HOLE)
 	if err != nil {
-		return data, nil // data is always a safe answer
+		return rest, nil // data is always a safe answer
 	}
 	if hole > off {
-		data.Length = min(n, hole-off)
+		rest.Length = min(hole, r.size) - off
 	}
-	return data, nil
+	return rest, nil
+}
+
+// forget drops the cached extent after a write.
+func (r *rawImage) forget() {
+	r.mu.Lock()
+	r.last = Extent{}
+	r.mu.Unlock()
 }
 
 func (r *rawImage) Flush() error {
@@ -159,6 +205,7 @@ func (r *rawImage) resize(size int64) error {
 	if err := r.f.Truncate(size); err != nil {
 		return fmt.Errorf("resize %q: %w", r.path, pathErr(err))
 	}
-	r.size = size
+	r.size = rawSize(size)
+	r.forget()
 	return nil
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"vmtui/config"
 )
 
 // The QEMU command line is built from typed devices, each rendering its own
@@ -41,6 +43,7 @@ type Spec struct {
 	// Runtime files.
 	QMPFD     int    // inherited listening socket for QMP (ExtraFiles index + 3); 0 for none
 	QMPPath   string // a QMP socket path for QEMU to create, when QMPFD is 0
+	EventsFD  int    // a second QMP monitor's inherited listening socket, for long-lived watchers; 0 for none
 	PIDFile   string
 	SerialLog string
 }
@@ -66,7 +69,7 @@ type device interface {
 
 // Cmdline returns QEMU's arguments (without the binary) for s.
 func Cmdline(s Spec) ([]string, error) {
-	if err := validateName(s.Name); err != nil {
+	if err := config.ValidName(s.Name); err != nil {
 		return nil, err
 	}
 	if s.Memory <= 0 {
@@ -81,10 +84,13 @@ func Cmdline(s Spec) ([]string, error) {
 		machineDev{s.Machine},
 		accelDev(s.Accel),
 		fixedArgs{"-m", strconv.FormatInt(s.Memory>>20, 10) + "M", "-smp", strconv.Itoa(s.CPUs)},
-		qmpDev{fd: s.QMPFD, path: s.QMPPath},
+		qmpDev{id: "qmp0", fd: s.QMPFD, path: s.QMPPath},
 		serialDev{log: s.SerialLog},
 		pidDev{s.PIDFile},
 		kernelDev{kernel: s.Kernel, initrd: s.Initrd, append: s.Append},
+	}
+	if s.EventsFD > 0 {
+		devs = append(devs, qmpDev{id: "qmp1", fd: s.EventsFD})
 	}
 	for i, d := range s.Disks {
 		devs = append(devs, diskDev{index: i, DiskSpec: d, bootFirst: s.Boot == "disk" && i == 0})
@@ -189,32 +195,34 @@ func ParseAccel(s string) ([]string, error) {
 	}
 	var list []string
 	for _, a := range strings.Split(s, ":") {
-		switch a {
-		case "kvm", "tcg":
-			list = append(list, a)
-		default:
-			return nil, fmt.Errorf("unknown accelerator %q (want kvm, tcg or kvm:tcg)", a)
+		if err := config.ValidAccel(a); err != nil {
+			return nil, err
 		}
+		list = append(list, a)
 	}
 	return list, nil
 }
 
 type qmpDev struct {
+	id   string
 	fd   int
 	path string
 }
 
 func (q qmpDev) args() ([]string, error) {
+	var sock string
 	switch {
 	case q.fd > 0:
-		return []string{"-chardev", "socket,id=qmp0,fd=" + strconv.Itoa(q.fd) + ",server=on,wait=off", "-mon", "chardev=qmp0,mode=control"}, nil
+		sock = "fd=" + strconv.Itoa(q.fd)
 	case q.path != "":
 		if err := checkValue("QMP socket", q.path); err != nil {
 			return nil, err
 		}
-		return []string{"-chardev", "socket,id=qmp0," + opts("path", q.path) + ",server=on,wait=off", "-mon", "chardev=qmp0,mode=control"}, nil
+		sock = opts("path", q.path)
+	default:
+		return nil, errors.New("no QMP socket")
 	}
-	return nil, errors.New("no QMP socket")
+	return []string{"-chardev", "socket,id=" + q.id + "," + sock + ",server=on,wait=off", "-mon", "chardev=" + q.id + ",mode=control"}, nil
 }
 
 // SerialLabel is the chardev id of the serial console.
@@ -433,29 +441,4 @@ func validToken(s string) bool {
 		}
 	}
 	return true
-}
-
-// validateName applies vmctl's rules for VM names.
-func validateName(name string) error {
-	switch {
-	case name == "":
-		return errors.New("empty vm name")
-	case len(name) >= 64:
-		return fmt.Errorf("vm name %q is too long (at most 63 bytes)", name)
-	case name[0] == '.' || name[0] == '-' || name[0] == '_':
-		return fmt.Errorf("invalid vm name %q: must not start with '.', '-' or '_'", name)
-	}
-	digits := true
-	for _, r := range name {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' || r == '_') {
-			return fmt.Errorf("invalid vm name %q: only letters, digits, '.', '-' and '_'", name)
-		}
-		if r < '0' || r > '9' {
-			digits = false
-		}
-	}
-	if digits {
-		return fmt.Errorf("invalid vm name %q: all digits (that is an ID)", name)
-	}
-	return nil
 }

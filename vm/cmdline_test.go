@@ -103,7 +103,7 @@ func TestCmdlineRefuses(t *testing.T) {
 		mod  func(*Spec)
 		want string
 	}{
-		{"bad name", func(s *Spec) { s.Name = "-x" }, "must not start"},
+		{"bad name", func(s *Spec) { s.Name = "-x" }, "invalid VM name"},
 		{"digits name", func(s *Spec) { s.Name = "123" }, "all digits"},
 		{"newline in kernel", func(s *Spec) { s.Kernel = "/k\n-foo" }, "newline"},
 		{"initrd without kernel", func(s *Spec) { s.Initrd = "/i" }, "need a kernel"},
@@ -132,8 +132,8 @@ func TestParseAccel(t *testing.T) {
 			t.Errorf("ParseAccel(%q) = %q, %v; want %q", in, got, err, want)
 		}
 	}
-	if _, err := ParseAccel("hvf"); err == nil {
-		t.Error("ParseAccel(hvf) succeeded")
+	if _, err := ParseAccel("kvm:fast"); err == nil {
+		t.Error("ParseAccel(kvm:fast) succeeded")
 	}
 }
 

@@ -1,0 +1,240 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"vmtui/disk"
+	"vmtui/disk/qcow2"
+)
+
+// In-process tests of the command-line plumbing; main_test.go runs the
+// binary against real images.
+
+func TestLookup(t *testing.T) {
+	table := []*command{{name: "start"}, {name: "status"}, {name: "stop"}, {name: "show"}, {name: "st"}, {name: "create"}}
+	tests := []struct {
+		word    string
+		want    string // the command found, or "" for an error
+		errText string
+	}{
+		{"create", "create", ""},
+		{"c", "create", ""},
+		{"cre", "create", ""},
+		{"star", "start", ""},
+		{"stat", "status", ""},
+		{"sto", "stop", ""},
+		{"sh", "show", ""},
+		{"st", "st", ""}, // a whole name wins over the longer names it prefixes
+		{"s", "", `ambiguous command "s": could be start, status, stop, show or st`},
+		{"sta", "", `ambiguous command "sta": could be start or status`},
+		{"creat3", "", `unknown command "creat3"`},
+		{"createx", "", `unknown command "createx"`},
+		{"", "", `unknown command ""`},
+		{"CREATE", "", `unknown command "CREATE"`},
+	}
+	for _, tt := range tests {
+		got, err := lookup(table, tt.word, nil)
+		switch {
+		case tt.want != "" && (err != nil || got.name != tt.want):
+			t.Errorf("lookup(%q) = %v, %v; want %s", tt.word, got, err, tt.want)
+		case tt.want == "" && (err == nil || err.Error() != tt.errText):
+			t.Errorf("lookup(%q) error = %v; want %q", tt.word, err, tt.errText)
+		}
+	}
+	parent := []*command{{name: "disk"}}
+	if _, err := lookup(table, "x", parent); err == nil || err.Error() != `unknown disk command "x"` {
+		t.Errorf("lookup under disk: %v", err)
+	}
+}
+
+func TestParseFlags(t *testing.T) {
+	tests := []struct {
+		args []string
+		size string
+		c    bool
+		pos  []string
+	}{
+		{[]string{"disk"}, "", false, []string{"disk"}},
+		{[]string{"-s", "1G", "disk"}, "1G", false, []string{"disk"}},
+		{[]string{"disk", "-s", "1G"}, "1G", false, []string{"disk"}},
+		{[]string{"-c", "a", "-s=2G", "b"}, "2G", true, []string{"a", "b"}},
+		{[]string{"a", "--", "-s", "b"}, "", false, []string{"a", "-s", "b"}},
+		{[]string{"--", "-c"}, "", false, []string{"-c"}},
+		{[]string{"-s", "--", "x"}, "--", false, []string{"x"}}, // "--" as a flag's value
+		{nil, "", false, nil},
+	}
+	for _, tt := range tests {
+		fs := newFlagSet("test")
+		size := fs.String("s", "", "")
+		c := fs.Bool("c", false, "")
+		pos, err := parseFlags(fs, tt.args)
+		if err != nil || *size != tt.size || *c != tt.c || !slices.Equal(pos, tt.pos) {
+			t.Errorf("parseFlags(%q) = %q, %v with -s %q -c %t; want %q, -s %q -c %t",
+				tt.args, pos, err, *size, *c, tt.pos, tt.size, tt.c)
+		}
+	}
+	for _, args := range [][]string{{"-x"}, {"a", "-s"}, {"-c=maybe"}} {
+		fs := newFlagSet("test")
+		fs.String("s", "", "")
+		fs.Bool("c", false, "")
+		var ue *usageError
+		if _, err := parseFlags(fs, args); !errors.As(err, &ue) || !strings.HasPrefix(ue.msg, "test: ") {
+			t.Errorf("parseFlags(%q) = %v, want a usage error naming the command", args, err)
+		}
+	}
+	if _, err := parseFlags(newFlagSet("test"), []string{"a", "-h"}); err != errHelp {
+		t.Errorf("parseFlags(-h) = %v, want errHelp", err)
+	}
+}
+
+func TestDiskFormat(t *testing.T) {
+	tests := []struct {
+		name, flag string
+		format     disk.Format
+		path       string
+		errText    string
+	}{
+		{"a.qcow2", "", disk.FormatQcow2, "a.qcow2", ""},
+		{"a.QCOW2", "", disk.FormatQcow2, "a.QCOW2", ""},
+		{"a.raw", "", disk.FormatRaw, "a.raw", ""},
+		{"a.img", "", disk.FormatRaw, "a.img", ""},
+		{"dir.img/a", "", disk.FormatQcow2, "dir.img/a", ""},
+		{"a", "", disk.FormatQcow2, "a", ""},
+		{"a.iso", "", disk.FormatQcow2, "a.iso", ""},
+		{"a.img", "qcow2", disk.FormatQcow2, "a.img", ""},
+		{"a.qcow2", "RAW", disk.FormatRaw, "a.qcow2", ""},
+		{"raw:a.qcow2", "", disk.FormatRaw, "a.qcow2", ""},
+		{"qcow2:a.img", "", disk.FormatQcow2, "a.img", ""},
+		{"qcow2:a.img", "qcow2", disk.FormatQcow2, "a.img", ""},
+		{"raw:", "", disk.FormatQcow2, "raw:", ""}, // no name after the prefix: the whole is a name
+		{"raw:a", "qcow2", "", "", "raw:a: the raw: prefix conflicts with the format qcow2"},
+		{"a", "vmdk", "", "", `unknown image format "vmdk" (want qcow2 or raw)`},
+	}
+	for _, tt := range tests {
+		format, path, err := diskFormat(tt.name, tt.flag)
+		if tt.errText != "" {
+			if err == nil || err.Error() != tt.errText {
+				t.Errorf("diskFormat(%q, %q) error = %v, want %q", tt.name, tt.flag, err, tt.errText)
+			}
+			continue
+		}
+		if err != nil || format != tt.format || path != tt.path {
+			t.Errorf("diskFormat(%q, %q) = %s, %q, %v; want %s, %q", tt.name, tt.flag, format, path, err, tt.format, tt.path)
+		}
+	}
+}
+
+func TestBackingName(t *testing.T) {
+	tests := []struct{ path, base, want string }{
+		{"new.qcow2", "base.qcow2", "base.qcow2"},
+		{"sub/new.qcow2", "base.qcow2", "../base.qcow2"},
+		{"sub/new.qcow2", "sub/base.qcow2", "base.qcow2"},
+		{"a/b/new.qcow2", "c/base.qcow2", "../../c/base.qcow2"},
+		{"new.qcow2", "images/base.qcow2", "images/base.qcow2"},
+		{"new.qcow2", "/srv/base.qcow2", "/srv/base.qcow2"},
+	}
+	for _, tt := range tests {
+		if got := backingName(tt.path, tt.base); got != tt.want {
+			t.Errorf("backingName(%q, %q) = %q, want %q", tt.path, tt.base, got, tt.want)
+		}
+	}
+	// An overlay elsewhere names a base in the current directory by the
+	// way from its own directory.
+	abs, err := filepath.Abs("base.qcow2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := filepath.Rel("/tmp", abs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := backingName("/tmp/new.qcow2", "base.qcow2"); got != want {
+		t.Errorf("backingName(/tmp/new.qcow2, base.qcow2) = %q, want %q", got, want)
+	}
+}
+
+func TestProgressLine(t *testing.T) {
+	var b bytes.Buffer
+	p := &progressLine{w: &b}
+	p.end() // nothing drawn: nothing to end
+	p.update(0, 3<<20)
+	p.update(1, 3<<20) // the same hundredth: not redrawn
+	p.update(1<<20, 3<<20)
+	p.update(3<<20, 3<<20)
+	p.update(3<<20, 3<<20)
+	p.end()
+	want := "\r    (0.00/100%)\r    (33.33/100%)\r    (100.00/100%)\n"
+	if b.String() != want {
+		t.Errorf("progress drew %q, want %q", b.String(), want)
+	}
+	b.Reset()
+	p = &progressLine{w: &b}
+	p.update(0, 0) // an empty disk is done at once
+	if b.String() != "\r    (100.00/100%)" {
+		t.Errorf("progress of an empty disk: %q", b.String())
+	}
+}
+
+func TestCheckSummary(t *testing.T) {
+	// The texts are those of qemu-img check 7.2 on the same counts.
+	tests := []struct {
+		res  qcow2.CheckResult
+		want string
+	}{
+		{qcow2.CheckResult{TotalClusters: 256, AllocatedClusters: 2, ImageEndOffset: 458752},
+			"No errors were found on the image.\n2/256 = 0.78% allocated, 0.00% fragmented, 0.00% compressed clusters\nImage end offset: 458752\n"},
+		{qcow2.CheckResult{TotalClusters: 16384, ImageEndOffset: 262144},
+			"No errors were found on the image.\nImage end offset: 262144\n"},
+		{qcow2.CheckResult{Leaks: 1, TotalClusters: 256, AllocatedClusters: 2, ImageEndOffset: 720896},
+			"\n1 leaked clusters were found on the image.\nThis means waste of disk space, but no harm to data.\n2/256 = 0.78% allocated, 0.00% fragmented, 0.00% compressed clusters\nImage end offset: 720896\n"},
+		{qcow2.CheckResult{Corruptions: 2, Leaks: 3, TotalClusters: 8, AllocatedClusters: 3, FragmentedClusters: 1, CompressedClusters: 2, ImageEndOffset: 1},
+			"\n2 errors were found on the image.\nData may be corrupted, or further writes to the image may corrupt it.\n" +
+				"\n3 leaked clusters were found on the image.\nThis means waste of disk space, but no harm to data.\n" +
+				"3/8 = 37.50% allocated, 33.33% fragmented, 66.67% compressed clusters\nImage end offset: 1\n"},
+		{qcow2.CheckResult{CheckErrors: 1},
+			"\n1 internal errors have occurred during the check.\n"},
+	}
+	for _, tt := range tests {
+		var b bytes.Buffer
+		printCheckSummary(&b, &tt.res)
+		if b.String() != tt.want {
+			t.Errorf("summary of %+v:\n%q\nwant\n%q", tt.res, b.String(), tt.want)
+		}
+	}
+}
+
+func TestRunInProcess(t *testing.T) {
+	// The exit statuses of the plumbing, without a binary.
+	tests := []struct {
+		args []string
+		code int
+		out  string // prefix of stdout
+		err  string // prefix of stderr
+	}{
+		{nil, 1, "", "usage:\tvmtui create"},
+		{[]string{"help"}, 0, "usage:\tvmtui create", ""},
+		{[]string{"help", "disk"}, 0, "usage:\tvmtui disk check", ""},
+		{[]string{"help", "disk", "resize"}, 0, "usage:\tvmtui disk resize disk [+]size\n\nGrow", ""},
+		{[]string{"help", "create", "x"}, 1, "", "vmtui: create takes no subcommand\nusage:\tvmtui create"},
+		{[]string{"disk", "-h"}, 0, "usage:\tvmtui disk check", ""},
+		{[]string{"disk", "resize", "-h"}, 0, "usage:\tvmtui disk resize", ""},
+		{[]string{"disk", "resize", "x"}, 1, "", "usage:\tvmtui disk resize disk [+]size\n"},
+		{[]string{"create", "a", "b"}, 1, "", "usage:\tvmtui create"},
+		{[]string{"--version"}, 1, "", "vmtui: unknown option --version\nusage:"},
+	}
+	for _, tt := range tests {
+		var out, errOut bytes.Buffer
+		code := run(context.Background(), tt.args, &out, &errOut)
+		if code != tt.code || !strings.HasPrefix(out.String(), tt.out) || !strings.HasPrefix(errOut.String(), tt.err) ||
+			(tt.out == "" && out.Len() > 0) || (tt.err == "" && errOut.Len() > 0) {
+			t.Errorf("vmtui %q: exit %d\nstdout %q\nstderr %q\nwant exit %d, stdout %q..., stderr %q...",
+				tt.args, code, out.String(), errOut.String(), tt.code, tt.out, tt.err)
+		}
+	}
+}

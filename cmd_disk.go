@@ -1,0 +1,316 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"strings"
+
+	"vmtui/disk"
+	"vmtui/disk/qcow2"
+)
+
+var diskInfoCommand = &command{
+	name:     "info",
+	synopsis: "[--json] disk",
+	about:    "Describe a disk image and its backing chain.",
+	run:      runDiskInfo,
+}
+
+func runDiskInfo(_ context.Context, e *env, args []string) error {
+	fs := newFlagSet("disk info")
+	asJSON := fs.Bool("json", false, "print JSON with the keys of qemu-img info --output=json")
+	pos, err := parseFlags(fs, args)
+	if err == errHelp {
+		return e.help(fs, `
+The format is detected by content. Sizes are printed as qemu-img info prints
+them; --json gives them in bytes.`)
+	}
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return &usageError{}
+	}
+	info, err := disk.Info(pos[0])
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		b, err := json.MarshalIndent(info, "", "    ")
+		if err != nil {
+			return fmt.Errorf("info %q: %w", pos[0], err)
+		}
+		fmt.Fprintf(e.out, "%s\n", b)
+		return nil
+	}
+	fmt.Fprint(e.out, info.String())
+	return nil
+}
+
+var diskCheckCommand = &command{
+	name:     "check",
+	synopsis: "[-r leaks|all] disk",
+	about:    "Check a qcow2 image for leaked clusters and corruptions, as qemu-img check does.",
+	run:      runDiskCheck,
+}
+
+// The exit statuses of disk check, those of qemu-img check.
+const (
+	checkClean        = 0
+	checkFailed       = 1
+	checkCorrupt      = 2
+	checkLeaks        = 3
+	checkNotSupported = 63
+)
+
+func runDiskCheck(_ context.Context, e *env, args []string) error {
+	fs := newFlagSet("disk check")
+	repair := fs.String("r", "", "repair `what`: leaks (lower refcounts that are too high) or all (also corruptions)")
+	pos, err := parseFlags(fs, args)
+	if err == errHelp {
+		return e.help(fs, `
+Detail lines go to standard error, the summary to standard output. The exit
+status is 0 for a clean image, 2 when it has corruptions, 3 when it has only
+leaked clusters, 63 for a raw image (nothing to check) and 1 when the check
+itself failed. After a repair, the status describes the repaired image.`)
+	}
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return &usageError{}
+	}
+	mode := qcow2.RepairNone
+	switch *repair {
+	case "":
+	case "leaks":
+		mode = qcow2.RepairLeaks
+	case "all":
+		mode = qcow2.RepairAll
+	default:
+		return &usageError{msg: fmt.Sprintf("disk check: -r %q: want leaks or all", *repair)}
+	}
+	res, err := disk.Check(pos[0], mode)
+	if res != nil {
+		for _, m := range res.Messages {
+			fmt.Fprintln(e.err, m)
+		}
+	}
+	switch {
+	case errors.Is(err, disk.ErrCheckNotSupported):
+		return &exitError{code: checkNotSupported, err: err}
+	case err != nil:
+		return &exitError{code: checkFailed, err: err}
+	}
+	printCheckSummary(e.out, res)
+	switch {
+	case res.CheckErrors > 0:
+		return &exitError{code: checkFailed}
+	case res.Corruptions > 0:
+		return &exitError{code: checkCorrupt}
+	case res.Leaks > 0:
+		return &exitError{code: checkLeaks}
+	}
+	return nil
+}
+
+// printCheckSummary prints the summary of a check as qemu-img check does.
+func printCheckSummary(w io.Writer, r *qcow2.CheckResult) {
+	if r.Corruptions == 0 && r.Leaks == 0 && r.CheckErrors == 0 {
+		fmt.Fprintln(w, "No errors were found on the image.")
+	}
+	if r.Corruptions > 0 {
+		fmt.Fprintf(w, "\n%d errors were found on the image.\n"+
+			"Data may be corrupted, or further writes to the image may corrupt it.\n", r.Corruptions)
+	}
+	if r.Leaks > 0 {
+		fmt.Fprintf(w, "\n%d leaked clusters were found on the image.\n"+
+			"This means waste of disk space, but no harm to data.\n", r.Leaks)
+	}
+	if r.CheckErrors > 0 {
+		fmt.Fprintf(w, "\n%d internal errors have occurred during the check.\n", r.CheckErrors)
+	}
+	if r.TotalClusters != 0 && r.AllocatedClusters != 0 {
+		fmt.Fprintf(w, "%d/%d = %0.2f%% allocated, %0.2f%% fragmented, %0.2f%% compressed clusters\n",
+			r.AllocatedClusters, r.TotalClusters,
+			float64(r.AllocatedClusters)*100/float64(r.TotalClusters),
+			float64(r.FragmentedClusters)*100/float64(r.AllocatedClusters),
+			float64(r.CompressedClusters)*100/float64(r.AllocatedClusters))
+	}
+	if r.ImageEndOffset > 0 {
+		fmt.Fprintf(w, "Image end offset: %d\n", r.ImageEndOffset)
+	}
+}
+
+var diskConvertCommand = &command{
+	name:     "convert",
+	synopsis: "[-cp] [-O qcow2|raw] [--compression-type zlib|zstd] input output",
+	about:    "Copy an image, its backing chain flattened, into a new image of either format.",
+	run:      runDiskConvert,
+}
+
+func runDiskConvert(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet("disk convert")
+	formatArg := fs.String("O", "", "the output `format`: qcow2 or raw")
+	compress := fs.Bool("c", false, "compress the output's clusters (qcow2 only)")
+	ctype := fs.String("compression-type", "", "the compression `type` of a qcow2 output: zlib (the default) or zstd")
+	progress := fs.Bool("p", false, "show the progress on standard error")
+	pos, err := parseFlags(fs, args)
+	if err == errHelp {
+		return e.help(fs, `
+The input's format is detected by content. The output must not exist; its
+format is the one -O names, else the output name's extension's (.qcow2 is
+qcow2; .raw and .img are raw), else qcow2. Zeros are never written: the
+output is sparse. An interrupted conversion leaves no output behind.`)
+	}
+	if err != nil {
+		return err
+	}
+	if len(pos) != 2 {
+		return &usageError{}
+	}
+	format, out, err := diskFormat(pos[1], *formatArg)
+	if err != nil {
+		return err
+	}
+	opts := disk.ConvertOptions{Format: format, Compress: *compress}
+	if *ctype != "" {
+		if format != disk.FormatQcow2 {
+			return fmt.Errorf("disk convert: --compression-type needs qcow2 output, not %s", format)
+		}
+		if opts.CompressionType, err = qcow2.ParseCompressionType(*ctype); err != nil {
+			return fmt.Errorf("disk convert: --compression-type: %w", err)
+		}
+	}
+	if *compress && format != disk.FormatQcow2 {
+		return fmt.Errorf("disk convert: -c needs qcow2 output, not %s", format)
+	}
+	var bar *progressLine
+	if *progress {
+		bar = &progressLine{w: e.err}
+		opts.Progress = bar.update
+	}
+	err = disk.Convert(ctx, pos[0], out, opts)
+	if bar != nil {
+		bar.end()
+	}
+	return err
+}
+
+// progressLine draws "    (45.12/100%)" on one line, as qemu-img -p does,
+// redrawing only when the hundredths change.
+type progressLine struct {
+	w     io.Writer
+	last  int64 // hundredths of a percent last drawn, +1 (0: none yet)
+	drawn bool
+}
+
+func (p *progressLine) update(done, total int64) {
+	h := int64(10000)
+	if total > 0 {
+		h = int64(float64(done) / float64(total) * 10000)
+	}
+	h = min(max(h, 0), 10000)
+	if p.drawn && h+1 == p.last {
+		return
+	}
+	p.last, p.drawn = h+1, true
+	fmt.Fprintf(p.w, "\r    (%d.%02d/100%%)", h/100, h%100)
+}
+
+// end finishes the line, so that what follows starts on a line of its own.
+func (p *progressLine) end() {
+	if p.drawn {
+		fmt.Fprintln(p.w)
+	}
+}
+
+var diskCommitCommand = &command{
+	name:     "commit",
+	synopsis: "overlay",
+	about:    "Write what a qcow2 overlay holds into its backing file.",
+	run:      runDiskCommit,
+}
+
+func runDiskCommit(_ context.Context, e *env, args []string) error {
+	fs := newFlagSet("disk commit")
+	pos, err := parseFlags(fs, args)
+	if err == errHelp {
+		return e.help(fs, `
+As qemu-img commit -d: the backing file (qcow2 or raw) receives the
+overlay's data and zeroed clusters and is grown to the overlay's size if it
+is smaller; the overlay itself is left as it is.`)
+	}
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return &usageError{}
+	}
+	if err := disk.Commit(pos[0]); err != nil {
+		return err
+	}
+	fmt.Fprintln(e.out, "Image committed.")
+	return nil
+}
+
+var diskResizeCommand = &command{
+	name:     "resize",
+	synopsis: "disk [+]size",
+	about:    "Grow a disk image to a size, or by an amount with a leading +.",
+	run:      runDiskResize,
+}
+
+func runDiskResize(_ context.Context, e *env, args []string) error {
+	// No flags: a size such as -1G must reach the check below, not the
+	// flag parser, so only a lone -h or --help asks for help.
+	var pos []string
+	for i, a := range args {
+		if a == "--" {
+			pos = append(pos, args[i+1:]...)
+			break
+		}
+		if a == "-h" || a == "-help" || a == "--help" {
+			return e.help(newFlagSet("disk resize"), `
+The size is in the syntax of create -s (10G, 1.5G, 512M, bytes without a
+unit); +size grows the image by that much. Images only grow: shrinking
+could lose data. A qcow2 image's size is rounded up to 512 bytes.`)
+		}
+		pos = append(pos, a)
+	}
+	if len(pos) != 2 {
+		return &usageError{}
+	}
+	path, arg := pos[0], pos[1]
+	if strings.HasPrefix(arg, "-") {
+		return fmt.Errorf("resize %q to %s: %w", path, arg, disk.ErrShrink)
+	}
+	grow, ok := strings.CutPrefix(arg, "+")
+	size, err := disk.ParseSize(grow)
+	if err == nil && ok && strings.HasPrefix(grow, "+") {
+		err = fmt.Errorf("%w %q: more than one sign", disk.ErrSize, arg)
+	}
+	if err != nil {
+		return fmt.Errorf("resize %q: %w", path, err)
+	}
+	if ok {
+		info, err := disk.Info(path)
+		if err != nil {
+			return err
+		}
+		if size > math.MaxInt64-info.VirtualSize {
+			return fmt.Errorf("resize %q: %s (%d bytes) plus %s is too large", path,
+				disk.FormatSize(info.VirtualSize), info.VirtualSize, arg)
+		}
+		size += info.VirtualSize
+	}
+	if err := disk.Resize(path, size); err != nil {
+		return err
+	}
+	fmt.Fprintln(e.out, "Image resized.")
+	return nil
+}

@@ -1,0 +1,47 @@
+// Package config owns vmtui's state root and the VM definitions in it.
+//
+// Paths says where everything lives: under $VMTUI_HOME when it is set,
+// otherwise in the XDG base directories (see Paths for both layouts, and the
+// *Name constants for the files of a VM's runtime and log directories).
+//
+// A VM is defined by one human-editable TOML file, vms/NAME.toml:
+//
+//	id = 3
+//	name = "web"
+//	memory = "1G"        # scan_scaled(3) syntax; default 512M
+//	cpus = 2             # default 1
+//	cdrom = "/srv/iso/install76.iso"
+//	boot = "cdrom"       # disk, cdrom or net; default: QEMU's order
+//	accel = "kvm"        # default: $VMTUI_ACCEL, else kvm falling back to tcg
+//	machine = "q35"
+//	extra_args = ["-device", "virtio-rng-pci"]
+//
+//	[[disks]]
+//	path = "/srv/vm/web.qcow2"
+//	format = "qcow2"     # qcow2 or raw; left out, it is detected
+//
+//	[[networks]]
+//	type = "user"        # user (the default) or bridge
+//	hostfwd = ["tcp::2222-:22"]
+//
+//	[[networks]]
+//	type = "bridge"
+//	bridge = "br0"
+//	mac = "52:54:00:12:34:56"
+//
+// and kernel, initrd and append for booting a kernel directly. Keys are
+// checked strictly: an unknown key is an error naming the file, the line and
+// the key. Validation follows vmctl(8) (see Validate and ValidName): names
+// of at most 63 bytes of letters, digits, '.', '-' and '_', not starting
+// with '.', '-' or '_' and not all digits; at most 4 disks and 4 network
+// interfaces; a kernel, a disk or a CD-ROM. Paths in a definition must be
+// absolute: a relative one is an error rather than being resolved against
+// a directory the person editing the file may not have in mind. Paths and
+// the kernel command line may not contain NUL bytes or line breaks; escaping
+// commas for QEMU is the vm package's business.
+//
+// Store reads and writes the definitions. It assigns each new VM an ID
+// higher than any assigned before, under a lock that makes this safe across
+// processes, and writes files atomically, so that a crash never leaves a
+// half-written definition.
+package config

@@ -1,0 +1,297 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/pelletier/go-toml/v2"
+
+	"vmtui/disk"
+)
+
+// maxFileSize bounds what is read of a definition file: a definition is a
+// few hundred bytes, so a larger file is something else.
+const maxFileSize = 1 << 20
+
+// fileVM is a definition as it is written in its TOML file. It is kept apart
+// from VM so that the file can hold what VM does not (memory as a scaled
+// string, the absence of cpus) and VM what the file does not (File, Err).
+type fileVM struct {
+	ID        int64         `toml:"id" comment:"Assigned by vmtui when it created the VM; unique among the definitions."`
+	Name      string        `toml:"name" comment:"The same as the file's name."`
+	Memory    any           `toml:"memory,omitempty" comment:"Memory, a whole number of megabytes: 512M, 2G, 1536M."`
+	CPUs      *int64        `toml:"cpus,omitempty"`
+	Kernel    string        `toml:"kernel,omitempty"`
+	Initrd    string        `toml:"initrd,omitempty"`
+	Append    string        `toml:"append,omitempty" comment:"The kernel's command line."`
+	CDROM     string        `toml:"cdrom,omitempty"`
+	Boot      string        `toml:"boot,omitempty" comment:"disk, cdrom or net."`
+	Accel     string        `toml:"accel,omitempty"`
+	Machine   string        `toml:"machine,omitempty"`
+	ExtraArgs []string      `toml:"extra_args,omitempty" comment:"Appended to QEMU's command line as they are."`
+	Disks     []fileDisk    `toml:"disks,omitempty" comment:"Format is qcow2 or raw; without one, vmtui detects it."`
+	Networks  []fileNetwork `toml:"networks,omitempty" comment:"Type user (port forwards in hostfwd) or bridge (a host bridge)."`
+}
+
+type fileDisk struct {
+	Path   string `toml:"path"`
+	Format string `toml:"format,omitempty"`
+}
+
+type fileNetwork struct {
+	Type    string   `toml:"type,omitempty"`
+	Bridge  string   `toml:"bridge,omitempty"`
+	HostFwd []string `toml:"hostfwd,omitempty"`
+	MAC     string   `toml:"mac,omitempty"`
+}
+
+// fileHeader starts every definition file vmtui writes.
+const fileHeader = "# vmtui VM definition. Edit it freely: vmtui checks it each time it reads it.\n\n"
+
+// readFile reads the definition at path. It always returns a VM with Name
+// (from the file's name) and File set, and as many other fields as could be
+// read; the error says what is wrong, as *FieldErrors naming the file. The
+// error wraps fs.ErrNotExist when there is no such file.
+func readFile(path string) (*VM, error) {
+	vm := &VM{Name: strings.TrimSuffix(filepath.Base(path), DefinitionExt), File: path}
+	f, err := os.Open(path)
+	if err != nil {
+		return vm, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
+	if err != nil {
+		return vm, fmt.Errorf("read %q: %w", path, err)
+	}
+	if len(data) > maxFileSize {
+		return vm, &FieldError{File: path, Msg: fmt.Sprintf("larger than %d bytes: not a definition", maxFileSize)}
+	}
+	return vm, decode(vm, data)
+}
+
+// decode fills vm from the TOML in data and validates it. vm.Name and
+// vm.File must be set (from the file's name); the name in the file must
+// match.
+func decode(vm *VM, data []byte) error {
+	var fv fileVM
+	var errs []error
+	dec := toml.NewDecoder(bytes.NewReader(data)).DisallowUnknownFields()
+	if err := dec.Decode(&fv); err != nil {
+		var strict *toml.StrictMissingError
+		var de *toml.DecodeError
+		switch {
+		case errors.As(err, &strict):
+			// The decoder filled in everything else: go on and
+			// report the unknown keys with the other problems.
+			for _, e := range strict.Errors {
+				line, _ := e.Position()
+				errs = append(errs, &FieldError{File: vm.File, Line: line, Field: strings.Join(e.Key(), "."), Msg: "unknown key"})
+			}
+		case errors.As(err, &de):
+			line, _ := de.Position()
+			key := strings.Join(de.Key(), ".")
+			return &FieldError{File: vm.File, Line: line, Field: key, Msg: decodeMessage(key, de)}
+		default:
+			return &FieldError{File: vm.File, Msg: err.Error()}
+		}
+	}
+	c := &checker{file: vm.File}
+	fillVM(vm, &fv, c)
+	errs = append(errs, c.errs...)
+	// Validate the rest, leaving out the fields fillVM already found
+	// wrong, whose values in vm are placeholders.
+	reported := map[string]bool{}
+	for _, err := range c.errs {
+		reported[err.(*FieldError).Field] = true
+	}
+	if err := vm.Validate(); err != nil {
+		for _, err := range err.(interface{ Unwrap() []error }).Unwrap() {
+			if !reported[err.(*FieldError).Field] {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// decodeMessage rewords the decoder's error, which speaks of Go types when a
+// value has the wrong TOML type.
+func decodeMessage(key string, de *toml.DecodeError) string {
+	msg := strings.TrimPrefix(de.Error(), "toml: ")
+	rest, ok := strings.CutPrefix(msg, "cannot decode TOML ")
+	if !ok || key == "" {
+		return msg
+	}
+	got, _, _ := strings.Cut(rest, " ")
+	want := "a string"
+	switch key[strings.LastIndexByte(key, '.')+1:] {
+	case "id", "cpus":
+		want = "an integer"
+	case "extra_args", "hostfwd":
+		want = "a list of strings"
+	case "disks", "networks":
+		want = "a list of tables ([[" + key + "]])"
+	}
+	return fmt.Sprintf("want %s, not a TOML %s", want, got)
+}
+
+// fillVM copies a decoded file into vm, applying the defaults for what the
+// file leaves out and recording in c what cannot be copied.
+func fillVM(vm *VM, fv *fileVM, c *checker) {
+	if fv.ID == 0 {
+		c.add("id", "missing (give the VM a number no other definition uses)")
+	} else if int64(int(fv.ID)) != fv.ID || fv.ID < 0 {
+		c.add("id", "%d is not a positive number", fv.ID)
+	} else {
+		vm.ID = int(fv.ID)
+	}
+	if fv.Name != "" && fv.Name != vm.Name {
+		c.add("name", "%q does not match the file's name %q", fv.Name, filepath.Base(vm.File))
+	}
+	switch m := fv.Memory.(type) {
+	case nil:
+		vm.Memory = DefaultMemory
+	case string:
+		n, err := disk.ParseSize(m)
+		if err != nil {
+			c.add("memory", "%s", err)
+		} else {
+			vm.Memory = n
+		}
+	case int64:
+		c.add("memory", "want a size as a string, like \"%dM\", not the number %d", m, m)
+	default:
+		c.add("memory", "want a size as a string, like \"512M\"")
+	}
+	vm.CPUs = DefaultCPUs
+	if fv.CPUs != nil {
+		if n := *fv.CPUs; n < 1 || n > MaxCPUs {
+			c.add("cpus", "%d is out of range (1 to %d)", n, MaxCPUs)
+		} else {
+			vm.CPUs = int(n)
+		}
+	}
+	vm.Kernel, vm.Initrd, vm.Append, vm.CDROM = fv.Kernel, fv.Initrd, fv.Append, fv.CDROM
+	vm.Boot, vm.Accel, vm.Machine = Boot(fv.Boot), fv.Accel, fv.Machine
+	vm.ExtraArgs = nil
+	if len(fv.ExtraArgs) > 0 {
+		vm.ExtraArgs = fv.ExtraArgs
+	}
+	vm.Disks = nil
+	for _, d := range fv.Disks {
+		vm.Disks = append(vm.Disks, Disk{Path: d.Path, Format: disk.Format(d.Format)})
+	}
+	vm.Networks = nil
+	for _, n := range fv.Networks {
+		t := NetworkType(n.Type)
+		if t == "" {
+			t = NetUser
+		}
+		if len(n.HostFwd) == 0 {
+			n.HostFwd = nil
+		}
+		vm.Networks = append(vm.Networks, Network{Type: t, Bridge: n.Bridge, HostFwd: n.HostFwd, MAC: n.MAC})
+	}
+}
+
+// encode renders vm as the TOML of its definition file.
+func encode(vm *VM) ([]byte, error) {
+	cpus := int64(vm.CPUs)
+	fv := fileVM{
+		ID:        int64(vm.ID),
+		Name:      vm.Name,
+		Memory:    formatMemory(vm.Memory),
+		CPUs:      &cpus,
+		Kernel:    vm.Kernel,
+		Initrd:    vm.Initrd,
+		Append:    vm.Append,
+		CDROM:     vm.CDROM,
+		Boot:      string(vm.Boot),
+		Accel:     vm.Accel,
+		Machine:   vm.Machine,
+		ExtraArgs: vm.ExtraArgs,
+	}
+	for _, d := range vm.Disks {
+		fv.Disks = append(fv.Disks, fileDisk{Path: d.Path, Format: string(d.Format)})
+	}
+	for _, n := range vm.Networks {
+		fv.Networks = append(fv.Networks, fileNetwork{Type: string(n.Type), Bridge: n.Bridge, HostFwd: n.HostFwd, MAC: n.MAC})
+	}
+	var buf bytes.Buffer
+	buf.WriteString(fileHeader)
+	enc := toml.NewEncoder(&buf).SetIndentTables(false)
+	if err := enc.Encode(&fv); err != nil {
+		return nil, fmt.Errorf("encode %s: %w", vm.Name, err)
+	}
+	return buf.Bytes(), nil
+}
+
+// testHookBeforeCommit, when set by a test, runs after the temporary file
+// is written and synced and before it is put in place; its error fails the
+// write.
+var testHookBeforeCommit func(tmp string) error
+
+// writeFileAtomic puts a file with the given content at path, mode 0600, so
+// that path never holds part of it: it writes a temporary file in the same
+// directory, syncs it, renames it over path (or, with noReplace, links it
+// to path, which fails if path exists) and syncs the directory. On failure
+// path is left as it was and the temporary file is removed.
+func writeFileAtomic(path string, data []byte, noReplace bool) (err error) {
+	dir, base := filepath.Split(path)
+	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write %q: %w", path, err)
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(tmp)
+			err = fmt.Errorf("write %q: %w", path, err)
+		}
+	}()
+	if _, err := f.Write(data); err != nil {
+		return err
+	}
+	if err := f.Chmod(0o600); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if testHookBeforeCommit != nil {
+		if err := testHookBeforeCommit(tmp); err != nil {
+			return err
+		}
+	}
+	if noReplace {
+		if err := os.Link(tmp, path); err != nil {
+			return err
+		}
+		os.Remove(tmp)
+	} else if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+// syncDir makes a change to dir's entries durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

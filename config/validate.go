@@ -1,0 +1,483 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"vmtui/disk"
+)
+
+// FieldError is a problem with one field of a definition. Validate and the
+// Store join one FieldError per problem with errors.Join, so that a person
+// sees all of them at once.
+type FieldError struct {
+	// File is the definition file, or "" for a definition not read from
+	// or written to a file yet.
+	File string
+	// Line is the line in File, or 0 when not known.
+	Line int
+	// Field is the key in the file, with indexes for lists
+	// ("disks[1].path", "networks[0].hostfwd[2]"), or "" when the problem
+	// is with the definition as a whole.
+	Field string
+	// Msg says what is wrong.
+	Msg string
+}
+
+// Error formats the error as "FILE:LINE: FIELD: MSG", leaving out what is
+// not known.
+func (e *FieldError) Error() string {
+	var b strings.Builder
+	if e.File != "" {
+		b.WriteString(e.File)
+		if e.Line > 0 {
+			b.WriteString(":" + strconv.Itoa(e.Line))
+		}
+		b.WriteString(": ")
+	}
+	if e.Field != "" {
+		b.WriteString(e.Field + ": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// checker collects the FieldErrors of one definition.
+type checker struct {
+	file string
+	errs []error
+}
+
+func (c *checker) add(field, format string, args ...any) {
+	c.errs = append(c.errs, &FieldError{File: c.file, Field: field, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (c *checker) err() error { return errors.Join(c.errs...) }
+
+// Validate checks the definition as the Store would before writing it, and
+// returns every problem it finds as a *FieldError, joined with errors.Join
+// (nil when there is none). Messages name vm.File when it is set. Zero
+// Memory and CPUs are errors here: call SetDefaults first to have the
+// defaults.
+func (vm *VM) Validate() error {
+	return vm.validate(true)
+}
+
+func (vm *VM) validate(checkID bool) error {
+	c := &checker{file: vm.File}
+	if checkID && vm.ID <= 0 {
+		c.add("id", "%d is not a positive number", vm.ID)
+	}
+	if vm.Name == "" {
+		c.add("name", "missing")
+	} else if err := ValidName(vm.Name); err != nil {
+		c.add("name", "%s", err)
+	}
+	if err := checkMemory(vm.Memory); err != nil {
+		c.add("memory", "%s", err)
+	}
+	if vm.CPUs < 1 || vm.CPUs > MaxCPUs {
+		c.add("cpus", "%d is out of range (1 to %d)", vm.CPUs, MaxCPUs)
+	}
+
+	c.path("kernel", vm.Kernel)
+	c.path("initrd", vm.Initrd)
+	if vm.Initrd != "" && vm.Kernel == "" {
+		c.add("initrd", "needs a kernel")
+	}
+	c.text("append", vm.Append)
+	if vm.Append != "" && vm.Kernel == "" {
+		c.add("append", "needs a kernel")
+	}
+	c.path("cdrom", vm.CDROM)
+
+	if len(vm.Disks) > MaxDisks {
+		c.add("disks", "too many disks (%d, at most %d)", len(vm.Disks), MaxDisks)
+	}
+	seenDisk := map[string]int{}
+	for i, d := range vm.Disks {
+		field := fmt.Sprintf("disks[%d]", i)
+		if d.Path == "" {
+			c.add(field+".path", "missing")
+		} else if c.path(field+".path", d.Path) {
+			if j, ok := seenDisk[filepath.Clean(d.Path)]; ok {
+				c.add(field+".path", "%q is also disks[%d]", d.Path, j)
+			} else {
+				seenDisk[filepath.Clean(d.Path)] = i
+			}
+		}
+		switch d.Format {
+		case "", disk.FormatQcow2, disk.FormatRaw:
+		default:
+			c.add(field+".format", "unknown format %q (want qcow2, raw, or none to detect it)", d.Format)
+		}
+	}
+
+	c.networks(vm.Networks)
+
+	switch vm.Boot {
+	case BootDefault:
+	case BootDisk:
+		if len(vm.Disks) == 0 {
+			c.add("boot", "%q but the VM has no disks", vm.Boot)
+		}
+	case BootCDROM:
+		if vm.CDROM == "" {
+			c.add("boot", "%q but no cdrom is set", vm.Boot)
+		}
+	case BootNet:
+		if len(vm.Networks) == 0 {
+			c.add("boot", "%q but the VM has no network interfaces", vm.Boot)
+		}
+	default:
+		c.add("boot", "unknown boot device %q (want disk, cdrom or net)", vm.Boot)
+	}
+
+	if vm.Accel != "" {
+		if err := ValidAccel(vm.Accel); err != nil {
+			c.add("accel", "%s", err)
+		}
+	}
+	if vm.Machine != "" && !isWord(vm.Machine) {
+		c.add("machine", "invalid machine type %q (letters, digits, '.', '-' and '_' only)", vm.Machine)
+	}
+	for i, a := range vm.ExtraArgs {
+		if a == "" {
+			c.add(fmt.Sprintf("extra_args[%d]", i), "empty argument")
+		} else if strings.IndexByte(a, 0) >= 0 {
+			c.add(fmt.Sprintf("extra_args[%d]", i), "contains a NUL byte")
+		}
+	}
+
+	if vm.Kernel == "" && len(vm.Disks) == 0 && vm.CDROM == "" {
+		c.add("", "no kernel or disk/cdrom specified")
+	}
+	return c.err()
+}
+
+// path checks a path field that may be empty, and reports whether it is
+// fine.
+func (c *checker) path(field, p string) bool {
+	if p == "" {
+		return true
+	}
+	if !c.text(field, p) {
+		return false
+	}
+	switch {
+	case !filepath.IsAbs(p):
+		c.add(field, "%q is not an absolute path", p)
+	case len(p) >= 4096:
+		c.add(field, "path too long (%d bytes, at most 4095)", len(p))
+	default:
+		return true
+	}
+	return false
+}
+
+// text checks that a string holds no NUL byte and no line break, and
+// reports whether it is fine.
+func (c *checker) text(field, s string) bool {
+	switch {
+	case strings.IndexByte(s, 0) >= 0:
+		c.add(field, "contains a NUL byte")
+	case strings.ContainsAny(s, "\n\r"):
+		c.add(field, "contains a line break")
+	default:
+		return true
+	}
+	return false
+}
+
+func (c *checker) networks(nets []Network) {
+	if len(nets) > MaxNetworks {
+		c.add("networks", "too many network interfaces (%d, at most %d)", len(nets), MaxNetworks)
+	}
+	seenMAC := map[string]int{}
+	type fwdAt struct {
+		fwd   HostFwd
+		field string
+	}
+	var fwds []fwdAt
+	for i, n := range nets {
+		field := fmt.Sprintf("networks[%d]", i)
+		switch n.Type {
+		case NetUser:
+			if n.Bridge != "" {
+				c.add(field+".bridge", "only for type %q", NetBridge)
+			}
+		case NetBridge:
+			if n.Bridge == "" {
+				c.add(field+".bridge", "missing (the name of the host bridge to attach to)")
+			} else if err := validInterfaceName(n.Bridge); err != nil {
+				c.add(field+".bridge", "%s", err)
+			}
+			if len(n.HostFwd) > 0 {
+				c.add(field+".hostfwd", "only for type %q", NetUser)
+			}
+		case "":
+			c.add(field+".type", "missing (user or bridge)")
+		default:
+			c.add(field+".type", "unknown type %q (want user or bridge)", n.Type)
+		}
+		for j, s := range n.HostFwd {
+			ffield := fmt.Sprintf("%s.hostfwd[%d]", field, j)
+			fwd, err := ParseHostFwd(s)
+			if err != nil {
+				c.add(ffield, "%s", err)
+				continue
+			}
+			for _, prev := range fwds {
+				if fwd.conflicts(prev.fwd) {
+					c.add(ffield, "host port %s %d is also forwarded by %s", fwd.Proto, fwd.HostPort, prev.field)
+					break
+				}
+			}
+			fwds = append(fwds, fwdAt{fwd, ffield})
+		}
+		if n.MAC != "" {
+			if err := validMAC(n.MAC); err != nil {
+				c.add(field+".mac", "%s", err)
+			} else if j, ok := seenMAC[strings.ToLower(n.MAC)]; ok {
+				c.add(field+".mac", "%q is also the address of networks[%d]", n.MAC, j)
+			} else {
+				seenMAC[strings.ToLower(n.MAC)] = i
+			}
+		}
+	}
+}
+
+// ValidName checks a VM name the way vmctl does: letters, digits, '.', '-'
+// and '_', not starting with '.', '-' or '_', at most MaxNameLen bytes; and,
+// since an all-digit argument is an ID, not all digits.
+func ValidName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("invalid VM name: empty")
+	case len(name) > MaxNameLen:
+		return fmt.Errorf("vm name too long (%d bytes, at most %d)", len(name), MaxNameLen)
+	case name[0] == '.' || name[0] == '-' || name[0] == '_':
+		return fmt.Errorf("invalid VM name %q: starts with %q", name, name[0])
+	case !isWord(name):
+		return fmt.Errorf("invalid VM name %q: only letters, digits, '.', '-' and '_' are allowed", name)
+	case IsID(name):
+		return fmt.Errorf("invalid VM name %q: all digits, which would be read as an ID", name)
+	}
+	return nil
+}
+
+// isWord reports whether s is made of ASCII letters, digits, '.', '-' and
+// '_' only.
+func isWord(s string) bool {
+	for i := 0; i < len(s); i++ {
+		b := s[i]
+		if !('a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9' || b == '.' || b == '-' || b == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// Accelerators are the accelerators a definition may name: QEMU's.
+var Accelerators = []string{"kvm", "tcg", "xen", "hvf", "whpx", "nvmm"}
+
+// ValidAccel checks an accelerator name against Accelerators.
+func ValidAccel(a string) error {
+	for _, known := range Accelerators {
+		if a == known {
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown accelerator %q (want %s)", a, strings.Join(Accelerators, ", "))
+}
+
+// ParseMemory parses a memory size given in scan_scaled(3) syntax
+// (disk.ParseSize) and checks it as Validate does: a whole number of MiB,
+// from MinMemory to MaxMemory. Where vmctl rounds a size down to the MiB with
+// a warning, ParseMemory refuses it.
+func ParseMemory(s string) (int64, error) {
+	n, err := disk.ParseSize(s)
+	if err != nil {
+		return 0, err
+	}
+	if err := checkMemory(n); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+func checkMemory(n int64) error {
+	switch {
+	case n < MinMemory:
+		return fmt.Errorf("%s is below the minimum of %s", formatMemory(n), formatMemory(MinMemory))
+	case n > MaxMemory:
+		return fmt.Errorf("%s is above the maximum of %s", formatMemory(n), formatMemory(MaxMemory))
+	case n%(1<<20) != 0:
+		return fmt.Errorf("%s is not a whole number of megabytes", formatMemory(n))
+	}
+	return nil
+}
+
+// validInterfaceName checks the name of a host network interface: at most
+// 15 bytes (IFNAMSIZ less the NUL) of letters, digits, '.', '-' and '_'.
+func validInterfaceName(name string) error {
+	switch {
+	case len(name) > 15:
+		return fmt.Errorf("interface name too long (%q is %d bytes, at most 15)", name, len(name))
+	case name == "." || name == ".." || !isWord(name):
+		return fmt.Errorf("invalid interface name %q (letters, digits, '.', '-' and '_' only)", name)
+	}
+	return nil
+}
+
+// validMAC checks a unicast MAC address written as QEMU wants it: six hex
+// bytes separated by colons.
+func validMAC(s string) error {
+	hw, err := net.ParseMAC(s)
+	if err != nil || len(s) != 17 || s[2] != ':' {
+		return fmt.Errorf("invalid MAC address %q (want six hex bytes separated by colons, like 52:54:00:12:34:56)", s)
+	}
+	if hw[0]&1 != 0 {
+		return fmt.Errorf("%q is a multicast address", s)
+	}
+	return nil
+}
+
+// HostFwd is a port forward of a user-mode network, from a port of the host
+// to a port of the guest.
+type HostFwd struct {
+	// Proto is "tcp" or "udp".
+	Proto string
+	// HostAddr is the host's IPv4 address to listen on, "" for all.
+	HostAddr string
+	// HostPort is the port on the host.
+	HostPort int
+	// GuestAddr is the guest's IPv4 address, "" for the guest's DHCP
+	// address.
+	GuestAddr string
+	// GuestPort is the port in the guest.
+	GuestPort int
+}
+
+// hostFwdSyntax is QEMU's syntax for a port forward.
+const hostFwdSyntax = "[tcp|udp]:[hostaddr]:hostport-[guestaddr]:guestport"
+
+// ParseHostFwd parses a port forward in QEMU's hostfwd syntax,
+// "[tcp|udp]:[hostaddr]:hostport-[guestaddr]:guestport", such as
+// "tcp::2222-:22". An empty protocol means tcp, as in QEMU.
+func ParseHostFwd(s string) (HostFwd, error) {
+	fail := func(format string, args ...any) (HostFwd, error) {
+		return HostFwd{}, fmt.Errorf("%q: %s", s, fmt.Sprintf(format, args...))
+	}
+	proto, rest, ok1 := strings.Cut(s, ":")
+	host, guest, ok2 := strings.Cut(rest, "-")
+	hostAddr, hostPort, ok3 := strings.Cut(host, ":")
+	guestAddr, guestPort, ok4 := strings.Cut(guest, ":")
+	if !ok1 || !ok2 || !ok3 || !ok4 {
+		return fail("want %s", hostFwdSyntax)
+	}
+	f := HostFwd{Proto: proto, HostAddr: hostAddr, GuestAddr: guestAddr}
+	switch proto {
+	case "":
+		f.Proto = "tcp"
+	case "tcp", "udp":
+	default:
+		return fail("unknown protocol %q (want tcp or udp)", proto)
+	}
+	for _, a := range []struct{ what, addr string }{{"host", hostAddr}, {"guest", guestAddr}} {
+		if a.addr == "" {
+			continue
+		}
+		if ip := net.ParseIP(a.addr); ip == nil || ip.To4() == nil || strings.Contains(a.addr, ":") {
+			return fail("%s address %q is not an IPv4 address", a.what, a.addr)
+		}
+	}
+	var err error
+	if f.HostPort, err = parsePort("host", hostPort); err != nil {
+		return fail("%s", err)
+	}
+	if f.GuestPort, err = parsePort("guest", guestPort); err != nil {
+		return fail("%s", err)
+	}
+	return f, nil
+}
+
+func parsePort(what, s string) (int, error) {
+	if s == "" {
+		return 0, fmt.Errorf("missing %s port", what)
+	}
+	if !IsID(s) {
+		return 0, fmt.Errorf("%s port %q is not a number", what, s)
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > 65535 {
+		return 0, fmt.Errorf("%s port %s is out of range (1 to 65535)", what, s)
+	}
+	return n, nil
+}
+
+// String returns the forward in QEMU's syntax, with the protocol spelled
+// out.
+func (f HostFwd) String() string {
+	return fmt.Sprintf("%s:%s:%d-%s:%d", f.Proto, f.HostAddr, f.HostPort, f.GuestAddr, f.GuestPort)
+}
+
+// conflicts reports whether two forwards would listen on the same host
+// port.
+func (f HostFwd) conflicts(g HostFwd) bool {
+	return f.Proto == g.Proto && f.HostPort == g.HostPort &&
+		(f.HostAddr == g.HostAddr || f.HostAddr == "" || g.HostAddr == "")
+}
+
+// ParseNetwork parses a network interface as given on the command line
+// (vmtui start --net): a type followed by comma-separated options, in the
+// spirit of QEMU's -nic:
+//
+//	user[,hostfwd=FWD]...[,mac=MAC]
+//	bridge,br=BRIDGE[,mac=MAC]
+//
+// The result is checked as Validate checks a definition's networks.
+func ParseNetwork(spec string) (Network, error) {
+	fail := func(format string, args ...any) (Network, error) {
+		return Network{}, fmt.Errorf("network %q: %s", spec, fmt.Sprintf(format, args...))
+	}
+	typ, opts, _ := strings.Cut(spec, ",")
+	n := Network{Type: NetworkType(typ)}
+	if typ == "" {
+		n.Type = NetUser
+	}
+	if opts != "" {
+		for _, opt := range strings.Split(opts, ",") {
+			key, val, ok := strings.Cut(opt, "=")
+			if !ok {
+				return fail("option %q is not key=value", opt)
+			}
+			switch key {
+			case "hostfwd":
+				n.HostFwd = append(n.HostFwd, val)
+			case "mac":
+				n.MAC = val
+			case "br", "bridge":
+				n.Bridge = val
+			default:
+				return fail("unknown option %q (want hostfwd, mac or br)", key)
+			}
+		}
+	}
+	c := &checker{}
+	c.networks([]Network{n})
+	if len(c.errs) > 0 {
+		var msgs []string
+		for _, err := range c.errs {
+			fe := err.(*FieldError)
+			field := strings.TrimPrefix(strings.TrimPrefix(fe.Field, "networks[0]"), ".")
+			msgs = append(msgs, field+": "+strings.ReplaceAll(fe.Msg, "networks[0].", ""))
+		}
+		return fail("%s", strings.Join(msgs, "; "))
+	}
+	return n, nil
+}
