@@ -50,6 +50,14 @@ type env struct {
 // commandTable returns vmtui's commands, in the order help lists them.
 func commandTable() []*command {
 	return []*command{
+		startCommand,
+		stopCommand,
+		pauseCommand,
+		unpauseCommand,
+		waitCommand,
+		statusCommand,
+		showCommand,
+		removeCommand,
 		createCommand,
 		{
 			name:  "disk",
@@ -81,6 +89,8 @@ func dispatch(ctx context.Context, e *env, args []string) error {
 	switch args[0] {
 	case "-h", "-help", "--help":
 		return help(e, args[1:])
+	case "--list", "-list", "-l":
+		return runList(ctx, e, args[1:])
 	}
 	if strings.HasPrefix(args[0], "-") {
 		return &usageError{msg: fmt.Sprintf("unknown option %s", args[0])}

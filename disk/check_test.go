@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"vmtui/disk/internal/qemuimg"
 	"vmtui/disk/qcow2"
+	"vmtui/internal/qemuimg"
 )
 
 func TestCheck(t *testing.T) {

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"vmtui/disk/internal/qemuimg"
+	"vmtui/internal/qemuimg"
 )
 
 func TestCommit(t *testing.T) {

@@ -11,8 +11,8 @@ import (
 	"strings"
 	"testing"
 
-	"vmtui/disk/internal/qemuimg"
 	"vmtui/disk/qcow2"
+	"vmtui/internal/qemuimg"
 )
 
 func TestConvert(t *testing.T) {

@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"vmtui/disk/internal/qemuimg"
 	"vmtui/disk/qcow2"
+	"vmtui/internal/qemuimg"
 )
 
 func TestCreate(t *testing.T) {

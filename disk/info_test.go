@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"vmtui/disk/internal/qemuimg"
+	"vmtui/internal/qemuimg"
 )
 
 func TestInfoMatchesQemuImg(t *testing.T) {

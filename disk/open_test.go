@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"vmtui/disk/internal/qemuimg"
+	"vmtui/internal/qemuimg"
 )
 
 func TestOpenDetectsFormatByContent(t *testing.T) {

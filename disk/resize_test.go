@@ -5,7 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"vmtui/disk/internal/qemuimg"
+	"vmtui/internal/qemuimg"
 )
 
 func TestResize(t *testing.T) {

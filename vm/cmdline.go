@@ -39,6 +39,8 @@ type Spec struct {
 	Boot  string
 	Nets  []NetSpec
 	Extra []string // appended verbatim, after everything vmtui renders
+	// Paused starts the guest with its vCPUs stopped (-S).
+	Paused bool
 
 	// Runtime files.
 	QMPFD     int    // inherited listening socket for QMP (ExtraFiles index + 3); 0 for none
@@ -101,7 +103,11 @@ func Cmdline(s Spec) ([]string, error) {
 	for i, n := range s.Nets {
 		devs = append(devs, netDev{index: i, NetSpec: n})
 	}
-	devs = append(devs, bootDev{s.Boot}, fixedArgs(s.Extra))
+	devs = append(devs, bootDev{s.Boot})
+	if s.Paused {
+		devs = append(devs, fixedArgs{"-S"})
+	}
+	devs = append(devs, fixedArgs(s.Extra))
 	var argv []string
 	for _, d := range devs {
 		a, err := d.args()

@@ -146,7 +146,14 @@ func unwrapPath(err error) error {
 // monitor answers. QEMU's own error text is returned when it fails to
 // start. Two Starts of one VM at once, in one process or two, start one QEMU:
 // the second finds it running and returns ErrAlreadyRunning.
-func (m *Manager) Start(ctx context.Context, def *config.VM) (Status, error) {
+// StartOptions modify Start.
+type StartOptions struct {
+	// Paused starts QEMU with its vCPUs stopped (-S): the VM shows as
+	// paused until Unpause.
+	Paused bool
+}
+
+func (m *Manager) Start(ctx context.Context, def *config.VM, opts StartOptions) (Status, error) {
 	if def.Err != nil {
 		return Status{}, def.Err
 	}
@@ -194,6 +201,7 @@ func (m *Manager) Start(ctx context.Context, def *config.VM) (Status, error) {
 		files = append(files, f)
 	}
 	spec.QMPFD, spec.EventsFD = 3, 4
+	spec.Paused = opts.Paused
 	spec.PIDFile = m.paths.PIDFile(def.Name)
 	spec.SerialLog = m.paths.SerialLog(def.Name)
 	argv, err := Cmdline(spec)

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"vmtui/disk/internal/qemuimg"
+	"vmtui/internal/qemuimg"
 )
 
 // checkSpec describes an image made with qemu-img and qemu-io.

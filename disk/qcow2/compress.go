@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"runtime"
 	"sync"
 
 	"github.com/klauspost/compress/flate"
@@ -22,7 +23,8 @@ var (
 
 	zstdDecPool sync.Pool // *zstd.Decoder
 	flatePool   sync.Pool // io.ReadCloser from flate.NewReader
-	deflatePool sync.Pool // *flate.Writer
+	deflatePool sync.Pool // *flate.Writer at the default level
+	huffmanPool sync.Pool // *flate.Writer, Huffman coding only
 )
 
 // Compress compresses one cluster's data with the given type, appending to
@@ -31,27 +33,17 @@ var (
 func Compress(ct CompressionType, dst, data []byte) ([]byte, error) {
 	switch ct {
 	case CompressionZlib:
-		buf := bytes.NewBuffer(dst)
-		w, _ := deflatePool.Get().(*flate.Writer)
-		if w == nil {
-			var err error
-			if w, err = flate.NewWriter(buf, flate.DefaultCompression); err != nil {
-				return nil, err
-			}
-		} else {
-			w.Reset(buf)
+		out, err := deflate(&deflatePool, flate.DefaultCompression, dst, data)
+		if err != nil || len(out)-len(dst) < len(data)-1 {
+			return out, err
 		}
-		if _, err := w.Write(data); err != nil {
-			return nil, err
-		}
-		if err := w.Close(); err != nil {
-			return nil, err
-		}
-		deflatePool.Put(w)
-		return buf.Bytes(), nil
+		// LZ matching found too little; entropy coding alone may still
+		// pay (text with few repeats), as zlib's would.
+		return deflate(&huffmanPool, flate.HuffmanOnly, dst, data)
 	case CompressionZstd:
 		zstdEncOnce.Do(func() {
-			zstdEnc, zstdEncErr = zstd.NewWriter(nil, zstd.WithEncoderCRC(false), zstd.WithEncoderConcurrency(1))
+			zstdEnc, zstdEncErr = zstd.NewWriter(nil, zstd.WithEncoderCRC(false),
+				zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)))
 		})
 		if zstdEncErr != nil {
 			return nil, zstdEncErr
@@ -59,6 +51,28 @@ func Compress(ct CompressionType, dst, data []byte) ([]byte, error) {
 		return zstdEnc.EncodeAll(data, dst), nil
 	}
 	return nil, &UnsupportedError{Feature: ct.String()}
+}
+
+// deflate compresses data with a pooled writer of the given level, appending to dst.
+func deflate(pool *sync.Pool, level int, dst, data []byte) ([]byte, error) {
+	buf := bytes.NewBuffer(dst)
+	w, _ := pool.Get().(*flate.Writer)
+	if w == nil {
+		var err error
+		if w, err = flate.NewWriter(buf, level); err != nil {
+			return nil, err
+		}
+	} else {
+		w.Reset(buf)
+	}
+	if _, err := w.Write(data); err != nil {
+		return nil, err
+	}
+	if err := w.Close(); err != nil {
+		return nil, err
+	}
+	pool.Put(w)
+	return buf.Bytes(), nil
 }
 
 // decompress fills out, exactly one cluster (or the part of it inside the

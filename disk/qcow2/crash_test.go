@@ -29,8 +29,8 @@ import (
 	"testing"
 	"time"
 
-	"vmtui/disk/internal/qemuimg"
 	"vmtui/disk/qcow2"
+	"vmtui/internal/qemuimg"
 )
 
 const crashChildEnv = "VMTUI_QCOW2_CRASH_CHILD"
@@ -447,6 +447,14 @@ func TestPowerCutReplay(t *testing.T) {
 			}
 			return ops
 		}},
+		{"extl2-backing", func(t *testing.T, dir string) (string, []byte) {
+			base := filepath.Join(dir, "base.raw")
+			writeRandomFile(t, base, 4<<20, 92)
+			p := filepath.Join(dir, "pc.qcow2")
+			qemuimg.Run(t, "create", "-q", "-f", "qcow2", "-o", "cluster_size=65536,extended_l2=on", "-b", "base.raw", "-F", "raw", p, fmt.Sprint(4<<20))
+			qemuimg.IO(t, p, "qcow2", "write -P 0x18 20480 4096", "write -z 131072 8192", "write -c -P 0x19 262144 65536")
+			return p, qemuimg.ToRaw(t, p, p+".raw")
+		}, 0, 100 << 10, 30, nil},
 		{"4k-snapshot-compressed-backing", func(t *testing.T, dir string) (string, []byte) {
 			base := filepath.Join(dir, "base.raw")
 			writeRandomFile(t, base, 4<<20, 91)

@@ -18,8 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"vmtui/disk/internal/qemuimg"
 	"vmtui/disk/qcow2"
+	"vmtui/internal/qemuimg"
 )
 
 // memFile is an in-memory, read-only qcow2.File.

@@ -21,8 +21,8 @@ import (
 	"strings"
 	"testing"
 
-	"vmtui/disk/internal/qemuimg"
 	"vmtui/disk/qcow2"
+	"vmtui/internal/qemuimg"
 )
 
 // ---------------------------------------------------------------------------
@@ -452,7 +452,12 @@ func firstRunDiff(got, want []kindRun) string {
 		}
 	}
 	if best < 0 {
-		return fmt.Sprintf("same kinds, different boundaries: got %d runs, want %d", len(got), len(want))
+		for i := range min(len(got), len(want)) {
+			if got[i] != want[i] {
+				return fmt.Sprintf("run %d: got %s [%d, %d), want %s [%d, %d)", i, got[i].kind, got[i].start, got[i].end, want[i].kind, want[i].start, want[i].end)
+			}
+		}
+		return fmt.Sprintf("got %d runs, want %d", len(got), len(want))
 	}
 	g, w := kindAt(got, best), kindAt(want, best)
 	return fmt.Sprintf("at virtual offset %d: got %s (run [%d, %d)), want %s (run [%d, %d))", best, g.kind, g.start, g.end, w.kind, w.start, w.end)
@@ -562,6 +567,7 @@ func interopMatrix() []matrixCase {
 	add(512, 1<<20+512, "compat=1.1,preallocation=metadata")
 	add(65536, 8<<20+512, "compat=0.10,preallocation=metadata")
 	add(4096, 4<<20+512, "compat=1.1,preallocation=falloc")
+	add(4096, 4<<20+512, "compat=1.1,preallocation=full")
 	return cases
 }
 
@@ -935,6 +941,21 @@ func TestInteropOddHeaders(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestInteropUnalignedSize: a header size that is not a multiple of 512;
+// QEMU 7.2 rounds it down on open.
+func TestInteropUnalignedSize(t *testing.T) {
+	qemuimg.Require(t)
+	defer noPanic(t)
+	dir := t.TempDir()
+	p := filepath.Join(dir, "odd.qcow2")
+	qemuimg.Run(t, "create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", p, fmt.Sprint(1<<20+1024))
+	qemuimg.IO(t, p, "qcow2", "write -P 0x42 0 1049600")
+	b := readFile(t, p)
+	put64(b, 24, 1<<20+700)
+	os.WriteFile(p, b, 0o644)
+	verifyAgainstQemu(t, p)
 }
 
 // TestInteropHeaderBits: the dirty and corrupt bits are reported by Header;

@@ -13,13 +13,16 @@ import (
 	"math/bits"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
-	"vmtui/disk/internal/qemuimg"
 	"vmtui/disk/qcow2"
+	"vmtui/internal/qemuimg"
 )
 
 // createImage creates a new image at path; a backing file named in opts is
@@ -618,6 +621,24 @@ func TestWriteWorkloads(t *testing.T) {
 		runWorkload(t, "zero-alloc", img, path, model, genWorkload(307, 8<<20, 4096, 64<<10, 200))
 	})
 
+	// Refcount structures rebuilt by qemu-img amend (refcount_bits 16 -> 64
+	// -> 2), and a persistent bitmap: the metadata layout is QEMU's, not
+	// the one a fresh image has.
+	t.Run("amended", func(t *testing.T) {
+		defer noPanic(t)
+		path, mpath := mk("amended")
+		qemuimg.Run(t, "create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", path, fmt.Sprint(8<<20))
+		qemuimg.IO(t, path, "qcow2", "write -P 0x51 0 3000000", "write -z 100000 200000")
+		qemuimg.Run(t, "amend", "-o", "refcount_bits=64", path)
+		qemuimg.IO(t, path, "qcow2", "write -P 0x52 5000000 100000")
+		qemuimg.Run(t, "amend", "-o", "refcount_bits=2", path)
+		qemuimg.Run(t, "convert", "-O", "raw", path, mpath)
+		verifyAgainstQemu(t, path)
+		model := makeModel(t, mpath, "", 8<<20)
+		img := openImage(t, path, false)
+		runWorkload(t, "amended", img, path, model, genWorkload(308, 8<<20, 4096, 256<<10, 150))
+	})
+
 	// The refcount table must grow: 512-byte clusters with 64-bit refcounts
 	// (one refcount block covers 32 KiB of file, one table cluster 2 MiB),
 	// writes spread over a sparse 384 MiB disk.
@@ -739,18 +760,27 @@ func TestConcurrentWrites(t *testing.T) {
 	dir := t.TempDir()
 	writeRandomFile(t, filepath.Join(dir, "cbase.raw"), 8<<20, 41)
 	for _, c := range []struct {
-		name string
-		opts qcow2.CreateOptions
+		name  string
+		opts  qcow2.CreateOptions
+		cache int64
 	}{
-		{"64k", qcow2.CreateOptions{Size: 8 << 20}},
-		{"cs512", qcow2.CreateOptions{Size: 8 << 20, ClusterSize: 512}},
-		{"64k-backing", qcow2.CreateOptions{Size: 8 << 20, BackingFile: "cbase.raw", BackingFormat: "raw"}},
-		{"4k-rb1-backing", qcow2.CreateOptions{Size: 8 << 20, ClusterSize: 4096, RefcountBits: 1, BackingFile: "cbase.raw", BackingFormat: "raw"}},
+		{"64k", qcow2.CreateOptions{Size: 8 << 20}, 0},
+		{"cs512", qcow2.CreateOptions{Size: 8 << 20, ClusterSize: 512}, 0},
+		{"cs512-tiny-cache", qcow2.CreateOptions{Size: 8 << 20, ClusterSize: 512}, 1024},
+		{"64k-backing", qcow2.CreateOptions{Size: 8 << 20, BackingFile: "cbase.raw", BackingFormat: "raw"}, 0},
+		{"4k-rb1-backing-tiny-cache", qcow2.CreateOptions{Size: 8 << 20, ClusterSize: 4096, RefcountBits: 1, BackingFile: "cbase.raw", BackingFormat: "raw"}, 8192},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			defer noPanic(t)
 			path := filepath.Join(dir, c.name+".qcow2")
 			img := createImage(t, path, c.opts)
+			if c.cache != 0 {
+				closeImage(t, c.name, img)
+				var err error
+				if img, err = tryOpenCache(path, false, c.cache); err != nil {
+					t.Fatal(err)
+				}
+			}
 			var want []byte
 			if c.opts.BackingFile != "" {
 				want = readFile(t, filepath.Join(dir, c.opts.BackingFile))
@@ -1274,18 +1304,28 @@ func TestCompressedRewriteReadsNew(t *testing.T) {
 	}()
 	got := make([]byte, 4096)
 	for round := 0; round < 6; round++ {
-		// Fresh guest clusters each round: the engine (unlike QEMU) refuses
-		// compressed writes over zero clusters.
-		for c := int64(round * 4); c < int64(round*4+4); c++ {
+		// Fresh guest clusters each round (zero clusters would do too).
+		// Reads in two parts (a partial read may go through a cache of
+		// decompressed clusters), the round's first cluster read last, so
+		// that the next round's first read, likely at the same host bytes
+		// with the same descriptor, would hit a stale cache entry.
+		first := int64(round * 4)
+		for c := first; c < first+4; c++ {
 			data := bytes.Repeat([]byte{byte(round*16 + int(c) + 1)}, 4096) // same compressed size every time
 			if err := img.WriteCompressed(c*4096, data); err != nil {
 				t.Fatalf("round %d: WriteCompressed(cluster %d): %v", round, c, err)
 			}
-			if _, err := img.ReadAt(got, c*4096); err != nil {
+		}
+		for _, c := range []int64{first, first + 1, first + 2, first + 3, first} {
+			want := byte(round*16 + int(c) + 1)
+			if _, err := img.ReadAt(got[:1000], c*4096); err != nil {
 				t.Fatal(err)
 			}
-			if !bytes.Equal(got, data) {
-				t.Fatalf("round %d: cluster %d reads %#x..., want %#x", round, c, got[0], data[0])
+			if _, err := img.ReadAt(got[1000:], c*4096+1000); err != nil {
+				t.Fatal(err)
+			}
+			if i := bytes.IndexFunc(got, func(r rune) bool { return r != rune(want) }); i >= 0 {
+				t.Fatalf("round %d: cluster %d reads %#x at byte %d, want %#x", round, c, got[i], i, want)
 			}
 		}
 		if err := img.WriteZeroes(int64(round)*4*4096, 4*4096); err != nil {
@@ -1314,7 +1354,17 @@ func TestConcurrentReadWhileFreeing(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "rf.qcow2")
 	const cs, clusters = 4096, 256
-	img := createImage(t, path, qcow2.CreateOptions{Size: cs * clusters, ClusterSize: cs})
+	closeImage(t, "rf", createImage(t, path, qcow2.CreateOptions{Size: cs * clusters, ClusterSize: cs}))
+	// Reads of the file pause now and then, as a loaded disk would, so
+	// that writes happen between a read's lookup and its I/O.
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := qcow2.Open(&slowReadFile{File: f}, qcow2.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	fill := func(b []byte, c, v int64) {
 		for i := 0; i < len(b); i += 8 {
 			binary.LittleEndian.PutUint64(b[i:], uint64(c<<20|v))
@@ -1487,4 +1537,57 @@ func TestLargeOffsets(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestOpenAfterQemuCrash: QEMU with lazy refcounts crashes (qemu-io's abort
+// command) after writes, leaving the dirty bit and refcounts below the
+// references. The engine's read-write open must repair the image before it
+// allocates anything; after a workload the image checks clean.
+func TestOpenAfterQemuCrash(t *testing.T) {
+	qemuimg.Require(t)
+	defer noPanic(t)
+	dir := t.TempDir()
+	for _, cs := range []int{512, 65536} {
+		t.Run(fmt.Sprint(cs), func(t *testing.T) {
+			path, mpath := filepath.Join(dir, fmt.Sprintf("lazy%d.qcow2", cs)), filepath.Join(dir, fmt.Sprintf("lazy%d.raw", cs))
+			qemuimg.Run(t, "create", "-q", "-f", "qcow2", "-o", fmt.Sprintf("lazy_refcounts=on,cluster_size=%d", cs), path, fmt.Sprint(8<<20))
+			cmd := exec.Command("qemu-io", "-f", "qcow2", "-c", "write -P 0x5 0 1M", "-c", "flush", "-c", "write -P 0x6 2M 100k",
+				"-c", "write -z 512k 64k", "-c", "abort", path)
+			cmd.Dir = dir // a core dump, if any, stays in the temporary directory
+			out, _ := cmd.CombinedOutput()
+			r := qemuimg.Check(t, path)
+			if r.Corruptions == 0 {
+				t.Fatalf("test bug: the crashed image has no refcount errors (qemu-io said %s)", out)
+			}
+			if info := qemuimg.ImageInfo(t, path); !info.DirtyFlag {
+				t.Fatalf("test bug: the crashed image is not dirty")
+			}
+			qemuimg.Run(t, "convert", "-O", "raw", path, mpath)
+			img, err := tryOpen(path, false)
+			if err != nil {
+				t.Fatalf("read-write open of a dirty image after a QEMU crash: %v", err)
+			}
+			if h := img.Header(); h.Dirty() {
+				t.Errorf("the image is still dirty after a read-write open")
+			}
+			model := makeModel(t, mpath, "", 8<<20)
+			runWorkload(t, "after-crash", img, path, model, genWorkload(uint64(cs), 8<<20, int64(cs), 256<<10, 80))
+			if info := qemuimg.ImageInfo(t, path); info.DirtyFlag {
+				t.Errorf("dirty-flag still set after the engine's Close")
+			}
+		})
+	}
+}
+
+// slowReadFile delays one in four reads by up to 3 ms.
+type slowReadFile struct {
+	*os.File
+	n atomic.Int64
+}
+
+func (f *slowReadFile) ReadAt(p []byte, off int64) (int, error) {
+	if k := f.n.Add(1); k%4 == 0 {
+		time.Sleep(time.Duration(k%3+1) * time.Millisecond)
+	}
+	return f.File.ReadAt(p, off)
 }

@@ -52,7 +52,9 @@ func (img *Image) prepareWrite() error {
 			return fmt.Errorf("qcow2: clear autoclear features: %w", err)
 		}
 	}
-	img.nextFree = (img.fileSize + img.cs - 1) / img.cs
+	// As QEMU does, search for free clusters from the start of the file,
+	// so that space freed earlier is used again.
+	img.nextFree = 0
 	return nil
 }
 
@@ -398,7 +400,9 @@ func (img *Image) WriteCompressedRaw(off int64, compressed, plain []byte) error 
 	if err != nil {
 		return err
 	}
-	if m := img.entryAt(t, c); m.entry != 0 || m.bitmap != 0 {
+	// As in QEMU, only a cluster with no host cluster (unallocated, or a
+	// zero cluster without preallocation) can take compressed data.
+	if m := img.entryAt(t, c); m.entry.compressed() || m.entry.offset() != 0 || uint32(m.bitmap) != 0 {
 		return fmt.Errorf("qcow2: compressed write to cluster %d, which is allocated already", c)
 	}
 	if int64(len(compressed)) >= img.cs-1 || len(compressed) == 0 {
@@ -534,6 +538,13 @@ func (img *Image) flushLocked() error {
 		if err := sync("freeing clusters"); err != nil {
 			return err
 		}
+		// Freed clusters are free on disk now: allocation may reuse them.
+		for _, c := range free {
+			img.nextFree = min(img.nextFree, c)
+		}
+		// The host cluster being filled with compressed clusters may
+		// have been freed, and could be reused for anything.
+		img.compNext, img.compEnd = 0, 0
 	}
 	return nil
 }

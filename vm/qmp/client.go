@@ -272,18 +272,23 @@ func (c *Client) execute(ctx context.Context, command string, args any) (json.Ra
 
 	ch := make(chan reply, 1) // the reader never blocks on it
 	c.mu.Lock()
-	if c.cause != nil {
+	if cause := c.cause; cause != nil {
 		c.mu.Unlock()
-		return nil, c.cause
+		return nil, cause
 	}
 	c.pending[req.ID] = ch
 	c.mu.Unlock()
 
 	if command == "quit" {
+		// Before writing: QEMU may close the socket as soon as it
+		// has read the command, and that EOF is not an accident.
 		c.quitSent.Store(true)
 	}
 	if err := c.write(ctx, line); err != nil {
 		c.forget(req.ID)
+		if command == "quit" && c.ended() == nil {
+			c.quitSent.Store(false) // not sent after all
+		}
 		return nil, err
 	}
 
@@ -405,7 +410,8 @@ func (c *Client) readLoop(greeted chan<- struct{}) {
 			}
 			continue
 		case first && (syntaxErr != nil || typeErr != nil):
-			c.fail(fmt.Errorf("not a QMP greeting: %w", err))
+			c.end(fmt.Errorf("not a QMP greeting: %w", err))
+			c.conn.Close()
 			return
 		default:
 			c.fail(err)
@@ -414,7 +420,8 @@ func (c *Client) readLoop(greeted chan<- struct{}) {
 
 		if first {
 			if m.QMP == nil {
-				c.fail(errors.New("not a QMP greeting"))
+				c.end(errors.New("not a QMP greeting"))
+				c.conn.Close()
 				return
 			}
 			g := m.QMP.Version

@@ -1,0 +1,411 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"vmtui/config"
+	"vmtui/vm"
+)
+
+// The VM commands, with vmctl's verbs, flags and messages. Like vmctl,
+// messages about what happened go to standard error prefixed with the
+// program's name; tables go to standard output.
+
+var (
+	startCommand = &command{
+		name:     "start",
+		synopsis: "[-B device] [-b kernel] [-d disk]... [-m size] [-n switch]... [-r iso] [--cpus n] [--initrd path] [--append cmdline] [--accel a] [--net spec]... id|name",
+		about:    "Start a VM; with flags and a new name, define it first.",
+		run:      runStart,
+	}
+	stopCommand = &command{
+		name:     "stop",
+		synopsis: "[-fw] id|name|-a",
+		about:    "Stop a VM: power it down, or with -f kill it.",
+		run:      runStop,
+	}
+	pauseCommand = &command{
+		name:     "pause",
+		synopsis: "id|name",
+		about:    "Pause a running VM.",
+		run:      func(ctx context.Context, e *env, args []string) error { return runPause(ctx, e, args, true) },
+	}
+	unpauseCommand = &command{
+		name:     "unpause",
+		synopsis: "id|name",
+		about:    "Resume a paused VM.",
+		run:      func(ctx context.Context, e *env, args []string) error { return runPause(ctx, e, args, false) },
+	}
+	waitCommand = &command{
+		name:     "wait",
+		synopsis: "id|name",
+		about:    "Wait until a VM has stopped.",
+		run:      runWait,
+	}
+	statusCommand = &command{
+		name:     "status",
+		synopsis: "[--json] [id|name]",
+		about:    "List VMs and their state, as vmctl status does.",
+		run:      runStatus,
+	}
+	showCommand = &command{
+		name:     "show",
+		synopsis: "[--json] [id|name]",
+		about:    "The same as status.",
+		run:      runStatus,
+	}
+	removeCommand = &command{
+		name:     "remove",
+		synopsis: "id|name",
+		about:    "Remove a stopped VM's definition; its disks are kept.",
+		run:      runRemove,
+	}
+)
+
+// manager opens the store of the environment's state root.
+func manager() (*vm.Manager, error) {
+	paths, err := config.DefaultPaths()
+	if err != nil {
+		return nil, err
+	}
+	store, err := config.Open(paths)
+	if err != nil {
+		return nil, err
+	}
+	return vm.NewManager(store), nil
+}
+
+// lookupVM finds a definition, with vmctl's "vm not found".
+func lookupVM(m *vm.Manager, nameOrID string) (*config.VM, error) {
+	def, err := m.Store().Lookup(nameOrID)
+	if errors.Is(err, config.ErrNotFound) {
+		return nil, fmt.Errorf("%s: vm not found", nameOrID)
+	}
+	return def, err
+}
+
+// oneVM parses a command taking flags fs and exactly one VM argument.
+func oneVM(e *env, fs *flag.FlagSet, args []string, text string) (string, error) {
+	pos, err := parseFlags(fs, args)
+	if err == errHelp {
+		return "", e.help(fs, text)
+	}
+	if err != nil {
+		return "", err
+	}
+	if len(pos) != 1 {
+		return "", &usageError{}
+	}
+	return pos[0], nil
+}
+
+// listFlag is a flag that may be repeated.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+func runStart(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet("start")
+	var disks, switches, nets listFlag
+	boot := fs.String("B", "", "boot `device`: disk, cdrom or net")
+	kernel := fs.String("b", "", "boot the `kernel` directly")
+	fs.Var(&disks, "d", "a disk `image` (repeatable, at most 4)")
+	mem := fs.String("m", "", "memory `size` (default 512M)")
+	fs.Var(&switches, "n", "a network interface on host bridge `switch` (repeatable)")
+	iso := fs.String("r", "", "a CD-ROM `iso` image")
+	cpus := fs.Int("cpus", 0, "`number` of vCPUs (default 1)")
+	initrd := fs.String("initrd", "", "initial ramdisk `path` for the kernel")
+	appendLine := fs.String("append", "", "kernel command `line`")
+	accel := fs.String("accel", "", "`accelerator`: kvm or tcg (default: kvm, falling back to tcg)")
+	fs.Var(&nets, "net", "a network interface: user[,hostfwd=tcp::2222-:22][,mac=...] or bridge,br=NAME (repeatable)")
+	target, err := oneVM(e, fs, args, `
+A VM that is defined starts as its definition says. Given flags and a name
+that is not defined yet, start defines the VM (saving its definition) and
+starts it. Accelerator: the definition's, else $VMTUI_ACCEL, else KVM with a
+fallback to TCG.`)
+	if err != nil || target == "" {
+		return err
+	}
+	m, err := manager()
+	if err != nil {
+		return err
+	}
+	flagsGiven := 0
+	fs.Visit(func(*flag.Flag) { flagsGiven++ })
+	def, err := m.Store().Lookup(target)
+	switch {
+	case errors.Is(err, config.ErrNotFound) && flagsGiven > 0:
+		if config.IsID(target) {
+			return fmt.Errorf("%s: vm not found", target)
+		}
+		def = &config.VM{Name: target, Boot: config.Boot(*boot), Kernel: abs(*kernel), Initrd: abs(*initrd),
+			Append: *appendLine, CDROM: abs(*iso), CPUs: *cpus, Accel: *accel}
+		if *mem != "" {
+			if def.Memory, err = config.ParseMemory(*mem); err != nil {
+				return fmt.Errorf("start %s: -m: %w", target, err)
+			}
+		}
+		for _, d := range disks {
+			def.Disks = append(def.Disks, config.Disk{Path: abs(d)})
+		}
+		for _, sw := range switches {
+			def.Networks = append(def.Networks, config.Network{Type: config.NetBridge, Bridge: sw})
+		}
+		for _, spec := range nets {
+			n, err := config.ParseNetwork(spec)
+			if err != nil {
+				return fmt.Errorf("start %s: --net: %w", target, err)
+			}
+			def.Networks = append(def.Networks, n)
+		}
+		if err := m.Store().Create(def); err != nil {
+			return fmt.Errorf("start %s: %w", target, err)
+		}
+	case errors.Is(err, config.ErrNotFound):
+		return fmt.Errorf("%s: vm not found", target)
+	case err != nil:
+		return err
+	case flagsGiven > 0:
+		return fmt.Errorf("start %s: vm is already defined (in %s); flags only define new VMs", target, def.File)
+	}
+	st, err := m.Start(ctx, def, vm.StartOptions{})
+	if errors.Is(err, vm.ErrAlreadyRunning) {
+		return fmt.Errorf("start vm %s: vm already running (pid %d)", def.Name, st.PID)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.err, "%s: started vm %d successfully, tty %s\n", progName, st.ID, st.TTY)
+	return nil
+}
+
+// abs makes a path given on the command line absolute; "" stays "".
+func abs(p string) string {
+	if p == "" {
+		return ""
+	}
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
+}
+
+func runStop(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet("stop")
+	force := fs.Bool("f", false, "force: quit QEMU at once (then kill it) instead of powering the guest down")
+	wait := fs.Bool("w", false, "wait until the VM has stopped")
+	all := fs.Bool("a", false, "stop every running VM")
+	pos, err := parseFlags(fs, args)
+	if err == errHelp {
+		return e.help(fs, `
+Without -f, stop presses the guest's ACPI power button and returns; the
+guest decides when to power off. With -f, QEMU quits at once and is killed
+if it has not exited after a grace period.`)
+	}
+	if err != nil {
+		return err
+	}
+	if *all == (len(pos) == 1) || len(pos) > 1 {
+		return &usageError{}
+	}
+	m, err := manager()
+	if err != nil {
+		return err
+	}
+	opts := vm.StopOptions{Force: *force, Wait: *wait}
+	if !*all {
+		def, err := lookupVM(m, pos[0])
+		if err != nil {
+			return err
+		}
+		return stopOne(ctx, e, m, def, opts)
+	}
+	list, err := m.List(ctx)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, st := range list {
+		if !st.Running() {
+			continue
+		}
+		def, err := m.Store().Lookup(st.Name)
+		if err == nil {
+			err = stopOne(ctx, e, m, def, opts)
+		}
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func stopOne(ctx context.Context, e *env, m *vm.Manager, def *config.VM, opts vm.StopOptions) error {
+	err := m.Stop(ctx, def, opts)
+	switch {
+	case errors.Is(err, vm.ErrNotRunning):
+		return fmt.Errorf("stopping vm %s: cannot stop vm that is not running", def.Name)
+	case err != nil:
+		return fmt.Errorf("stopping vm %s: %w", def.Name, err)
+	case opts.Force:
+		fmt.Fprintf(e.err, "stopping vm %s: forced to terminate vm %d\n", def.Name, def.ID)
+	case opts.Wait:
+		fmt.Fprintf(e.err, "stopping vm %s: terminated vm %d\n", def.Name, def.ID)
+	default:
+		fmt.Fprintf(e.err, "stopping vm %s: requested to shutdown vm %d\n", def.Name, def.ID)
+	}
+	return nil
+}
+
+func runPause(ctx context.Context, e *env, args []string, pause bool) error {
+	verb := map[bool]string{true: "pause", false: "unpause"}[pause]
+	target, err := oneVM(e, newFlagSet(verb), args, "")
+	if err != nil || target == "" {
+		return err
+	}
+	m, err := manager()
+	if err != nil {
+		return err
+	}
+	def, err := lookupVM(m, target)
+	if err != nil {
+		return err
+	}
+	if pause {
+		err = m.Pause(ctx, def)
+	} else {
+		err = m.Unpause(ctx, def)
+	}
+	if errors.Is(err, vm.ErrNotRunning) {
+		return fmt.Errorf("%s vm command failed: vm %s is not running", verb, def.Name)
+	}
+	if err != nil {
+		return fmt.Errorf("%s vm command failed: %w", verb, err)
+	}
+	fmt.Fprintf(e.err, "%s: %sd vm %d successfully\n", progName, verb, def.ID)
+	return nil
+}
+
+func runWait(ctx context.Context, e *env, args []string) error {
+	target, err := oneVM(e, newFlagSet("wait"), args, "")
+	if err != nil || target == "" {
+		return err
+	}
+	m, err := manager()
+	if err != nil {
+		return err
+	}
+	def, err := lookupVM(m, target)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.err, "waiting for vm %s: ", def.Name)
+	if err := m.Wait(ctx, def); err != nil {
+		fmt.Fprintln(e.err)
+		if errors.Is(err, vm.ErrNotRunning) {
+			return fmt.Errorf("vm %s is not running", def.Name)
+		}
+		return err
+	}
+	fmt.Fprintf(e.err, "terminated vm %d\n", def.ID)
+	return nil
+}
+
+func runStatus(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet("status")
+	asJSON := fs.Bool("json", false, "print JSON for scripts")
+	pos, err := parseFlags(fs, args)
+	if err == errHelp {
+		return e.help(fs, `
+The columns are vmctl's: ID, PID, VCPUS, MAXMEM, CURMEM, TTY, OWNER, STATE
+and NAME. STATE is running, paused, stopping, stopped or broken (a QEMU that
+does not answer on its monitor).`)
+	}
+	if err != nil {
+		return err
+	}
+	if len(pos) > 1 {
+		return &usageError{}
+	}
+	return listVMs(ctx, e, pos, *asJSON)
+}
+
+// listVMs prints the status table of all VMs, or of the one named.
+func listVMs(ctx context.Context, e *env, only []string, asJSON bool) error {
+	m, err := manager()
+	if err != nil {
+		return err
+	}
+	var list []vm.Status
+	if len(only) == 1 {
+		st, def, err := m.Status(ctx, only[0])
+		if def == nil {
+			if errors.Is(err, config.ErrNotFound) {
+				return fmt.Errorf("%s: vm not found", only[0])
+			}
+			return err
+		}
+		list = []vm.Status{st}
+	} else if list, err = m.List(ctx); err != nil {
+		return err
+	}
+	if asJSON {
+		return vm.WriteJSON(e.out, list)
+	}
+	if err := vm.WriteTable(e.out, list); err != nil {
+		return err
+	}
+	for _, st := range list {
+		if st.Err != "" && st.Err != "starting" {
+			fmt.Fprintf(e.err, "%s: vm %s: %s\n", progName, st.Name, st.Err)
+		}
+	}
+	return nil
+}
+
+// runList is "vmtui --list [--json]".
+func runList(ctx context.Context, e *env, args []string) error {
+	asJSON := false
+	for _, a := range args {
+		switch a {
+		case "--json", "-json":
+			asJSON = true
+		default:
+			return &usageError{msg: "--list takes only --json"}
+		}
+	}
+	return listVMs(ctx, e, nil, asJSON)
+}
+
+func runRemove(ctx context.Context, e *env, args []string) error {
+	target, err := oneVM(e, newFlagSet("remove"), args, `
+The definition file is removed; disk images, logs and the VM's ID are not
+reused or touched.`)
+	if err != nil || target == "" {
+		return err
+	}
+	m, err := manager()
+	if err != nil {
+		return err
+	}
+	st, def, err := m.Status(ctx, target)
+	if def == nil {
+		if errors.Is(err, config.ErrNotFound) {
+			return fmt.Errorf("%s: vm not found", target)
+		}
+		return err
+	}
+	if st.Running() {
+		return fmt.Errorf("remove %s: vm is running (pid %d); stop it first", def.Name, st.PID)
+	}
+	if err := m.Store().Remove(def.Name); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.err, "%s: removed vm %s (id %s)\n", progName, def.Name, strconv.Itoa(def.ID))
+	return nil
+}
