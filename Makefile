@@ -3,7 +3,7 @@
 GO       ?= go
 FUZZTIME ?= 15s
 
-.PHONY: all build test fmt-check vet bench fuzz clean help
+.PHONY: all build test fmt-check vet guest demo bench fuzz clean clean-guest help
 
 all: build
 
@@ -11,9 +11,18 @@ all: build
 build:
 	$(GO) build -o vmtui .
 
-## test: gofmt check, go vet, and every test with the race detector (fuzz seeds included)
-test: fmt-check vet
-	$(GO) test -race ./...
+## test: gofmt check, go vet, the test guest, and every test with the race detector (fuzz seeds included)
+# Guests run under TCG: KVM guests hang on the machines this is tested on.
+test: fmt-check vet guest
+	VMTUI_ACCEL=tcg $(GO) test -race -timeout 30m ./...
+
+## demo: build vmtui and the test guest, define and start a VM named demo, show the status table
+demo: build guest
+	bash guest/demo.sh
+
+## guest: build the test guest (a Debian cloud kernel and a busybox initramfs) into .cache/guest
+guest:
+	bash guest/build.sh
 
 fmt-check:
 	@unformatted="$$(gofmt -l .)"; \
@@ -39,6 +48,10 @@ fuzz:
 clean:
 	rm -f vmtui
 	rm -rf bench/out
+
+## clean-guest: remove the cached test guest (built again by the next make guest)
+clean-guest:
+	rm -rf .cache/guest
 
 help:
 	@grep -h '^## ' $(MAKEFILE_LIST) | sed 's/^## /make /'

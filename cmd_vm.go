@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"vmtui/config"
+	"vmtui/console"
 	"vmtui/vm"
 )
 
@@ -20,7 +21,7 @@ import (
 var (
 	startCommand = &command{
 		name:     "start",
-		synopsis: "[-B device] [-b kernel] [-d disk]... [-m size] [-n switch]... [-r iso] [--cpus n] [--initrd path] [--append cmdline] [--accel a] [--net spec]... id|name",
+		synopsis: "[-c] [-B device] [-b kernel] [-d disk]... [-m size] [-n switch]... [-r iso] [--cpus n] [--initrd path] [--append cmdline] [--accel a] [--net spec]... id|name",
 		about:    "Start a VM; with flags and a new name, define it first.",
 		run:      runStart,
 	}
@@ -125,6 +126,7 @@ func runStart(ctx context.Context, e *env, args []string) error {
 	appendLine := fs.String("append", "", "kernel command `line`")
 	accel := fs.String("accel", "", "`accelerator`: kvm or tcg (default: kvm, falling back to tcg)")
 	fs.Var(&nets, "net", "a network interface: user[,hostfwd=tcp::2222-:22][,mac=...] or bridge,br=NAME (repeatable)")
+	connect := fs.Bool("c", false, "connect to the console once started (see console)")
 	target, err := oneVM(e, fs, args, `
 A VM that is defined starts as its definition says. Given flags and a name
 that is not defined yet, start defines the VM (saving its definition) and
@@ -138,7 +140,11 @@ fallback to TCG.`)
 		return err
 	}
 	flagsGiven := 0
-	fs.Visit(func(*flag.Flag) { flagsGiven++ })
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name != "c" {
+			flagsGiven++
+		}
+	})
 	def, err := m.Store().Lookup(target)
 	switch {
 	case errors.Is(err, config.ErrNotFound) && flagsGiven > 0:
@@ -183,7 +189,14 @@ fallback to TCG.`)
 		return err
 	}
 	fmt.Fprintf(e.err, "%s: started vm %d successfully, tty %s\n", progName, st.ID, st.TTY)
-	return nil
+	if !*connect {
+		return nil
+	}
+	paths, err := config.DefaultPaths()
+	if err != nil {
+		return err
+	}
+	return attach(ctx, e, paths, def.Name, st.TTY, console.Options{})
 }
 
 // abs makes a path given on the command line absolute; "" stays "".
@@ -361,7 +374,7 @@ func listVMs(ctx context.Context, e *env, only []string, asJSON bool) error {
 		return err
 	}
 	for _, st := range list {
-		if st.Err != "" && st.Err != "starting" {
+		if st.Err != "" {
 			fmt.Fprintf(e.err, "%s: vm %s: %s\n", progName, st.Name, st.Err)
 		}
 	}

@@ -55,6 +55,7 @@ func commandTable() []*command {
 		pauseCommand,
 		unpauseCommand,
 		waitCommand,
+		consoleCommand,
 		statusCommand,
 		showCommand,
 		removeCommand,

@@ -23,12 +23,19 @@ type FileLock struct {
 
 // TryLock takes the lock on path, creating the file (mode 0600) if needed,
 // or returns ErrLocked at once if it is held.
-func TryLock(path string) (*FileLock, error) {
+func TryLock(path string) (*FileLock, error) { return tryLock(path, unix.LOCK_EX) }
+
+// TryLockShared takes a shared lock on path: any number of shared locks
+// may be held at once, but none while an exclusive one is. It returns
+// ErrLocked at once if an exclusive lock is held.
+func TryLockShared(path string) (*FileLock, error) { return tryLock(path, unix.LOCK_SH) }
+
+func tryLock(path string, how int) (*FileLock, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("lock: %w", err)
 	}
-	if err := flock(f, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+	if err := flock(f, how|unix.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
 			return nil, fmt.Errorf("lock %q: %w", path, ErrLocked)
@@ -41,9 +48,19 @@ func TryLock(path string) (*FileLock, error) {
 // Lock takes the lock on path, creating the file (mode 0600) if needed,
 // waiting for it as long as ctx allows.
 func Lock(ctx context.Context, path string) (*FileLock, error) {
+	return lock(ctx, path, unix.LOCK_EX)
+}
+
+// LockShared takes a shared lock on path (see TryLockShared), waiting for
+// it as long as ctx allows.
+func LockShared(ctx context.Context, path string) (*FileLock, error) {
+	return lock(ctx, path, unix.LOCK_SH)
+}
+
+func lock(ctx context.Context, path string, how int) (*FileLock, error) {
 	delay := time.Millisecond
 	for {
-		l, err := TryLock(path)
+		l, err := tryLock(path, how)
 		if !errors.Is(err, ErrLocked) {
 			return l, err
 		}

@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"vmtui/config"
+	"vmtui/console"
 	"vmtui/disk"
 	"vmtui/vm/qmp"
 )
@@ -49,6 +50,9 @@ const (
 	// queryTimeout bounds one status query over QMP; the socket may be
 	// held briefly by another vmtui.
 	queryTimeout = 3 * time.Second
+	// startWait is how long a status check waits for a start in
+	// progress to finish.
+	startWait = 10 * time.Second
 	// forceGrace is how long a forced stop waits after QMP quit (or
 	// SIGTERM) before SIGKILL.
 	forceGrace = 5 * time.Second
@@ -204,6 +208,7 @@ func (m *Manager) Start(ctx context.Context, def *config.VM, opts StartOptions) 
 	spec.Paused = opts.Paused
 	spec.PIDFile = m.paths.PIDFile(def.Name)
 	spec.SerialLog = m.paths.SerialLog(def.Name)
+	console.CapLog(spec.SerialLog, console.DefaultLogCap) // best effort: an untrimmed log still works
 	argv, err := Cmdline(spec)
 	if err != nil {
 		return Status{}, err
@@ -424,18 +429,22 @@ func (m *Manager) Status(ctx context.Context, nameOrID string) (Status, *config.
 	return m.inspect(ctx, def, &scan{}), def, nil
 }
 
-// inspect reports a VM's status, cleaning up stale runtime files when no
-// start holds the VM's lock.
+// inspect reports a VM's status, cleaning up stale runtime files. It holds
+// the VM's lock shared, so that status checks run side by side but never
+// while a start (which holds it exclusively) is half done: they wait for it,
+// for up to startWait.
 func (m *Manager) inspect(ctx context.Context, def *config.VM, sc *scan) Status {
-	lock, err := config.TryLock(m.paths.LockFile(def.Name))
-	if err != nil {
-		if errors.Is(err, config.ErrLocked) {
-			st := m.baseStatus(def)
-			st.Err = "starting"
-			return st // a start is in progress; report without touching its files
-		}
+	if _, err := os.Stat(m.paths.RuntimeDir(def.Name)); err != nil {
 		// No runtime directory: nothing runs, unless adopted below.
 		return m.inspectLocked(ctx, def, sc)
+	}
+	wctx, cancel := context.WithTimeout(ctx, startWait)
+	lock, err := config.LockShared(wctx, m.paths.LockFile(def.Name))
+	cancel()
+	if err != nil {
+		st := m.baseStatus(def)
+		st.Err = fmt.Sprintf("a start is in progress: %v", err)
+		return st
 	}
 	defer lock.Unlock()
 	return m.inspectLocked(ctx, def, sc)
@@ -525,7 +534,7 @@ func (m *Manager) process(name string, sc *scan) (*procInfo, error) {
 	pidfile := m.paths.PIDFile(name)
 	if pid := readPIDFile(pidfile); pid != 0 {
 		p, err := readProc(pid)
-		if err == nil && m.ours(p, pidfile) {
+		if err == nil && m.ours(p, pidfile) && !startedAfter(p, pidfile) {
 			if id, err := os.ReadFile(m.paths.BootIDFile(name)); err == nil && strings.TrimSpace(string(id)) != bootID() {
 				return nil, nil // from before the host's last boot
 			}
@@ -549,6 +558,21 @@ func (m *Manager) process(name string, sc *scan) (*procInfo, error) {
 		os.WriteFile(m.paths.BootIDFile(name), []byte(bootID()+"\n"), 0o600)
 	}
 	return p, nil
+}
+
+// startedAfter reports whether process p started after the pidfile was
+// written (with a second's slack for clock granularity): then the PID was
+// reused, and the pidfile is not about p.
+func startedAfter(p *procInfo, pidfile string) bool {
+	fi, err := os.Stat(pidfile)
+	if err != nil {
+		return false
+	}
+	at, err := p.startedAt()
+	if err != nil {
+		return false
+	}
+	return at.After(fi.ModTime().Add(time.Second))
 }
 
 // ours reports whether p is a QEMU started for the pidfile path.
@@ -601,6 +625,7 @@ func (m *Manager) Stop(ctx context.Context, def *config.VM, opts StopOptions) er
 	if !opts.Force {
 		os.WriteFile(m.paths.RuntimeFile(def.Name, stoppingFileName), nil, 0o600)
 		if err := m.withQMP(ctx, def.Name, func(c *qmp.Client) error { return c.SystemPowerdown(ctx) }); err != nil {
+			os.Remove(m.paths.RuntimeFile(def.Name, stoppingFileName)) // no power-down was requested
 			return fmt.Errorf("stop vm %s: %w", def.Name, err)
 		}
 		if !opts.Wait {

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // What /proc tells about a QEMU process. A PID alone proves nothing: after
@@ -75,6 +76,29 @@ func readProc(pid int) (*procInfo, error) {
 		p.UID, p.GID = st.Uid, st.Gid
 	}
 	return p, nil
+}
+
+// userHZ is the unit of /proc/PID/stat's times: USER_HZ, 100 on Linux.
+const userHZ = 100
+
+// startedAt returns when the process started, from its start time in
+// ticks since boot and the boot time in /proc/stat.
+func (p *procInfo) startedAt() (time.Time, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return time.Time{}, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "btime "); ok {
+			btime, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				return time.Time{}, err
+			}
+			ticks := int64(p.StartTime)
+			return time.Unix(btime+ticks/userHZ, (ticks%userHZ)*(1e9/userHZ)), nil
+		}
+	}
+	return time.Time{}, errors.New("no btime in /proc/stat")
 }
 
 // bootID identifies the current boot of the host.

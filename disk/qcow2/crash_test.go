@@ -535,7 +535,13 @@ func TestPowerCutReplay(t *testing.T) {
 			r := rand.New(rand.NewPCG(uint64(ci), 5))
 			state := filepath.Join(dir, "state.qcow2")
 			states, worst := 0, 0
-			for k := 0; k <= len(syncAt); k++ {
+			// At most about maxStates states: every stride-th sync.
+			maxStates := 250
+			if raceEnabled() {
+				maxStates = 50
+			}
+			stride := max(1, ((len(syncAt)+1)*3+maxStates-1)/maxStates)
+			for k := r.IntN(stride); k <= len(syncAt); k += stride {
 				start := 0
 				if k > 0 {
 					start = syncAt[k-1] + 1
@@ -770,7 +776,11 @@ func TestTransientWriteErrors(t *testing.T) {
 				return ff.calls, ff.failed
 			}
 			total, _ := run(0)
-			stride := max(1, total/80)
+			maxRuns := 80
+			if raceEnabled() {
+				maxRuns = 25
+			}
+			stride := max(1, total/maxRuns)
 			runs := 0
 			for n := 1; n <= total; n += stride {
 				run(n)

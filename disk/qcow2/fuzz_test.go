@@ -15,6 +15,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -323,4 +324,159 @@ func TestGenerateFuzzSeeds(t *testing.T) {
 		}
 		t.Logf("%s: %d bytes", filepath.Base(p), len(b))
 	}
+}
+
+// memRW is an in-memory, writable qcow2.File.
+type memRW struct {
+	mu sync.Mutex
+	b  []byte
+}
+
+func (m *memRW) ReadAt(p []byte, off int64) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return (&memFile{b: m.b}).ReadAt(p, off)
+}
+
+func (m *memRW) WriteAt(p []byte, off int64) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if off < 0 {
+		return 0, errors.New("memRW: negative offset")
+	}
+	if end := off + int64(len(p)); end > int64(len(m.b)) {
+		if end > 256<<20 {
+			return 0, errors.New("memRW: file would exceed 256 MiB")
+		}
+		m.b = append(m.b, make([]byte, end-int64(len(m.b)))...)
+	}
+	return copy(m.b[off:], p), nil
+}
+
+func (m *memRW) Truncate(n int64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if n < int64(len(m.b)) {
+		m.b = m.b[:n]
+	} else {
+		m.b = append(m.b, make([]byte, n-int64(len(m.b)))...)
+	}
+	return nil
+}
+
+func (m *memRW) Sync() error  { return nil }
+func (m *memRW) Close() error { return nil }
+func (m *memRW) Stat() (fs.FileInfo, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return memInfo{int64(len(m.b))}, nil
+}
+
+// FuzzWriteRoundTrip decodes a workload from the input (cluster size,
+// refcount width, version, then 7-byte operations: write, zero write,
+// compressed write, flush, resize, reopen), applies it to a new image in
+// memory and to a model, and requires the image to read as the model, before
+// and after reopening, and the engine's own Check to find it consistent.
+func FuzzWriteRoundTrip(f *testing.F) {
+	f.Add([]byte{0, 4, 0, 'w', 0, 0, 0, 10, 0, 1, 'f', 0, 0, 0, 0, 0, 0})
+	f.Add([]byte{7, 0, 0, 'w', 1, 2, 3, 200, 1, 7, 'z', 1, 2, 0, 100, 0, 0, 'c', 0, 5, 0, 0, 0, 0, 'o', 0, 0, 0, 0, 0, 0, 'w', 1, 2, 9, 255, 255, 3})
+	f.Add([]byte{2, 6, 1, 'r', 0, 0, 0, 0, 0, 0, 'w', 255, 255, 255, 255, 255, 9, 'z', 0, 0, 0, 255, 255, 0, 'o', 0, 0, 0, 0, 0, 0})
+	f.Add([]byte{3, 1, 0, 'c', 0, 1, 0, 0, 0, 0, 'c', 0, 2, 0, 0, 0, 0, 'w', 0, 1, 128, 0, 16, 0, 'z', 0, 2, 0, 0, 16, 0, 'o', 0, 0, 0, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) < 3 {
+			return
+		}
+		cs := int64(512) << (data[0] % 8) // 512 .. 64 KiB
+		rb := 1 << (data[1] % 7)          // 1 .. 64 bits
+		compat := []string{"1.1", "0.10"}[data[2]%2]
+		if compat == "0.10" {
+			rb = 16
+		}
+		size := int64(1 << 20)
+		file := &memRW{}
+		img, err := qcow2.Create(file, qcow2.CreateOptions{Size: size, ClusterSize: cs, RefcountBits: rb, Compat: compat}, nil)
+		if err != nil {
+			t.Fatalf("Create(cs %d, rb %d, compat %s): %v", cs, rb, compat, err)
+		}
+		defer func() {
+			if img != nil {
+				img.Close()
+			}
+		}()
+		model := make([]byte, size)
+		ops := data[3:]
+		for i := 0; i+7 <= len(ops) && i < 7*64; i += 7 {
+			op := ops[i:]
+			off := int64(op[1])<<16 | int64(op[2])<<8 | int64(op[3])
+			n := int64(op[4])<<8 | int64(op[5])
+			seed := uint64(op[6])
+			off %= size
+			n = min(n, size-off)
+			switch op[0] % 6 {
+			case 0: // write
+				b := make([]byte, n)
+				fillData(b, seed)
+				if _, err := img.WriteAt(b, off); err != nil {
+					t.Fatalf("op %d: WriteAt(len %d, off %d): %v", i/7, n, off, err)
+				}
+				copy(model[off:], b)
+			case 1: // zero write
+				if err := img.WriteZeroes(off, n); err != nil {
+					t.Fatalf("op %d: WriteZeroes(%d, %d): %v", i/7, off, n, err)
+				}
+				clear(model[off : off+n])
+			case 2: // compressed write, if the cluster is free
+				c := off / cs * cs
+				b := make([]byte, min(cs, size-c))
+				fillData(b, seed)
+				if e, err := img.Status(c, int64(len(b))); err == nil && e.Kind == qcow2.ExtentZero && e.Length == int64(len(b)) {
+					if err := img.WriteCompressed(c, b); err == nil {
+						copy(model[c:], b)
+					}
+				}
+			case 3:
+				if err := img.Flush(); err != nil {
+					t.Fatalf("op %d: Flush: %v", i/7, err)
+				}
+			case 4: // grow by up to 64 KiB
+				grow := (n%128 + 1) * 512
+				if err := img.Resize(size + grow); err != nil {
+					t.Fatalf("op %d: Resize(%d): %v", i/7, size+grow, err)
+				}
+				size += grow
+				model = append(model, make([]byte, grow)...)
+			case 5: // close and reopen
+				if err := img.Close(); err != nil {
+					t.Fatalf("op %d: Close: %v", i/7, err)
+				}
+				if img, err = qcow2.Open(file, qcow2.Options{}); err != nil {
+					t.Fatalf("op %d: reopen: %v", i/7, err)
+				}
+			}
+		}
+		check := func(when string) {
+			got := make([]byte, size)
+			if _, err := img.ReadAt(got, 0); err != nil {
+				t.Fatalf("%s: ReadAt: %v", when, err)
+			}
+			if !bytes.Equal(got, model) {
+				t.Fatalf("%s: %s", when, describeDiff(got, model, 0, cs))
+			}
+		}
+		check("before reopening")
+		if err := img.Close(); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+		r, err := qcow2.Check(&memRW{b: bytes.Clone(file.b)}, qcow2.RepairNone)
+		if err != nil {
+			t.Fatalf("Check: %v", err)
+		}
+		if r.Corruptions != 0 || r.Leaks != 0 || r.CheckErrors != 0 {
+			t.Fatalf("Check: %d corruptions, %d leaks, %d check errors: %q", r.Corruptions, r.Leaks, r.CheckErrors, r.Messages)
+		}
+		if img, err = qcow2.Open(file, qcow2.Options{ReadOnly: true}); err != nil {
+			t.Fatalf("reopen: %v", err)
+		}
+		check("after reopening")
+	})
 }

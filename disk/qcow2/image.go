@@ -18,7 +18,12 @@ const defaultCacheSize = 32 << 20
 // a cluster happen as one step, so two writers never allocate the same
 // cluster twice and a reader never sees a cluster before its data.
 type Image struct {
-	mu       sync.Mutex
+	mu sync.Mutex
+	// ioGate is read-held by reads from the moment they look up their
+	// host clusters until their I/O is done; freeing clusters for reuse
+	// waits for it, so a read never returns data that a cluster reused
+	// for another guest offset holds.
+	ioGate   sync.RWMutex
 	f        File
 	readOnly bool
 	closed   bool
@@ -438,11 +443,15 @@ func (img *Image) ReadAt(p []byte, off int64) (int, error) {
 	want := int64(len(p))
 	n := min(want, size-off)
 	segs, err := img.plan(off, n)
-	img.mu.Unlock()
 	if err != nil {
+		img.mu.Unlock()
 		return 0, err
 	}
-	if err := img.readSegments(p[:n], off, segs); err != nil {
+	img.ioGate.RLock()
+	img.mu.Unlock()
+	err = img.readSegments(p[:n], off, segs)
+	img.ioGate.RUnlock()
+	if err != nil {
 		return 0, err
 	}
 	if n < want {

@@ -37,6 +37,19 @@ func noPanic(t testing.TB) {
 	}
 }
 
+// raceEnabled reports whether the test binary was built with -race (CI's
+// make test is): the long torture tests then sample fewer states.
+func raceEnabled() bool {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "-race" {
+				return s.Value == "true"
+			}
+		}
+	}
+	return false
+}
+
 // callNoPanic runs f and returns what it panicked with, or nil.
 func callNoPanic(f func()) (p any) {
 	defer func() {

@@ -709,7 +709,11 @@ func TestWriteCompressed(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			defer noPanic(t)
 			path, mpath := filepath.Join(dir, name+".qcow2"), filepath.Join(dir, name+".raw")
-			opts := qcow2.CreateOptions{Size: 40*c.cs + 512, ClusterSize: c.cs, CompressionType: c.ct, RefcountBits: c.rb}
+			clusters := int64(40)
+			if c.cs >= 2<<20 {
+				clusters = 8
+			}
+			opts := qcow2.CreateOptions{Size: clusters*c.cs + 512, ClusterSize: c.cs, CompressionType: c.ct, RefcountBits: c.rb}
 			if c.v2 {
 				opts.Compat = "0.10"
 			}
@@ -943,8 +947,8 @@ func TestResize(t *testing.T) {
 		snapshot bool
 	}{
 		{"cs512", qcow2.CreateOptions{Size: 1 << 20, ClusterSize: 512}, 64<<20 + 512, false},
-		{"64k-to-3G", qcow2.CreateOptions{Size: 1 << 20}, 3 << 30, false},
-		{"v2-rb16", qcow2.CreateOptions{Size: 1 << 20, Compat: "0.10", ClusterSize: 1024}, 200 << 20, false},
+		{"64k-to-600M", qcow2.CreateOptions{Size: 1 << 20}, 600 << 20, false},
+		{"v2-rb16", qcow2.CreateOptions{Size: 1 << 20, Compat: "0.10", ClusterSize: 1024}, 64 << 20, false},
 		{"odd", qcow2.CreateOptions{Size: 1<<20 + 512, ClusterSize: 4096}, 5<<20 + 1000, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -1354,7 +1358,8 @@ func TestConcurrentReadWhileFreeing(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "rf.qcow2")
 	const cs, clusters = 4096, 256
-	closeImage(t, "rf", createImage(t, path, qcow2.CreateOptions{Size: cs * clusters, ClusterSize: cs}))
+	const compressed = 64 // clusters after the first 256 hold compressed data, read whole
+	closeImage(t, "rf", createImage(t, path, qcow2.CreateOptions{Size: cs * (clusters + compressed), ClusterSize: cs}))
 	// Reads of the file pause now and then, as a loaded disk would, so
 	// that writes happen between a read's lookup and its I/O.
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
@@ -1369,6 +1374,16 @@ func TestConcurrentReadWhileFreeing(t *testing.T) {
 		for i := 0; i < len(b); i += 8 {
 			binary.LittleEndian.PutUint64(b[i:], uint64(c<<20|v))
 		}
+	}
+	cbuf := make([]byte, cs)
+	for c := int64(clusters); c < clusters+compressed; c++ {
+		fill(cbuf, c, 0)
+		if err := img.WriteCompressed(c*cs, cbuf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := img.Flush(); err != nil {
+		t.Fatal(err)
 	}
 	stop := make(chan struct{})
 	errs := make(chan error, 16)
@@ -1406,6 +1421,30 @@ func TestConcurrentReadWhileFreeing(t *testing.T) {
 		}(w)
 	}
 	var rg sync.WaitGroup
+	rg.Add(1)
+	go func() {
+		// Whole compressed clusters while the writers grow the file.
+		defer rg.Done()
+		buf := make([]byte, cs)
+		for i := int64(0); ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			c := clusters + i%compressed
+			if _, err := img.ReadAt(buf, c*cs); err != nil {
+				errs <- err
+				return
+			}
+			for k := 0; k < cs; k += 8 {
+				if word := binary.LittleEndian.Uint64(buf[k:]); word != uint64(c<<20) {
+					errs <- fmt.Errorf("reader: compressed guest cluster %d holds %#x at byte %d, want %#x", c, word, k, c<<20)
+					return
+				}
+			}
+		}
+	}()
 	for rd := 0; rd < 2; rd++ {
 		rg.Add(1)
 		go func(rd int) {
@@ -1468,47 +1507,48 @@ func TestWriteCompressedOverZeroCluster(t *testing.T) {
 }
 
 // TestLargeOffsets: virtual offsets beyond 4 GiB, and host offsets beyond
-// 4 GiB (the file is extended sparsely before the engine allocates, so new
-// clusters, L2 tables, refcount blocks and a grown refcount table land past
-// 4 GiB), with normal and compressed clusters.
+// 4 GiB: the image starts as QEMU's preallocation=metadata of 5 GiB (a
+// sparse file whose clusters are all in use), is grown to 6 GiB, and new
+// clusters, L2 tables and refcount blocks land past 5 GiB, normal and
+// compressed.
 func TestLargeOffsets(t *testing.T) {
 	qemuimg.Require(t)
 	for _, c := range []struct {
 		name string
-		opts qcow2.CreateOptions
+		opts string
 	}{
-		{"64k", qcow2.CreateOptions{Size: 6 << 30}},
-		{"cs512", qcow2.CreateOptions{Size: 6 << 30, ClusterSize: 512}},
-		{"2M-rb1", qcow2.CreateOptions{Size: 6 << 30, ClusterSize: 2 << 20, RefcountBits: 1}},
+		{"64k", "cluster_size=65536"},
+		{"2M-rb1", "cluster_size=2097152,refcount_bits=1"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			defer noPanic(t)
 			dir := t.TempDir()
 			path, mpath := filepath.Join(dir, "big.qcow2"), filepath.Join(dir, "big.raw")
-			closeImage(t, c.name, createImage(t, path, c.opts))
-			if err := os.Truncate(path, 5<<30); err != nil { // host allocations now start past 5 GiB
-				t.Fatal(err)
-			}
+			qemuimg.Run(t, "create", "-q", "-f", "qcow2", "-o", c.opts+",preallocation=metadata", path, fmt.Sprint(5<<30))
 			img := openImage(t, path, false)
 			cs := imgCS(img)
+			if err := img.Resize(6 << 30); err != nil {
+				t.Fatalf("Resize: %v", err)
+			}
 			model := makeModel(t, mpath, "", img.Size())
 			var ops []wop
-			for i, off := range []int64{0, 4<<30 - 1000, 4 << 30, 5<<30 + 12345, 6<<30 - 70000} {
+			for i, off := range []int64{0, 4<<30 - 1000, 4 << 30, 5<<30 - 3000, 5<<30 + 12345, 6<<30 - 70000} {
 				ops = append(ops, wop{kind: 'w', off: off, n: min(70000, img.Size()-off), seed: uint64(i)})
 			}
-			ops = append(ops, wop{kind: 'f'}, wop{kind: 'z', off: 4<<30 - cs, n: 2 * cs}, wop{kind: 'w', off: 4<<30 + 3, n: 5, seed: 9})
+			ops = append(ops, wop{kind: 'f'}, wop{kind: 'z', off: 5<<30 + 4*cs, n: 2 * cs}, wop{kind: 'w', off: 5<<30 + 4*cs + 3, n: 5, seed: 9})
 			for i, o := range ops {
 				if err := applyImage(img, o); err != nil {
 					t.Fatalf("op %d %v: %v", i, o, err)
 				}
 				applyModel(model, o)
 			}
-			// A compressed cluster in the middle, above 4 GiB virtual.
+			// A compressed cluster above 5 GiB, virtual and host.
+			coff := int64(5<<30 + 256<<20)
 			comp := bytes.Repeat([]byte("big offsets "), int(cs)/12+1)[:cs]
-			if err := img.WriteCompressed(4<<30+256*cs, comp); err != nil {
-				t.Fatalf("WriteCompressed at %d: %v", 4<<30+256*cs, err)
+			if err := img.WriteCompressed(coff, comp); err != nil {
+				t.Fatalf("WriteCompressed at %d: %v", coff, err)
 			}
-			model.WriteAt(comp, 4<<30+256*cs)
+			model.WriteAt(comp, coff)
 			closeImage(t, c.name, img)
 			model.Close()
 			qemuimg.RequireClean(t, path, false)
@@ -1517,7 +1557,7 @@ func TestLargeOffsets(t *testing.T) {
 			defer img.Close()
 			ref, _ := os.Open(mpath)
 			defer ref.Close()
-			for _, o := range append(ops, wop{off: 4<<30 + 256*cs, n: cs}) {
+			for _, o := range append(ops, wop{off: coff, n: cs}) {
 				if o.kind == 'f' {
 					continue
 				}
@@ -1532,7 +1572,7 @@ func TestLargeOffsets(t *testing.T) {
 				}
 			}
 			compareStatus(t, c.name, img, path, false)
-			if st, _ := os.Stat(path); st.Size() <= 5<<30 {
+			if st, _ := os.Stat(path); st.Size() <= 5<<30+cs {
 				t.Errorf("test bug: nothing allocated past 5 GiB (file %d bytes)", st.Size())
 			}
 		})

@@ -538,7 +538,10 @@ func (img *Image) flushLocked() error {
 		if err := sync("freeing clusters"); err != nil {
 			return err
 		}
-		// Freed clusters are free on disk now: allocation may reuse them.
+		// Freed clusters are free on disk now: allocation may reuse them
+		// once reads that looked them up before have finished.
+		img.ioGate.Lock()
+		img.ioGate.Unlock()
 		for _, c := range free {
 			img.nextFree = min(img.nextFree, c)
 		}

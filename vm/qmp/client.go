@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -99,11 +100,31 @@ type Client struct {
 // handshake: when QEMU accepts the connection but sends no greeting before
 // ctx ends (another client holds the monitor), the error wraps [ErrBusy] and
 // ctx's error.
+//
+// QEMU listens with a backlog of one: while a client holds the monitor and
+// another waits, connect fails with EAGAIN. Dial treats that as busy too and
+// tries again until ctx ends.
 func Dial(ctx context.Context, path string) (*Client, error) {
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("qmp: %w", err)
+	backoff := 5 * time.Millisecond
+	var conn net.Conn
+	for {
+		var err error
+		conn, err = d.DialContext(ctx, "unix", path)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.EAGAIN) {
+			return nil, fmt.Errorf("qmp: %w", err)
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("qmp: dial %q: %w: %w (%v)", path, ErrBusy, ctx.Err(), err)
+		case <-t.C:
+		}
+		backoff = min(2*backoff, 100*time.Millisecond)
 	}
 	c, err := handshake(ctx, conn)
 	if err != nil {

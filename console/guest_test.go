@@ -1,0 +1,452 @@
+package console
+
+// End-to-end tests: the real vmtui binary, run in a pseudo-terminal made
+// with creack/pty, attached to a booted test guest (guest/build.sh's
+// kernel and busybox initramfs, under TCG).
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/creack/pty"
+	"golang.org/x/sys/unix"
+)
+
+// From vm/internal/testguest, which this package cannot import.
+const (
+	guestBanner  = "vmtui test guest ready"
+	guestPrompt  = "vmtui-guest# "
+	guestCmdline = "console=ttyS0 quiet panic=-1"
+	guestMemory  = "128M"
+	bootTimeout  = 90 * time.Second
+)
+
+// unavailable skips a test on a developer's machine, and fails it in CI,
+// where every tool must be installed.
+func unavailable(t *testing.T, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("CI") != "" {
+		t.Fatalf(format, args...)
+	}
+	t.Skipf(format+" (skipped: CI is not set)", args...)
+}
+
+var built struct {
+	once                 sync.Once
+	bin, kernel, initrd  string
+	buildErr, guestErr   error
+	guestOut, guestStder string
+}
+
+// prerequisites builds vmtui and the test guest once per test binary.
+func prerequisites(t *testing.T) (bin, kernel, initrd string) {
+	t.Helper()
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		unavailable(t, "qemu-system-x86_64: %v (apt-get install qemu-system-x86)", err)
+	}
+	built.once.Do(func() {
+		dir, err := os.MkdirTemp("", "vmtui-console-test-")
+		if err != nil {
+			built.buildErr = err
+			return
+		}
+		built.bin = filepath.Join(dir, "vmtui")
+		if out, err := exec.Command("go", "build", "-o", built.bin, "..").CombinedOutput(); err != nil {
+			built.buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+			return
+		}
+		var stdout, stderr bytes.Buffer
+		cmd := exec.Command("bash", "../guest/build.sh")
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Run(); err != nil {
+			built.guestErr = fmt.Errorf("guest/build.sh: %v\n%s", err, stderr.String())
+			return
+		}
+		sc := bufio.NewScanner(&stdout)
+		for sc.Scan() {
+			k, v, _ := strings.Cut(sc.Text(), "=")
+			switch k {
+			case "kernel":
+				built.kernel = v
+			case "initrd":
+				built.initrd = v
+			}
+		}
+		if built.kernel == "" || built.initrd == "" {
+			built.guestErr = fmt.Errorf("guest/build.sh printed no kernel= and initrd=:\n%s", stdout.String())
+		}
+	})
+	if built.buildErr != nil {
+		t.Fatal(built.buildErr)
+	}
+	if built.guestErr != nil {
+		unavailable(t, "test guest: %v", built.guestErr)
+	}
+	return built.bin, built.kernel, built.initrd
+}
+
+// guest is a test VM in a state root of its own.
+type guest struct {
+	bin, home, name string
+	kernel, initrd  string
+}
+
+func newGuest(t *testing.T, name string) *guest {
+	bin, kernel, initrd := prerequisites(t)
+	g := &guest{bin: bin, home: t.TempDir(), name: name, kernel: kernel, initrd: initrd}
+	t.Cleanup(g.kill)
+	return g
+}
+
+// startArgs are the arguments of vmtui start that define and boot the guest.
+func (g *guest) startArgs(extra ...string) []string {
+	args := append([]string{"start"}, extra...)
+	return append(args, "-b", g.kernel, "--initrd", g.initrd, "--append", guestCmdline, "-m", guestMemory, "--accel", "tcg", g.name)
+}
+
+func (g *guest) env() []string {
+	return append(os.Environ(), "VMTUI_HOME="+g.home, "VMTUI_ACCEL=tcg")
+}
+
+// run runs vmtui to completion without a terminal.
+func (g *guest) run(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(g.bin, args...)
+	cmd.Env = g.env()
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		code = ee.ExitCode()
+	case err != nil:
+		t.Fatalf("vmtui %q: %v", args, err)
+	}
+	return o.String(), e.String(), code
+}
+
+func (g *guest) serialLog() string { return filepath.Join(g.home, "log", g.name, "serial.log") }
+
+// boot starts the guest and waits for its banner in the serial log.
+func (g *guest) boot(t *testing.T) {
+	t.Helper()
+	if _, stderr, code := g.run(t, g.startArgs()...); code != 0 {
+		t.Fatalf("vmtui start: exit %d: %s", code, stderr)
+	}
+	g.waitLog(t, guestPrompt)
+}
+
+func (g *guest) waitLog(t *testing.T, want string) {
+	t.Helper()
+	deadline := time.Now().Add(bootTimeout)
+	for {
+		b, _ := os.ReadFile(g.serialLog())
+		if bytes.Contains(b, []byte(want)) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("serial log has no %q after %v:\n%s", want, bootTimeout, b)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// qemuPID is the guest's QEMU process, 0 when it is not running.
+func (g *guest) qemuPID() int {
+	b, _ := os.ReadFile(filepath.Join(g.home, "run", g.name, "qemu.pid"))
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
+}
+
+// kill makes sure the guest's QEMU is gone.
+func (g *guest) kill() {
+	pid := g.qemuPID()
+	if pid == 0 {
+		return
+	}
+	cmd := exec.Command(g.bin, "stop", "-f", "-w", g.name)
+	cmd.Env = g.env()
+	cmd.Run()
+	if err := syscall.Kill(pid, 0); err == nil {
+		if comm, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm"); strings.HasPrefix(string(comm), "qemu") {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
+
+// termProc is vmtui running in a pseudo-terminal of the test's.
+type termProc struct {
+	t       *testing.T
+	cmd     *exec.Cmd
+	master  *os.File // the test types here and reads the screen
+	slave   *os.File // vmtui's terminal, kept open to read its termios
+	screen  syncBuffer
+	before  unix.Termios
+	done    chan struct{}
+	waitErr error
+}
+
+// inTerminal starts vmtui with args in a new pseudo-terminal, in a
+// session of its own with the terminal as its controlling terminal.
+func (g *guest) inTerminal(t *testing.T, args ...string) *termProc {
+	t.Helper()
+	m, s, err := pty.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pty.Setsize(s, &pty.Winsize{Rows: 24, Cols: 80}); err != nil {
+		t.Fatal(err)
+	}
+	p := &termProc{t: t, master: pollable(t, m), slave: s, done: make(chan struct{})}
+	p.before = termios(t, s)
+	p.cmd = exec.Command(g.bin, args...)
+	p.cmd.Env = g.env()
+	p.cmd.Stdin, p.cmd.Stdout, p.cmd.Stderr = s, s, s
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go copyInto(&p.screen, p.master)
+	go func() {
+		p.waitErr = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			p.cmd.Process.Kill()
+			<-p.done
+		}
+		p.master.Close()
+		p.slave.Close()
+	})
+	return p
+}
+
+func (p *termProc) pid() int { return p.cmd.Process.Pid }
+
+func (p *termProc) typeText(s string) {
+	p.t.Helper()
+	if _, err := p.master.Write([]byte(s)); err != nil {
+		p.t.Fatalf("type %q: %v", s, err)
+	}
+}
+
+// waitScreen waits until the screen matches re.
+func (p *termProc) waitScreen(what string, re *regexp.Regexp, timeout time.Duration) {
+	p.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !re.MatchString(p.screen.String()) {
+		if time.Now().After(deadline) {
+			p.t.Fatalf("timed out after %v waiting for %s (%q); screen:\n%q", timeout, what, re, p.screen.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// roundTrip types a shell command until its expected output shows: QEMU
+// 7.2 notices a newly opened pty only by polling, about once a second, and
+// drops the guest's output until then.
+func (p *termProc) roundTrip(command string, want *regexp.Regexp) {
+	p.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		p.typeText(command + "\r")
+		retry := time.Now().Add(2 * time.Second)
+		for time.Now().Before(retry) {
+			if want.MatchString(p.screen.String()) {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("no %q after typing %q for a minute; screen:\n%q", want, command, p.screen.String())
+		}
+	}
+}
+
+// wait waits for vmtui to exit and returns its exit status.
+func (p *termProc) wait(timeout time.Duration) int {
+	p.t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(timeout):
+		p.t.Fatalf("vmtui did not exit within %v; screen:\n%q", timeout, p.screen.String())
+	}
+	var ee *exec.ExitError
+	if errors.As(p.waitErr, &ee) {
+		return ee.ExitCode()
+	}
+	if p.waitErr != nil {
+		p.t.Fatalf("vmtui: %v", p.waitErr)
+	}
+	return 0
+}
+
+// checkRestored compares the terminal's modes with those before vmtui ran.
+func (p *termProc) checkRestored() {
+	p.t.Helper()
+	if after := termios(p.t, p.slave); after != p.before {
+		p.t.Errorf("terminal modes not restored:\n got  %+v\n want %+v", after, p.before)
+	}
+}
+
+// waitEnd waits for the screen to settle after exit (the last bytes may
+// still be in flight) and for want.
+func (p *termProc) waitEnd(want string) {
+	p.t.Helper()
+	p.waitScreen(fmt.Sprintf("%q", want), regexp.MustCompile(regexp.QuoteMeta(want)), 10*time.Second)
+}
+
+var fortyTwo = regexp.MustCompile(`\r\n42\r\n`)
+
+func TestConsoleGuest(t *testing.T) {
+	t.Parallel()
+	g := newGuest(t, "con")
+	g.boot(t)
+
+	// The first session outlives its subtest: its helpers report to the
+	// subtest running at the time (first.t).
+	first := g.inTerminal(t, "console", "con")
+	t.Run("attach shows the log tail and relays", func(t *testing.T) {
+		first.t = t
+		first.waitScreen("the greeting", regexp.MustCompile(`Connected to /dev/pts/\d+ \(vm con\)\.\r\nType ~\. \(after a newline\) or \^\] to detach, ~\? for help\.\r\n`), 10*time.Second)
+		first.waitScreen("the banner from the log tail", regexp.MustCompile(regexp.QuoteMeta(guestBanner)), 10*time.Second)
+		if raw := termios(t, first.slave); raw.Lflag&(unix.ICANON|unix.ECHO|unix.ISIG) != 0 {
+			t.Errorf("terminal not raw while attached: lflag %#x", raw.Lflag)
+		}
+		first.roundTrip("echo $((6*7))", fortyTwo)
+	})
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	t.Run("a second attach is refused", func(t *testing.T) {
+		_, stderr, code := g.run(t, "console", "con")
+		want := fmt.Sprintf("vmtui: console of vm con is in use by pid %d; use --takeover to take it\n", first.pid())
+		if code != 1 || stderr != want {
+			t.Errorf("second attach: exit %d, stderr %q; want exit 1, %q", code, stderr, want)
+		}
+	})
+
+	t.Run("watch follows the log", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		cmd := exec.CommandContext(ctx, g.bin, "console", "--watch", "con")
+		cmd.Env = g.env()
+		var out, errOut syncBuffer
+		cmd.Stdout, cmd.Stderr = &out, &errOut
+		cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the log tail in watch", func() bool { return strings.Contains(out.String(), guestBanner) }, out.String)
+		first.t = t
+		first.typeText("echo watched-$((20+1))\r")
+		waitFor(t, "new output in watch", func() bool { return strings.Contains(out.String(), "watched-21\r\n") }, out.String)
+		if strings.Contains(out.String(), "\x1b[6n") {
+			t.Errorf("watch passed a terminal query on: %q", out.String())
+		}
+		cancel()
+		cmd.Wait()
+		if !strings.Contains(errOut.String(), "read-only") {
+			t.Errorf("watch said %q, want a read-only notice", errOut.String())
+		}
+	})
+
+	t.Run("~. detaches and restores the terminal", func(t *testing.T) {
+		first.t = t
+		first.typeText("\r~.")
+		if code := first.wait(10 * time.Second); code != 0 {
+			t.Errorf("exit %d, want 0", code)
+		}
+		first.waitEnd("\r\n[detached from vm con]\r\n")
+		first.checkRestored()
+	})
+
+	t.Run("takeover", func(t *testing.T) {
+		holder := g.inTerminal(t, "console", "con")
+		holder.waitScreen("the holder's greeting", regexp.MustCompile(`Connected to`), 10*time.Second)
+		taker := g.inTerminal(t, "console", "--takeover", "con")
+		if code := holder.wait(10 * time.Second); code != 0 {
+			t.Errorf("holder: exit %d, want 0", code)
+		}
+		holder.waitEnd("vmtui: vm con: console taken over\r\n")
+		holder.checkRestored()
+		taker.waitScreen("the taker's greeting", regexp.MustCompile(`Connected to`), 10*time.Second)
+		taker.roundTrip("echo taken-$((3*3))", regexp.MustCompile(`\r\ntaken-9\r\n`))
+
+		t.Run("SIGTERM restores the terminal", func(t *testing.T) {
+			taker.t = t
+			taker.cmd.Process.Signal(syscall.SIGTERM)
+			if code := taker.wait(10 * time.Second); code != 1 {
+				t.Errorf("exit %d, want 1", code)
+			}
+			taker.waitEnd("vmtui: vm con: console closed: terminated\r\n")
+			taker.checkRestored()
+		})
+	})
+}
+
+func TestConsoleStartAndPowerOff(t *testing.T) {
+	t.Parallel()
+	g := newGuest(t, "sc")
+	p := g.inTerminal(t, g.startArgs("-c")...)
+	p.waitScreen("the start message and greeting", regexp.MustCompile(`vmtui: started vm 1 successfully, tty /dev/pts/\d+\r?\nConnected to /dev/pts/\d+ \(vm sc\)\.`), bootTimeout)
+	g.waitLog(t, guestPrompt)
+	p.roundTrip("echo $((6*7))", fortyTwo)
+	p.typeText("poweroff -f\r")
+	if code := p.wait(30 * time.Second); code != 0 {
+		t.Errorf("exit %d, want 0", code)
+	}
+	p.waitEnd("vmtui: vm sc: console closed: guest stopped\r\n")
+	p.checkRestored()
+	if pid := g.qemuPID(); pid != 0 && syscall.Kill(pid, 0) == nil {
+		t.Errorf("QEMU (pid %d) still runs after poweroff", pid)
+	}
+}
+
+func TestConsoleQEMUKilled(t *testing.T) {
+	t.Parallel()
+	g := newGuest(t, "kq")
+	g.boot(t)
+	p := g.inTerminal(t, "console", "kq")
+	p.roundTrip("echo $((6*7))", fortyTwo)
+	pid := g.qemuPID()
+	if pid == 0 {
+		t.Fatal("no QEMU pid")
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.wait(10 * time.Second); code != 0 {
+		t.Errorf("exit %d, want 0", code)
+	}
+	p.waitEnd("vmtui: vm kq: console closed: guest stopped\r\n")
+	p.checkRestored()
+
+	// Now that it is stopped, the VM has no console.
+	_, stderr, code := g.run(t, "console", "kq")
+	if code != 1 || stderr != "vmtui: console not found\n" {
+		t.Errorf("console of a stopped VM: exit %d, stderr %q; want 1, %q", code, stderr, "vmtui: console not found\n")
+	}
+	_, stderr, code = g.run(t, "console", "nosuch")
+	if code != 1 || stderr != "vmtui: nosuch: vm not found\n" {
+		t.Errorf("console of an unknown VM: exit %d, stderr %q", code, stderr)
+	}
+}
