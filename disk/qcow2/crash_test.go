@@ -8,6 +8,10 @@ package qcow2_test
 // find no corruption (leaks are allowed) and every operation before the
 // last completed Flush to read back; bytes touched by later operations may
 // hold old or new data. The next round reopens the same crashed image.
+//
+// Also here: TestPowerCutReplay (every state a power cut could leave, from a
+// log of the engine's writes and syncs) and TestTransientWriteErrors (one
+// failing write or sync at a time, the workload going on).
 
 import (
 	"bufio"

@@ -505,6 +505,14 @@ func readBacking(b Backing, p []byte, off int64) error {
 	return nil
 }
 
+// forgetDecompressed drops the cached decompressed cluster: a descriptor
+// may come to mean other data once clusters are freed and reused.
+func (img *Image) forgetDecompressed() {
+	img.zmu.Lock()
+	img.zFilled = false
+	img.zmu.Unlock()
+}
+
 // readCompressed copies bytes [within, within+len(p)) of the compressed
 // cluster described by e into p.
 func (img *Image) readCompressed(p []byte, e l2Entry, within int64) error {
@@ -530,15 +538,12 @@ func (img *Image) readCompressed(p []byte, e l2Entry, within int64) error {
 
 // decompressCluster reads and decompresses the compressed cluster e into out.
 func (img *Image) decompressCluster(e l2Entry, out []byte) error {
+	// classify checked that coff lies inside the file.
 	coff, csize := e.compressedRange(img.clusterBits)
-	if coff+csize > img.fileSize {
-		csize = img.fileSize - coff // the last sector may be short
-	}
-	if csize <= 0 {
-		return &FormatError{Offset: coff, Msg: "compressed cluster past the end of the file"}
-	}
-	src := make([]byte, csize) // at most cluster size + one sector, by the descriptor's width
-	if n, err := img.f.ReadAt(src, coff); err != nil && !(err == io.EOF && n == len(src)) {
+	src := make([]byte, csize) // at most two clusters, by the descriptor's width
+	if n, err := img.f.ReadAt(src, coff); err == io.EOF {
+		clear(src[n:]) // the file's last sector may be short
+	} else if err != nil {
 		return fmt.Errorf("qcow2: read compressed cluster at %#x: %w", coff, err)
 	}
 	if err := decompress(img.hdr.CompressionType, src, out); err != nil {

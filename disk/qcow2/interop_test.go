@@ -774,8 +774,7 @@ func TestInteropBackingChain(t *testing.T) {
 	t.Run("extl2-over-raw", func(t *testing.T) { defer noPanic(t); verifyAgainstQemu(t, ext) })
 
 	// A base larger than the overlay, named with a relative path through a
-	// directory, without the backing format extension (rebase -u -F omitted
-	// is not allowed by 7.2's create, so patch it away: detection by content).
+	// directory.
 	sub := filepath.Join(dir, "sub")
 	os.Mkdir(sub, 0o755)
 	small := filepath.Join(sub, "small.qcow2")
@@ -1033,7 +1032,7 @@ func refuseBase(t testing.TB, dir string) (b []byte, l2 int64) {
 	return b, l2
 }
 
-// wantErrText reports whether err's text contains one of the words (case-insensitively).
+// errSays reports whether err's text contains one of the words (case-insensitively).
 func errSays(err error, words ...string) bool {
 	s := strings.ToLower(err.Error())
 	for _, w := range words {

@@ -432,6 +432,7 @@ func (img *Image) WriteCompressedRaw(off int64, compressed, plain []byte) error 
 	if err := img.writeData(compressed, coff); err != nil {
 		return err
 	}
+	img.forgetDecompressed()
 	img.compNext = coff + size
 	img.setEntry(t, c, compressedEntry(coff, size, img.clusterBits), 0)
 	return nil
@@ -542,6 +543,7 @@ func (img *Image) flushLocked() error {
 		// once reads that looked them up before have finished.
 		img.ioGate.Lock()
 		img.ioGate.Unlock()
+		img.forgetDecompressed()
 		for _, c := range free {
 			img.nextFree = min(img.nextFree, c)
 		}
