@@ -1,0 +1,236 @@
+package qcow2
+
+// Repairs made by Check: refcounts lowered (leaks) or raised, COPIED flags
+// fixed, and the dirty and corrupt bits cleared once the image is consistent.
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+// checkClearIncompat clears bits of the incompatible features field (header
+// bytes 72-79) that are set, and syncs.
+func checkClearIncompat(f File, h *Header, bits uint64) error {
+	if h.Version < 3 || h.IncompatibleFeatures&bits == 0 {
+		return nil
+	}
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], h.IncompatibleFeatures&^bits)
+	if _, err := f.WriteAt(b[:], 72); err != nil {
+		return fmt.Errorf("qcow2: check: clear incompatible feature bits %#x: %w", h.IncompatibleFeatures&bits, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("qcow2: check: sync header: %w", err)
+	}
+	h.IncompatibleFeatures &^= bits
+	return nil
+}
+
+// checkCopied verifies OFLAG_COPIED in the active L1 and L2 tables against
+// the stored refcounts (check_oflag_copied); with repair it fixes them and
+// returns how many it fixed.
+func (c *checker) checkCopied(repair bool) (fixed int, err error) {
+	h := c.h
+	l1, rerr := c.readTable(h.L1TableOffset, int64(h.L1Size)*8)
+	if rerr != nil {
+		c.checkError("ERROR: could not read the L1 table at %#x: %v", h.L1TableOffset, rerr)
+		return 0, nil
+	}
+	word := "ERROR"
+	if repair {
+		word = "Repairing"
+	}
+	for i := int64(0); i < int64(h.L1Size); i++ {
+		e := l1Entry(checkTableEntry(l1, i))
+		l2 := e.l2Offset()
+		if l2 == 0 {
+			continue
+		}
+		r, gerr := c.storedRefcount(l2 / c.cs)
+		if gerr != nil {
+			continue
+		}
+		if (r == 1) != e.copied() {
+			c.corruption("%s OFLAG_COPIED L2 cluster: l1_index=%d l1_entry=%x refcount=%d", word, i, uint64(e), r)
+			if !repair {
+				c.copiedErrs++
+			} else {
+				ne := e &^ oflagCopied
+				if r == 1 {
+					ne |= oflagCopied
+				}
+				var b [8]byte
+				binary.BigEndian.PutUint64(b[:], uint64(ne))
+				pos := int64(h.L1TableOffset) + i*8
+				if _, werr := c.f.WriteAt(b[:], pos); werr != nil {
+					c.res.CheckErrors++
+					return fixed, fmt.Errorf("qcow2: check: write L1 entry %d at %d: %w", i, pos, werr)
+				}
+				c.res.Corruptions--
+				fixed++
+			}
+		}
+		b, rerr := c.readL2(uint64(l2))
+		if rerr != nil {
+			c.checkError("ERROR: Could not read L2 table: %v", rerr)
+			continue
+		}
+		dirty := 0
+		entries := min(h.l2Entries(), int64(len(b))/h.l2EntrySize())
+		for j := int64(0); j < entries; j++ {
+			le, _ := c.l2At(b, j)
+			typ := c.checkClusterType(le)
+			if typ != checkNormal && typ != checkZeroAlloc {
+				continue
+			}
+			r, gerr := c.storedRefcount(le.offset() / c.cs)
+			if gerr != nil {
+				continue
+			}
+			if (r == 1) != le.copied() {
+				c.corruption("%s OFLAG_COPIED data cluster: l2_entry=%x refcount=%d", word, uint64(le), r)
+				if !repair {
+					c.copiedErrs++
+				} else {
+					ne := le &^ oflagCopied
+					if r == 1 {
+						ne |= oflagCopied
+					}
+					binary.BigEndian.PutUint64(b[j*h.l2EntrySize():], uint64(ne))
+					dirty++
+				}
+			}
+		}
+		if dirty == 0 {
+			continue
+		}
+		if l2%c.cs != 0 || c.isMeta(l2/c.cs) {
+			c.checkError("ERROR: Could not write L2 table at %#x; metadata overlap check failed", l2)
+			continue
+		}
+		if _, werr := c.f.WriteAt(b, l2); werr != nil {
+			c.res.CheckErrors++
+			return fixed, fmt.Errorf("qcow2: check: write L2 table at %d: %w", l2, werr)
+		}
+		c.res.Corruptions -= dirty
+		fixed += dirty
+	}
+	return fixed, nil
+}
+
+// blockWritable reports whether the refcount block with reftable index rt
+// exists and can safely be rewritten: inside the file, aligned, and
+// referenced by nothing but the refcount table.
+func (c *checker) blockWritable(rt int64) (int64, bool) {
+	if rt >= int64(len(c.reftable)) || c.badBlock[rt] {
+		return 0, false
+	}
+	e := c.reftable[rt]
+	off := e & rtOffsetMask
+	if e&rtReservedMask != 0 || off == 0 || off%uint64(c.cs) != 0 || off/uint64(c.cs) >= uint64(c.nb) {
+		return 0, false
+	}
+	k := int64(off) / c.cs
+	if refcount(c.computed, k, c.order) != 1 {
+		return 0, false
+	}
+	return int64(off), true
+}
+
+// repair applies mode to the refcounts found by run, then (RepairAll) the
+// COPIED flags.
+func (c *checker) repair(mode RepairMode) (checkFixed, error) {
+	var fixed checkFixed
+	per := c.blockEntries()
+	if mode == RepairAll {
+		// Nothing is written unless every refcount that must be raised
+		// has a sound refcount block to hold it.
+		if c.damagedRefblocks {
+			return fixed, formatErr(int64(c.h.RefcountTableOffset),
+				"check: the refcount table or a refcount block is damaged; the refcount structure must be rebuilt")
+		}
+		for i := int64(0); i < c.nb; i++ {
+			s, cp := refcount(c.stored, i, c.order), refcount(c.computed, i, c.order)
+			if s < cp {
+				if _, ok := c.blockWritable(i / per); !ok {
+					return fixed, formatErr(int64(c.h.RefcountTableOffset)+(i/per)*8,
+						"check: the refcount block covering cluster %d (refcount=%d reference=%d) is missing; the refcount structure must be rebuilt", i, s, cp)
+				}
+			}
+		}
+	}
+
+	// Rewrite refcount blocks one at a time.
+	block := make([]byte, len(c.buf))
+	wrote := false
+	for rt := int64(0); rt*per < c.nb; rt++ {
+		var changes []int64
+		for i := rt * per; i < (rt+1)*per && i < c.nb; i++ {
+			s, cp := refcount(c.stored, i, c.order), refcount(c.computed, i, c.order)
+			if s > cp || (mode == RepairAll && s < cp) {
+				changes = append(changes, i)
+			}
+		}
+		if len(changes) == 0 {
+			continue
+		}
+		off, ok := c.blockWritable(rt)
+		if !ok {
+			continue // reported again by the second pass
+		}
+		n := int64(len(block))
+		if avail := c.fileSize - off; n > avail {
+			n = avail
+		}
+		b := block[:n]
+		if err := c.readAt(b, off); err != nil {
+			return fixed, fmt.Errorf("qcow2: check: read refcount block %d at %d: %w", rt, off, err)
+		}
+		for _, i := range changes {
+			s, cp := refcount(c.stored, i, c.order), refcount(c.computed, i, c.order)
+			j := i - rt*per
+			if ((j+1)<<c.order+7)/8 > n {
+				// The entry lies past the end of a short refcount block,
+				// which reads as zeros there: complete the block.
+				ext := make([]byte, c.cs)
+				copy(ext, b)
+				b, n = ext, c.cs
+			}
+			setRefcount(b, j, c.order, cp)
+			setRefcount(c.stored, i, c.order, cp)
+			c.msg(fmt.Sprintf("Repairing cluster %d refcount=%d reference=%d", i, s, cp))
+			if s > cp {
+				fixed.leaks++
+				c.res.Leaks--
+			} else {
+				fixed.corruptions++
+				c.res.Corruptions--
+			}
+		}
+		if _, err := c.f.WriteAt(b, off); err != nil {
+			return fixed, fmt.Errorf("qcow2: check: write refcount block %d at %d: %w", rt, off, err)
+		}
+		wrote = true
+	}
+	if wrote {
+		if err := c.f.Sync(); err != nil {
+			return fixed, fmt.Errorf("qcow2: check: sync refcount blocks: %w", err)
+		}
+	}
+
+	if mode == RepairAll {
+		// Recount the COPIED errors against the repaired refcounts: the
+		// first pass counted them against the old ones.
+		c.res.Corruptions -= c.copiedErrs
+		n, err := c.checkCopied(true)
+		fixed.corruptions += n
+		if err != nil {
+			return fixed, err
+		}
+		if n > 0 {
+			if err := c.f.Sync(); err != nil {
+				return fixed, fmt.Errorf("qcow2: check: sync L1/L2 tables: %w", err)
+			}
+		}
+	}
+	return fixed, nil
+}
