@@ -16,7 +16,7 @@ build:
 test: fmt-check vet guest
 	VMTUI_ACCEL=tcg $(GO) test -race -timeout 30m ./...
 
-## demo: build vmtui and the test guest, define and start a VM named demo, show the status table
+## demo: build vmtui and the test guest, define a VM named demo (not started) if none exists, open the TUI
 demo: build guest
 	bash guest/demo.sh
 

@@ -15,6 +15,10 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+
+	"golang.org/x/term"
+
+	"vmtui/ui"
 )
 
 const progName = "vmtui"
@@ -75,6 +79,16 @@ func commandTable() []*command {
 	}
 }
 
+// runTUI runs the full-screen interface on the VMs of the environment's
+// state root.
+func runTUI(ctx context.Context) error {
+	m, err := manager()
+	if err != nil {
+		return err
+	}
+	return ui.Run(ctx, ui.NewManagerBackend(m))
+}
+
 // run runs the command line args and returns the exit status.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	e := &env{out: stdout, err: stderr, root: commandTable()}
@@ -84,8 +98,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 func dispatch(ctx context.Context, e *env, args []string) error {
 	if len(args) == 0 {
-		// The TUI will run here (issue 5); until then, say how to use vmtui.
-		return &usageError{}
+		// The TUI needs a terminal; elsewhere (a pipe, a script) say how
+		// to use vmtui, as vmctl does.
+		if !term.IsTerminal(int(os.Stdin.Fd())) || !term.IsTerminal(int(os.Stdout.Fd())) {
+			return &usageError{}
+		}
+		return runTUI(ctx)
 	}
 	switch args[0] {
 	case "-h", "-help", "--help":

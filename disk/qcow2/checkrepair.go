@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"fmt"
 )
+
 // checkClearIncompat clears bits of the incompatible features field (header
 // bytes 72-79) that are set, and syncs.
 func checkClearIncompat(f File, h *Header, bits uint64) error {
