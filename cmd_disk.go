@@ -148,7 +148,7 @@ func printCheckSummary(w io.Writer, r *qcow2.CheckResult) {
 
 var diskConvertCommand = &command{
 	name:     "convert",
-	synopsis: "[-cp] [-O qcow2|raw] [--compression-type zlib|zstd] input output",
+	synopsis: "[-cp] [-O qcow2|raw] [-t writeback|unsafe] [--compression-type zlib|zstd] input output",
 	about:    "Copy an image, its backing chain flattened, into a new image of either format.",
 	run:      runDiskConvert,
 }
@@ -159,13 +159,17 @@ func runDiskConvert(ctx context.Context, e *env, args []string) error {
 	compress := fs.Bool("c", false, "compress the output's clusters (qcow2 only)")
 	ctype := fs.String("compression-type", "", "the compression `type` of a qcow2 output: zlib (the default) or zstd")
 	progress := fs.Bool("p", false, "show the progress on standard error")
+	cache := fs.String("t", "writeback", "the output's cache `mode`: writeback (sync the output before it is renamed into place) or unsafe (never sync, as qemu-img's default)")
 	pos, err := parseFlags(fs, args)
 	if err == errHelp {
 		return e.help(fs, `
 The input's format is detected by content. The output must not exist; its
 format is the one -O names, else the output name's extension's (.qcow2 is
 qcow2; .raw and .img are raw), else qcow2. Zeros are never written: the
-output is sparse. An interrupted conversion leaves no output behind.`)
+output is sparse. An interrupted conversion leaves no output behind. By
+default the output is on disk when convert returns; -t unsafe skips that
+sync, as qemu-img does by default, and a power cut soon after may then lose
+the output's data.`)
 	}
 	if err != nil {
 		return err
@@ -178,6 +182,13 @@ output is sparse. An interrupted conversion leaves no output behind.`)
 		return err
 	}
 	opts := disk.ConvertOptions{Format: format, Compress: *compress}
+	switch *cache {
+	case "writeback":
+	case "unsafe":
+		opts.NoSync = true
+	default:
+		return fmt.Errorf("disk convert: -t: unknown cache mode %q (want writeback or unsafe)", *cache)
+	}
 	if *ctype != "" {
 		if format != disk.FormatQcow2 {
 			return fmt.Errorf("disk convert: --compression-type needs qcow2 output, not %s", format)

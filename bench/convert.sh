@@ -108,10 +108,16 @@ row() {
 	rm -f "$vout" "$qout"
 }
 
-row "raw → qcow2" "$src" qcow2 "" "-f raw"
-row "raw → qcow2, zlib (-c)" "$src" qcow2 "-c" "-f raw -c"
-row "raw → qcow2, zstd" "$src" qcow2 "-c --compression-type zstd" "-f raw -c -o compression_type=zstd"
-row "qcow2 → raw" "$ref" raw "" "-f qcow2"
+# Two pairs per conversion, like with like: both tools syncing the output
+# before they return (vmtui's default, qemu-img -t writeback), and neither
+# syncing (vmtui -t unsafe, qemu-img's default).
+row "raw → qcow2, synced" "$src" qcow2 "" "-t writeback -f raw"
+row "raw → qcow2, unsynced" "$src" qcow2 "-t unsafe" "-f raw"
+row "raw → qcow2, zlib (-c), synced" "$src" qcow2 "-c" "-t writeback -f raw -c"
+row "raw → qcow2, zstd, synced" "$src" qcow2 "-c --compression-type zstd" "-t writeback -f raw -c -o compression_type=zstd"
+row "raw → qcow2, zstd, unsynced" "$src" qcow2 "-t unsafe -c --compression-type zstd" "-f raw -c -o compression_type=zstd"
+row "qcow2 → raw, synced" "$ref" raw "" "-t writeback -f qcow2"
+row "qcow2 → raw, unsynced" "$ref" raw "-t unsafe" "-f qcow2"
 
 echo
 echo "$size_mib MiB source; $(uname -sr), $(nproc) CPUs, $(qemu-img --version | head -n 1), $(go version | cut -d' ' -f3), best of $runs"

@@ -1,0 +1,164 @@
+package ui
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	tea "github.com/charmbracelet/bubbletea"
+
+	"vmtui/config"
+	"vmtui/console"
+	"vmtui/disk"
+	"vmtui/vm"
+)
+
+// Backend is everything the TUI reads and does. The model only calls it
+// from tea.Cmds, never from Update or View; tests give it fixed data.
+type Backend interface {
+	// List returns the status of every defined VM, sorted by ID.
+	List(ctx context.Context) ([]vm.Status, error)
+	// Definition returns the definition of VM name.
+	Definition(name string) (*config.VM, error)
+	// DefinitionFile returns the path of VM name's definition file.
+	DefinitionFile(name string) string
+	// SerialLog returns the path of VM name's serial log.
+	SerialLog(name string) string
+	// Start starts VM name.
+	Start(ctx context.Context, name string) error
+	// Stop powers VM name down and waits for it to exit, or kills it
+	// when force is set.
+	Stop(ctx context.Context, name string, force bool) error
+	// Pause pauses VM name.
+	Pause(ctx context.Context, name string) error
+	// Unpause resumes VM name.
+	Unpause(ctx context.Context, name string) error
+	// Create defines a new VM (assigning its ID).
+	Create(def *config.VM) error
+	// Remove deletes the definition of a stopped VM; its disks are kept.
+	Remove(ctx context.Context, name string) error
+	// Console returns the command that attaches the terminal to the
+	// serial console tty of VM name, for tea.Exec.
+	Console(name, tty string) tea.ExecCommand
+	// CreateDisk makes a new disk image.
+	CreateDisk(path string, opts disk.CreateOptions) error
+	// ConvertDisk copies image src into a new image dst.
+	ConvertDisk(ctx context.Context, src, dst string, opts disk.ConvertOptions) error
+	// DiskInfo describes an image and its backing chain.
+	DiskInfo(path string) (*disk.ImageInfo, error)
+}
+
+// stopTimeout bounds a graceful stop from the TUI: past it, the status
+// line suggests a forced stop.
+const stopTimeout = 2 * time.Minute
+
+// managerBackend is the Backend of the real VMs: a thin adapter over
+// vm.Manager and the disk package.
+type managerBackend struct {
+	m *vm.Manager
+}
+
+// NewManagerBackend returns the Backend that manages the VMs of m.
+func NewManagerBackend(m *vm.Manager) Backend { return &managerBackend{m: m} }
+
+func (b *managerBackend) List(ctx context.Context) ([]vm.Status, error) { return b.m.List(ctx) }
+
+func (b *managerBackend) Definition(name string) (*config.VM, error) {
+	def, err := b.m.Store().Lookup(name)
+	if def == nil && err == nil {
+		err = config.ErrNotFound
+	}
+	return def, err
+}
+
+func (b *managerBackend) DefinitionFile(name string) string {
+	return b.m.Store().Paths().DefinitionFile(name)
+}
+
+func (b *managerBackend) SerialLog(name string) string {
+	return b.m.Store().Paths().SerialLog(name)
+}
+
+func (b *managerBackend) lookup(name string) (*config.VM, error) {
+	def, err := b.m.Store().Lookup(name)
+	if errors.Is(err, config.ErrNotFound) {
+		return nil, fmt.Errorf("%s: vm not found", name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return def, nil
+}
+
+func (b *managerBackend) Start(ctx context.Context, name string) error {
+	def, err := b.lookup(name)
+	if err != nil {
+		return err
+	}
+	_, err = b.m.Start(ctx, def, vm.StartOptions{})
+	return err
+}
+
+func (b *managerBackend) Stop(ctx context.Context, name string, force bool) error {
+	def, err := b.lookup(name)
+	if err != nil {
+		return err
+	}
+	if !force {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, stopTimeout)
+		defer cancel()
+	}
+	err = b.m.Stop(ctx, def, vm.StopOptions{Force: force, Wait: true})
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("stop %s: the guest did not power off within %v; maybe force it with X?", name, stopTimeout)
+	}
+	return err
+}
+
+func (b *managerBackend) Pause(ctx context.Context, name string) error {
+	def, err := b.lookup(name)
+	if err != nil {
+		return err
+	}
+	return b.m.Pause(ctx, def)
+}
+
+func (b *managerBackend) Unpause(ctx context.Context, name string) error {
+	def, err := b.lookup(name)
+	if err != nil {
+		return err
+	}
+	return b.m.Unpause(ctx, def)
+}
+
+func (b *managerBackend) Create(def *config.VM) error { return b.m.Store().Create(def) }
+
+func (b *managerBackend) Remove(ctx context.Context, name string) error {
+	st, def, err := b.m.Status(ctx, name)
+	if def == nil {
+		if errors.Is(err, config.ErrNotFound) {
+			return fmt.Errorf("%s: vm not found", name)
+		}
+		return err
+	}
+	if st.Running() {
+		return fmt.Errorf("remove %s: vm is running (pid %d); stop it first", def.Name, st.PID)
+	}
+	return b.m.Store().Remove(def.Name)
+}
+
+func (b *managerBackend) Console(name, tty string) tea.ExecCommand {
+	return console.Command(console.ForVM(b.m.Store().Paths(), name, tty))
+}
+
+func (b *managerBackend) CreateDisk(path string, opts disk.CreateOptions) error {
+	return disk.Create(path, opts)
+}
+
+func (b *managerBackend) ConvertDisk(ctx context.Context, src, dst string, opts disk.ConvertOptions) error {
+	return disk.Convert(ctx, src, dst, opts)
+}
+
+func (b *managerBackend) DiskInfo(path string) (*disk.ImageInfo, error) { return disk.Info(path) }

@@ -1,0 +1,292 @@
+package ui_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestEndToEnd drives the real binary in tmux against a real guest: it
+// makes a disk and defines a VM through the forms, starts it, talks to the
+// guest's shell through the console key, detaches with ~., pauses,
+// unpauses and stops it, and checks that `vmtui --list` agrees with the
+// last screen. Without tmux, QEMU or the test guest it skips, or fails
+// when $CI is set.
+func TestEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short mode: the end-to-end test boots a guest")
+	}
+	for _, tool := range []string{"tmux", "qemu-system-x86_64", "go"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			unavailable(t, "%s is not installed: %v", tool, err)
+		}
+	}
+	kernel, initrd := guestPaths(t)
+
+	// A short directory: QMP sockets live under it.
+	home, err := os.MkdirTemp("/tmp", "vmtui-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(home, "vmtui")
+	build := exec.Command("go", "build", "-o", bin, "..")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	env := []string{"VMTUI_HOME=" + filepath.Join(home, "state"), "VMTUI_ACCEL=tcg", "EDITOR=true", "TERM=xterm-256color"}
+	vmtui := func(args ...string) (string, error) {
+		cmd := exec.Command(bin, args...)
+		cmd.Env = append(os.Environ(), env...)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	sock := filepath.Join(home, "tmux.sock")
+	tm := &tmux{t: t, sock: sock}
+	t.Cleanup(func() {
+		vmtui("stop", "-f", "-a")
+		exec.Command("tmux", "-S", sock, "kill-server").Run()
+		killOurQEMUs(t, filepath.Join(home, "state"))
+		os.RemoveAll(home)
+	})
+	// NO_COLOR: no colour in the escapes tmux keeps (capture-pane -e);
+	// without it, STATE and the title have some.
+	for _, noColor := range []bool{true, false} {
+		e := append([]string(nil), env...)
+		if noColor {
+			e = append(e, "NO_COLOR=1")
+		}
+		nc := &tmux{t: t, sock: fmt.Sprintf("%s.nc%v", sock, noColor)}
+		t.Cleanup(func() { exec.Command("tmux", "-S", nc.sock, "kill-server").Run() })
+		nc.run("new-session", "-d", "-x", "80", "-y", "24", "-c", home, "env "+strings.Join(e, " ")+" "+bin)
+		nc.waitFor("no vms defined", 20*time.Second)
+		out, _ := exec.Command("tmux", "-S", nc.sock, "capture-pane", "-e", "-p", "-t", "0").Output()
+		colour := regexp.MustCompile(`\x1b\[[0-9;]*(3[0-7]|9[0-7]|38;[25];[0-9;]+)m`).Match(out)
+		if colour == noColor {
+			t.Errorf("NO_COLOR set %v: colour escapes %v in %q", noColor, colour, out)
+		}
+		exec.Command("tmux", "-S", nc.sock, "kill-server").Run()
+	}
+
+	tm.run("new-session", "-d", "-x", "100", "-y", "30", "-c", home, "env "+strings.Join(env, " ")+" "+bin)
+	tm.waitFor("no vms defined", 20*time.Second)
+
+	// A disk through the form: path, format, size, base, import.
+	tm.keys("d")
+	tm.waitFor("New disk image", 5*time.Second)
+	tm.literal("e2e.qcow2")
+	tm.keys("Tab", "Tab")
+	tm.literal("64M")
+	tm.keys("Tab", "Tab", "Enter")
+	tm.waitFor("created "+filepath.Join(home, "e2e.qcow2"), 20*time.Second)
+
+	// A VM through the form.
+	tm.keys("n")
+	tm.waitFor("New VM", 5*time.Second)
+	for i, v := range []string{"e2e", "128M", "1", "e2e.qcow2", "", kernel, initrd, "console=ttyS0 quiet panic=-1", "", ""} {
+		if v != "" {
+			tm.literal(v)
+		}
+		if i < 9 {
+			tm.keys("Tab")
+		}
+	}
+	tm.keys("Enter")
+	tm.waitFor("defined vm e2e", 10*time.Second)
+
+	// Start: running, with a TTY.
+	tm.keys("s")
+	screen := tm.waitMatch(regexp.MustCompile(`pts/\d+ .* running e2e`), 90*time.Second)
+	t.Logf("running:\n%s", screen)
+
+	// The console: the guest's shell answers, ~. comes back.
+	tm.keys("c")
+	tm.waitFor("detach", 20*time.Second)
+	tm.keys("Enter")
+	tm.waitFor("vmtui-guest#", 90*time.Second)
+	tm.literal("echo $((6*7))")
+	tm.keys("Enter")
+	tm.waitMatch(regexp.MustCompile(`(?m)^42\s*$`), 30*time.Second)
+	tm.keys("Enter")
+	tm.literal("~.")
+	screen = tm.waitFor("detached from the console of e2e", 20*time.Second)
+	if !strings.Contains(screen, "STATE NAME") || !regexp.MustCompile(`running e2e`).MatchString(screen) {
+		t.Errorf("after detaching, the table is not intact:\n%s", screen)
+	}
+
+	// Pause, unpause.
+	tm.keys("p")
+	tm.waitFor(" paused e2e", 30*time.Second)
+	tm.keys("p")
+	tm.waitFor("running e2e", 30*time.Second)
+
+	// Stop, graceful, confirmed.
+	tm.keys("x")
+	tm.waitFor("stop e2e (power down)? (y/n)", 5*time.Second)
+	tm.keys("y")
+	tm.waitFor("e2e: stopped", 90*time.Second)
+	screen = tm.waitFor("stopped e2e", 10*time.Second)
+
+	// --list agrees with the last screen.
+	list, err := vmtui("--list")
+	if err != nil {
+		t.Fatalf("vmtui --list: %v\n%s", err, list)
+	}
+	if got, want := tableRows(screen), tableRows(list); got != want {
+		t.Errorf("the screen shows\n%s\nvmtui --list\n%s", got, want)
+	}
+
+	// q quits, leaving the pane's program finished.
+	tm.keys("q")
+	tm.waitGone(10 * time.Second)
+}
+
+// tableRows returns the header and rows of a status table, one line each,
+// fields separated by one space, without the cursor mark.
+func tableRows(s string) string {
+	var out []string
+	sc := bufio.NewScanner(strings.NewReader(s))
+	in := false
+	for sc.Scan() {
+		f := strings.Fields(strings.ReplaceAll(sc.Text(), "›", ""))
+		if len(f) >= 9 && f[0] == "ID" && f[8] == "NAME" {
+			in = true
+		} else if in && (len(f) < 9 || !regexp.MustCompile(`^\d+$`).MatchString(f[0])) {
+			break
+		}
+		if in {
+			out = append(out, strings.Join(f, " "))
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// tmux drives one tmux server on a private socket.
+type tmux struct {
+	t    *testing.T
+	sock string
+	last string
+}
+
+func (x *tmux) run(args ...string) string {
+	x.t.Helper()
+	out, err := exec.Command("tmux", append([]string{"-S", x.sock}, args...)...).CombinedOutput()
+	if err != nil {
+		x.t.Fatalf("tmux %q: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
+
+func (x *tmux) keys(keys ...string) {
+	x.t.Helper()
+	x.run(append([]string{"send-keys", "-t", "0"}, keys...)...)
+}
+
+func (x *tmux) literal(s string) {
+	x.t.Helper()
+	x.run("send-keys", "-t", "0", "-l", s)
+}
+
+func (x *tmux) capture() (string, error) {
+	out, err := exec.Command("tmux", "-S", x.sock, "capture-pane", "-p", "-t", "0").Output()
+	return string(out), err
+}
+
+func (x *tmux) waitMatch(re *regexp.Regexp, timeout time.Duration) string {
+	x.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		s, err := x.capture()
+		if err == nil {
+			x.last = s
+			if re.MatchString(s) {
+				return s
+			}
+		}
+		if time.Now().After(deadline) {
+			x.t.Fatalf("no %q on the screen after %v; the screen:\n%s", re, timeout, x.last)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (x *tmux) waitFor(text string, timeout time.Duration) string {
+	x.t.Helper()
+	return x.waitMatch(regexp.MustCompile(regexp.QuoteMeta(text)), timeout)
+}
+
+// waitGone waits for the session to end.
+func (x *tmux) waitGone(timeout time.Duration) {
+	x.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if err := exec.Command("tmux", "-S", x.sock, "has-session").Run(); err != nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	s, _ := x.capture()
+	x.t.Fatalf("vmtui still runs %v after q:\n%s", timeout, s)
+}
+
+// guestPaths builds or finds the test guest with guest/build.sh (as
+// vm/internal/testguest does, which this package cannot import).
+func guestPaths(t *testing.T) (kernel, initrd string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, "bash", "../guest/build.sh")
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		unavailable(t, "test guest: guest/build.sh: %v\n%s", err, stderr.String())
+	}
+	for _, line := range strings.Split(stdout.String(), "\n") {
+		k, v, _ := strings.Cut(line, "=")
+		switch k {
+		case "kernel":
+			kernel = v
+		case "initrd":
+			initrd = v
+		}
+	}
+	if kernel == "" || initrd == "" {
+		unavailable(t, "test guest: guest/build.sh printed no kernel= and initrd=:\n%s", stdout.String())
+	}
+	return kernel, initrd
+}
+
+// unavailable skips the test, or fails it in CI, where a missing tool is
+// a failure.
+func unavailable(t *testing.T, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("CI") != "" {
+		t.Fatalf(format, args...)
+	}
+	t.Skipf(format+" (skipped: CI is not set)", args...)
+}
+
+// killOurQEMUs kills any QEMU left whose command line names a file under
+// home, and fails the test if there was one.
+func killOurQEMUs(t *testing.T, home string) {
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid := e.Name()
+		if pid[0] < '0' || pid[0] > '9' {
+			continue
+		}
+		cmdline, err := os.ReadFile("/proc/" + pid + "/cmdline")
+		if err != nil || !bytes.Contains(cmdline, []byte("qemu")) || !bytes.Contains(cmdline, []byte(home+"/")) {
+			continue
+		}
+		t.Errorf("QEMU %s left running; killing it", pid)
+		exec.Command("kill", "-9", pid).Run()
+	}
+}

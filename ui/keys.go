@@ -1,0 +1,66 @@
+package ui
+
+import "github.com/charmbracelet/bubbles/key"
+
+// KeyMap is the TUI's one keymap: the help bar and the full help are drawn
+// from it, and Update matches keys only through it.
+type KeyMap struct {
+	Up, Down, Top, Bottom key.Binding
+	Detail                key.Binding
+	Start                 key.Binding
+	Stop                  key.Binding
+	ForceStop             key.Binding
+	Pause                 key.Binding
+	Console               key.Binding
+	New                   key.Binding
+	Disks                 key.Binding
+	Edit                  key.Binding
+	Remove                key.Binding
+	Filter                key.Binding
+	Sort                  key.Binding
+	Help                  key.Binding
+	Quit                  key.Binding
+	Back                  key.Binding
+	Yes, No               key.Binding
+}
+
+// DefaultKeyMap returns the default keys.
+func DefaultKeyMap() KeyMap {
+	return KeyMap{
+		Up:        key.NewBinding(key.WithKeys("up", "k"), key.WithHelp("↑/k", "up")),
+		Down:      key.NewBinding(key.WithKeys("down", "j"), key.WithHelp("↓/j", "down")),
+		Top:       key.NewBinding(key.WithKeys("home", "g"), key.WithHelp("g/home", "first")),
+		Bottom:    key.NewBinding(key.WithKeys("end", "G"), key.WithHelp("G/end", "last")),
+		Detail:    key.NewBinding(key.WithKeys("enter"), key.WithHelp("enter", "details")),
+		Start:     key.NewBinding(key.WithKeys("s"), key.WithHelp("s", "start")),
+		Stop:      key.NewBinding(key.WithKeys("x"), key.WithHelp("x", "stop")),
+		ForceStop: key.NewBinding(key.WithKeys("X"), key.WithHelp("X", "force stop")),
+		Pause:     key.NewBinding(key.WithKeys("p"), key.WithHelp("p", "pause")),
+		Console:   key.NewBinding(key.WithKeys("c"), key.WithHelp("c", "console")),
+		New:       key.NewBinding(key.WithKeys("n"), key.WithHelp("n", "new")),
+		Disks:     key.NewBinding(key.WithKeys("d"), key.WithHelp("d", "disk/import")),
+		Edit:      key.NewBinding(key.WithKeys("e"), key.WithHelp("e", "edit")),
+		Remove:    key.NewBinding(key.WithKeys("D"), key.WithHelp("D", "remove")),
+		Filter:    key.NewBinding(key.WithKeys("/"), key.WithHelp("/", "filter")),
+		Sort:      key.NewBinding(key.WithKeys("o"), key.WithHelp("o", "sort")),
+		Help:      key.NewBinding(key.WithKeys("?"), key.WithHelp("?", "help")),
+		Quit:      key.NewBinding(key.WithKeys("q", "ctrl+c"), key.WithHelp("q", "quit")),
+		Back:      key.NewBinding(key.WithKeys("esc"), key.WithHelp("esc", "back")),
+		Yes:       key.NewBinding(key.WithKeys("y", "Y"), key.WithHelp("y", "yes")),
+		No:        key.NewBinding(key.WithKeys("n", "N", "esc"), key.WithHelp("n", "no")),
+	}
+}
+
+// ShortHelp is the help bar under the table.
+func (k KeyMap) ShortHelp() []key.Binding {
+	return []key.Binding{k.Start, k.Stop, k.Pause, k.Console, k.New, k.Detail, k.Help, k.Quit}
+}
+
+// FullHelp is the ? screen, one column per group.
+func (k KeyMap) FullHelp() [][]key.Binding {
+	return [][]key.Binding{
+		{k.Up, k.Down, k.Top, k.Bottom, k.Detail, k.Filter, k.Sort, k.Back},
+		{k.Start, k.Stop, k.ForceStop, k.Pause, k.Console},
+		{k.New, k.Disks, k.Edit, k.Remove, k.Help, k.Quit},
+	}
+}

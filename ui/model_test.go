@@ -1,0 +1,546 @@
+package ui
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	tea "github.com/charmbracelet/bubbletea"
+	"github.com/charmbracelet/lipgloss"
+	"github.com/charmbracelet/x/exp/golden"
+	"github.com/charmbracelet/x/exp/teatest"
+	"github.com/muesli/termenv"
+
+	"vmtui/config"
+	"vmtui/disk"
+	"vmtui/vm"
+)
+
+func init() {
+	// Golden files hold plain text: no colours, whatever the terminal.
+	lipgloss.SetColorProfile(termenv.Ascii)
+}
+
+// fakeBackend serves fixed VMs and records what is asked of it.
+type fakeBackend struct {
+	mu    sync.Mutex
+	list  []vm.Status
+	defs  map[string]*config.VM
+	calls []string
+	err   error // returned by operations
+}
+
+func newFake() *fakeBackend {
+	return &fakeBackend{
+		list: []vm.Status{
+			{ID: 1, Name: "web", PID: 4242, VCPUs: 2, MaxMem: 1 << 30, CurMem: 312 << 20, TTY: "/dev/pts/3", Owner: "root:root", State: vm.StateRunning,
+				Cmdline: []string{"qemu-system-x86_64", "-name", "guest=web", "-m", "1024M", "-accel", "tcg"}},
+			{ID: 2, Name: "build", PID: 4300, VCPUs: 4, MaxMem: 2 << 30, CurMem: 180 << 20, TTY: "/dev/pts/4", Owner: "root:root", State: vm.StatePaused},
+			{ID: 3, Name: "openbsd", VCPUs: 1, MaxMem: 512 << 20, Owner: "root:root", State: vm.StateStopped},
+		},
+		defs: map[string]*config.VM{
+			"web": {ID: 1, Name: "web", Memory: 1 << 30, CPUs: 2, Kernel: "/srv/vmlinuz", Append: "console=ttyS0",
+				Disks:    []config.Disk{{Path: "/srv/web.qcow2"}},
+				Networks: []config.Network{{Type: config.NetUser, HostFwd: []string{"tcp::8080-:80"}}},
+				File:     "/etc/vmtui/vms/web.toml"},
+		},
+	}
+}
+
+func (f *fakeBackend) record(call string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, call)
+}
+
+func (f *fakeBackend) Calls() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.calls...)
+}
+
+func (f *fakeBackend) List(context.Context) ([]vm.Status, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]vm.Status(nil), f.list...), nil
+}
+
+func (f *fakeBackend) setList(l []vm.Status) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.list = l
+}
+
+func (f *fakeBackend) Definition(name string) (*config.VM, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if d, ok := f.defs[name]; ok {
+		c := *d
+		return &c, nil
+	}
+	return nil, config.ErrNotFound
+}
+func (f *fakeBackend) DefinitionFile(name string) string { return "/etc/vmtui/vms/" + name + ".toml" }
+func (f *fakeBackend) SerialLog(name string) string      { return "/nonexistent/" + name + "/serial.log" }
+func (f *fakeBackend) Start(_ context.Context, name string) error {
+	f.record("start " + name)
+	return f.err
+}
+func (f *fakeBackend) Stop(_ context.Context, name string, force bool) error {
+	if force {
+		f.record("force stop " + name)
+	} else {
+		f.record("stop " + name)
+	}
+	return f.err
+}
+func (f *fakeBackend) Pause(_ context.Context, name string) error {
+	f.record("pause " + name)
+	return f.err
+}
+func (f *fakeBackend) Unpause(_ context.Context, name string) error {
+	f.record("unpause " + name)
+	return f.err
+}
+func (f *fakeBackend) Create(def *config.VM) error {
+	f.record("create " + def.Name)
+	def.ID = 9
+	return f.err
+}
+func (f *fakeBackend) Remove(_ context.Context, name string) error {
+	f.record("remove " + name)
+	return f.err
+}
+func (f *fakeBackend) Console(name, tty string) tea.ExecCommand { return nil }
+func (f *fakeBackend) CreateDisk(path string, opts disk.CreateOptions) error {
+	f.record("create disk " + path)
+	return f.err
+}
+func (f *fakeBackend) ConvertDisk(ctx context.Context, src, dst string, opts disk.ConvertOptions) error {
+	f.record("convert " + src + " " + dst)
+	opts.Progress(0, 100)
+	opts.Progress(100, 100)
+	return f.err
+}
+func (f *fakeBackend) DiskInfo(path string) (*disk.ImageInfo, error) {
+	return &disk.ImageInfo{Filename: path, Format: disk.FormatQcow2, VirtualSize: 8 << 30, ActualSize: 1 << 20,
+		BackingImage: &disk.ImageInfo{Filename: "/srv/base.qcow2", Format: disk.FormatQcow2, VirtualSize: 8 << 30, ActualSize: 700 << 20}}, nil
+}
+
+// loaded returns a model of size w×h that has received the fake's list.
+func loaded(t *testing.T, f *fakeBackend, w, h int) Model {
+	t.Helper()
+	m := New(Options{Backend: f, Cwd: "/home/user"})
+	m = update(t, m, tea.WindowSizeMsg{Width: w, Height: h})
+	list, _ := f.List(context.Background())
+	return update(t, m, listMsg{list: list})
+}
+
+// update passes msg to m and returns the new model; the Cmd is dropped.
+func update(t *testing.T, m Model, msg tea.Msg) Model {
+	t.Helper()
+	next, _ := m.Update(msg)
+	return next.(Model)
+}
+
+// keys types s, one key per rune; names in <> are special keys.
+func keys(t *testing.T, m Model, s string) Model {
+	t.Helper()
+	for _, k := range splitKeys(s) {
+		m = update(t, m, k)
+	}
+	return m
+}
+
+func splitKeys(s string) []tea.KeyMsg {
+	special := map[string]tea.KeyType{"<enter>": tea.KeyEnter, "<esc>": tea.KeyEsc, "<tab>": tea.KeyTab, "<down>": tea.KeyDown, "<up>": tea.KeyUp, "<bs>": tea.KeyBackspace}
+	var out []tea.KeyMsg
+	for s != "" {
+		if s[0] == '<' {
+			if i := strings.IndexByte(s, '>'); i > 0 {
+				if kt, ok := special[s[:i+1]]; ok {
+					out = append(out, tea.KeyMsg{Type: kt})
+					s = s[i+1:]
+					continue
+				}
+			}
+		}
+		r := []rune(s)[0]
+		out = append(out, tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune{r}})
+		s = s[len(string(r)):]
+	}
+	return out
+}
+
+func TestTableGolden(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		w, h int
+	}{
+		{"80x24", 80, 24},
+		{"120x30", 120, 30},
+		{"narrow_50x10", 50, 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := loaded(t, newFake(), tc.w, tc.h)
+			golden.RequireEqual(t, []byte(m.View()))
+		})
+	}
+}
+
+func TestHelpGolden(t *testing.T) {
+	m := keys(t, loaded(t, newFake(), 80, 24), "?")
+	golden.RequireEqual(t, []byte(m.View()))
+	if m = keys(t, m, "?"); m.screen != screenTable {
+		t.Errorf("? again: screen %v, want table", m.screen)
+	}
+}
+
+func TestNewVMFormGolden(t *testing.T) {
+	m := keys(t, loaded(t, newFake(), 80, 24), "n")
+	m = keys(t, m, "bad name!<tab>12Q<tab>0<tab><tab><tab><tab>initrd.img<tab><tab>user,foo=1<tab>tcp:x")
+	golden.RequireEqual(t, []byte(m.View()))
+	if _, cmd := m.Update(tea.KeyMsg{Type: tea.KeyCtrlS}); cmd != nil {
+		t.Errorf("ctrl+s on an invalid form returned a command")
+	}
+}
+
+func TestNewVMFormCreates(t *testing.T) {
+	f := newFake()
+	m := keys(t, loaded(t, f, 80, 24), "n")
+	m = keys(t, m, "guest1<tab>128M<tab>2<tab>disk.qcow2<tab><tab>/boot/vmlinuz<tab>/boot/initrd<tab>console=ttyS0<tab>user<tab>tcp::2222-:22")
+	if err := m.vmForm.form.err; err != nil {
+		t.Fatalf("form error %v, want none", err)
+	}
+	def, err := m.vmForm.definition()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if def.Memory != 128<<20 || def.CPUs != 2 || def.Disks[0].Path != "/home/user/disk.qcow2" || def.Networks[0].HostFwd[0] != "tcp::2222-:22" {
+		t.Errorf("definition %+v", def)
+	}
+	next, cmd := m.Update(tea.KeyMsg{Type: tea.KeyEnter})
+	m = next.(Model)
+	if cmd == nil {
+		t.Fatal("enter on the last field of a valid form: no command")
+	}
+	m = update(t, m, cmd())
+	if m.screen != screenTable || !strings.Contains(m.status, "defined vm guest1 (id 9)") {
+		t.Errorf("after create: screen %v, status %q", m.screen, m.status)
+	}
+	if got := f.Calls(); len(got) != 1 || got[0] != "create guest1" {
+		t.Errorf("calls %q, want create guest1", got)
+	}
+}
+
+func TestDiskFormGolden(t *testing.T) {
+	m := keys(t, loaded(t, newFake(), 80, 24), "d")
+	m = keys(t, m, "new.img<tab>vmdk<tab>12X<tab>base.qcow2")
+	golden.RequireEqual(t, []byte(m.View()))
+}
+
+func TestDiskImportProgress(t *testing.T) {
+	f := newFake()
+	m := keys(t, loaded(t, f, 80, 24), "d")
+	m = keys(t, m, "copy.qcow2<tab><tab><tab><tab>src.raw")
+	next, cmd := m.Update(tea.KeyMsg{Type: tea.KeyEnter})
+	m = next.(Model)
+	if m.diskForm == nil || m.diskForm.job == nil || cmd == nil {
+		t.Fatal("import did not start")
+	}
+	job := m.diskForm.job
+	done := convertCmd(context.Background(), f, job, "/home/user/src.raw", "/home/user/copy.qcow2", disk.FormatQcow2)()
+	if p, ok := waitProgress(job)().(progressMsg); ok {
+		m = update(t, m, p)
+		if m.diskForm.total != 100 {
+			t.Errorf("progress total %d, want 100", m.diskForm.total)
+		}
+	}
+	m = update(t, m, done)
+	if m.screen != screenTable || m.status != "imported /home/user/copy.qcow2" {
+		t.Errorf("after import: screen %v, status %q", m.screen, m.status)
+	}
+}
+
+func TestDiskImportCancel(t *testing.T) {
+	f := newFake()
+	m := keys(t, loaded(t, f, 80, 24), "d")
+	m = keys(t, m, "copy.qcow2<tab><tab><tab><tab>src.raw<enter>")
+	job := m.diskForm.job
+	m = keys(t, m, "<esc>")
+	ctxDone := make(chan struct{})
+	go func() {
+		// The cancel func was called: the import's context is done.
+		defer close(ctxDone)
+	}()
+	<-ctxDone
+	m = update(t, m, diskDoneMsg{path: "/home/user/copy.qcow2", verb: "imported", err: context.Canceled})
+	if m.screen != screenDisk || m.diskForm.job != nil || !strings.Contains(m.diskForm.err.Error(), "cancelled") {
+		t.Errorf("after cancel: screen %v, err %v", m.screen, m.diskForm.err)
+	}
+	_ = job
+}
+
+func TestDetailGolden(t *testing.T) {
+	f := newFake()
+	m := loaded(t, f, 80, 24)
+	next, cmd := m.Update(tea.KeyMsg{Type: tea.KeyEnter})
+	m = next.(Model)
+	m = update(t, m, cmd())
+	// A fixed history: no time in the golden file.
+	m.history["web"] = &history{pid: 4242, cpu: []float64{0, 10, 50, 100, 30, 5}, mem: []float64{100 << 20, 200 << 20, 312 << 20}}
+	golden.RequireEqual(t, []byte(m.View()))
+}
+
+func TestCursorFollowsVM(t *testing.T) {
+	f := newFake()
+	m := keys(t, loaded(t, f, 80, 24), "j")
+	if m.selected != "build" {
+		t.Fatalf("selected %q after j, want build", m.selected)
+	}
+	// A new VM with a lower ID appears above: the cursor stays on build.
+	list, _ := f.List(context.Background())
+	list = append([]vm.Status{{ID: 0, Name: "aaa", State: vm.StateStopped}}, list...)
+	m = update(t, m, listMsg{list: list})
+	if st, _ := m.current(); st.Name != "build" || m.cursor != 2 {
+		t.Errorf("after refresh: cursor %d on %q, want 2 on build", m.cursor, st.Name)
+	}
+	// build goes away: the cursor stays in place, on the next VM.
+	m = update(t, m, listMsg{list: []vm.Status{list[0], list[1], list[3]}})
+	if st, _ := m.current(); st.Name != "openbsd" {
+		t.Errorf("after removal: cursor on %q, want openbsd", st.Name)
+	}
+}
+
+func TestFilter(t *testing.T) {
+	m := keys(t, loaded(t, newFake(), 80, 24), "/bu")
+	if len(m.rows) != 1 || m.rows[0].Name != "build" || m.selected != "build" {
+		t.Fatalf("rows %v, selected %q; want only build", m.rows, m.selected)
+	}
+	m = keys(t, m, "<enter>")
+	if m.mode != modeNormal || !strings.Contains(m.View(), `[filter "bu": 1 shown]`) {
+		t.Errorf("after enter: mode %v, view:\n%s", m.mode, m.View())
+	}
+	m = keys(t, m, "<esc>")
+	if len(m.rows) != 3 {
+		t.Errorf("esc: %d rows, want 3", len(m.rows))
+	}
+}
+
+func TestLifecycleKeys(t *testing.T) {
+	for _, tc := range []struct {
+		keys   string
+		call   string // "" when nothing should happen
+		status string
+	}{
+		{"x", "", "stop web (power down)? (y/n)"},
+		{"xy", "stop web", "web: stopping…"},
+		{"xn", "", "stop web: cancelled"},
+		{"Xy", "force stop web", "web: force stopping…"},
+		{"p", "pause web", "web: pausing…"},
+		{"jp", "unpause build", "build: unpausing…"},
+		{"jjs", "start openbsd", "openbsd: starting…"},
+		{"s", "", "start web: vm is already running"},
+		{"jjx", "", "stop openbsd: vm is not running"},
+		{"jjc", "", "console openbsd: vm is not running; start it with s"},
+		{"D", "", "remove web: vm is running; stop it first"},
+		{"jjDy", "remove openbsd", "openbsd: removing…"},
+	} {
+		t.Run(tc.keys, func(t *testing.T) {
+			f := newFake()
+			m := loaded(t, f, 80, 24)
+			var cmds []tea.Cmd
+			for _, k := range splitKeys(tc.keys) {
+				next, cmd := m.Update(k)
+				m = next.(Model)
+				cmds = append(cmds, cmd)
+			}
+			status := m.status
+			if m.mode == modeConfirm {
+				status = m.confirm.prompt
+			}
+			if status != tc.status {
+				t.Errorf("status %q, want %q", status, tc.status)
+			}
+			for _, cmd := range cmds {
+				runCmd(cmd)
+			}
+			got := strings.Join(f.Calls(), ",")
+			if got != tc.call {
+				t.Errorf("calls %q, want %q", got, tc.call)
+			}
+		})
+	}
+}
+
+// runCmd runs a command and the commands of the batches it returns, but
+// not ticks (which wait).
+func runCmd(cmd tea.Cmd) {
+	if cmd == nil {
+		return
+	}
+	done := make(chan tea.Msg, 1)
+	go func() { done <- cmd() }()
+	select {
+	case msg := <-done:
+		if batch, ok := msg.(tea.BatchMsg); ok {
+			for _, c := range batch {
+				runCmd(c)
+			}
+		}
+	case <-time.After(50 * time.Millisecond):
+		// a tick or the spinner: not an operation
+	}
+}
+
+func TestOperationResult(t *testing.T) {
+	m := loaded(t, newFake(), 80, 24)
+	m.busy["web"] = "stop"
+	m = update(t, m, opDoneMsg{name: "web", verb: "stop", err: errors.New("qemu does not answer")})
+	if !m.statusErr || m.status != "stop web: qemu does not answer" || len(m.busy) != 0 {
+		t.Errorf("status %q (error %v), busy %v", m.status, m.statusErr, m.busy)
+	}
+}
+
+func TestMouseSelectsRow(t *testing.T) {
+	m := loaded(t, newFake(), 80, 24)
+	m = update(t, m, tea.MouseMsg{X: 10, Y: tableTop + 2, Button: tea.MouseButtonLeft, Action: tea.MouseActionPress})
+	if m.selected != "openbsd" {
+		t.Errorf("click on the third row selected %q, want openbsd", m.selected)
+	}
+}
+
+func TestResize(t *testing.T) {
+	m := loaded(t, newFake(), 80, 24)
+	for _, size := range [][2]int{{40, 8}, {200, 60}, {20, 3}} {
+		m = update(t, m, tea.WindowSizeMsg{Width: size[0], Height: size[1]})
+		lines := strings.Split(m.View(), "\n")
+		if len(lines) > max(size[1], 5) {
+			t.Errorf("%dx%d: %d lines", size[0], size[1], len(lines))
+		}
+		for _, l := range lines {
+			if w := lipgloss.Width(l); w > size[0] {
+				t.Errorf("%dx%d: line of width %d: %q", size[0], size[1], w, l)
+			}
+		}
+	}
+}
+
+// TestProgram runs the whole program with teatest: the first list, a move,
+// and quitting (which calls no Stop).
+func TestProgram(t *testing.T) {
+	f := newFake()
+	tm := teatest.NewTestModel(t, New(Options{Backend: f, Refresh: 20 * time.Millisecond}), teatest.WithInitialTermSize(80, 24))
+	teatest.WaitFor(t, tm.Output(), func(b []byte) bool {
+		return bytes.Contains(b, []byte("paused build"))
+	}, teatest.WithDuration(5*time.Second))
+	// A refresh changes a state: the screen follows.
+	list, _ := f.List(context.Background())
+	list[1].State = vm.StateRunning
+	f.setList(list)
+	teatest.WaitFor(t, tm.Output(), func(b []byte) bool {
+		return bytes.Contains(b, []byte("running build"))
+	}, teatest.WithDuration(5*time.Second))
+	tm.Send(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune("j")})
+	tm.Send(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune("q")})
+	final := tm.FinalModel(t, teatest.WithFinalTimeout(5*time.Second)).(Model)
+	if final.selected != "build" {
+		t.Errorf("selected %q, want build", final.selected)
+	}
+	if calls := f.Calls(); len(calls) != 0 {
+		t.Errorf("quitting called %q, want nothing", calls)
+	}
+	io.Copy(io.Discard, tm.FinalOutput(t))
+}
+
+func TestProcCPUTicks(t *testing.T) {
+	if _, ok := procCPUTicks(1); !ok {
+		t.Skip("no /proc/1/stat")
+	}
+	if _, ok := procCPUTicks(-1); ok {
+		t.Error("pid -1: ok")
+	}
+}
+
+func TestSparkline(t *testing.T) {
+	if got, want := sparkline([]float64{0, 50, 100}, 10, 100), "▁▄█"; got != want {
+		t.Errorf("sparkline = %q, want %q", got, want)
+	}
+	if got := sparkline([]float64{1, 2, 3, 4}, 2, 4); got != "▆█" {
+		t.Errorf("sparkline cut = %q", got)
+	}
+}
+
+func TestQuietRefreshesSlowDown(t *testing.T) {
+	f := newFake()
+	m := loaded(t, f, 80, 24)
+	list, _ := f.List(context.Background())
+	for range quietRefreshes {
+		m = update(t, m, listMsg{list: list})
+	}
+	if got := m.interval(); got != 2*DefaultRefresh {
+		t.Errorf("after %d quiet refreshes: interval %v, want %v", quietRefreshes, got, 2*DefaultRefresh)
+	}
+	if m = keys(t, m, "j"); m.interval() != DefaultRefresh {
+		t.Errorf("after a key: interval %v, want %v", m.interval(), DefaultRefresh)
+	}
+	for range quietRefreshes {
+		m = update(t, m, listMsg{list: list})
+	}
+	changed := append([]vm.Status(nil), list...)
+	changed[2].State = vm.StateRunning
+	if m = update(t, m, listMsg{list: changed}); m.interval() != DefaultRefresh {
+		t.Errorf("after a change: interval %v, want %v", m.interval(), DefaultRefresh)
+	}
+}
+
+func TestEditChecksDefinition(t *testing.T) {
+	f := newFake()
+	m := loaded(t, f, 80, 24)
+	if _, cmd := m.Update(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune("e")}); cmd == nil {
+		t.Fatal("e: no command")
+	}
+	next, cmd := m.Update(editedMsg{name: "web"})
+	m = next.(Model)
+	if cmd == nil {
+		t.Fatal("after the editor: no check")
+	}
+	m = update(t, m, cmd())
+	if m.statusErr || m.status != "web: definition saved and valid" {
+		t.Errorf("status %q (error %v)", m.status, m.statusErr)
+	}
+	m = update(t, m, checkedMsg{name: "web", err: errors.New("web.toml:3: memory: invalid size")})
+	if !m.statusErr || !strings.Contains(m.status, "not valid: web.toml:3: memory") {
+		t.Errorf("status %q (error %v)", m.status, m.statusErr)
+	}
+}
+
+func TestSortKeepsCursor(t *testing.T) {
+	m := keys(t, loaded(t, newFake(), 80, 24), "jj") // openbsd
+	for _, want := range []struct {
+		order sortOrder
+		names string
+	}{
+		{sortByName, "build openbsd web"},
+		{sortByState, "web build openbsd"},
+		{sortByMemory, "web build openbsd"},
+		{sortByID, "web build openbsd"},
+	} {
+		m = keys(t, m, "o")
+		var names []string
+		for _, r := range m.rows {
+			names = append(names, r.Name)
+		}
+		if m.order != want.order || strings.Join(names, " ") != want.names {
+			t.Errorf("order %v: rows %q, want %v %q", m.order, names, want.order, want.names)
+		}
+		if st, _ := m.current(); st.Name != "openbsd" {
+			t.Errorf("order %v: cursor on %q, want openbsd", m.order, st.Name)
+		}
+	}
+}
