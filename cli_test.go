@@ -217,8 +217,8 @@ func TestRunInProcess(t *testing.T) {
 		out  string // prefix of stdout
 		err  string // prefix of stderr
 	}{
-		{nil, 1, "", "usage:\tvmtui create"},
-		{[]string{"help"}, 0, "usage:\tvmtui create", ""},
+		{nil, 1, "", "usage:\tvmtui start"},
+		{[]string{"help"}, 0, "usage:\tvmtui start", ""},
 		{[]string{"help", "disk"}, 0, "usage:\tvmtui disk check", ""},
 		{[]string{"help", "disk", "resize"}, 0, "usage:\tvmtui disk resize disk [+]size\n\nGrow", ""},
 		{[]string{"help", "create", "x"}, 1, "", "vmtui: create takes no subcommand\nusage:\tvmtui create"},

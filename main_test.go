@@ -238,11 +238,11 @@ func makeSource(t *testing.T, dir, name, size string) {
 
 func TestUsage(t *testing.T) {
 	dir := t.TempDir()
-	usageLine := "usage:\tvmtui create [-c] [-b base | -i input] [-f qcow2|raw] [-s size] disk\n"
-	// No arguments: the usage on stderr and exit 1, as vmctl does.
+	usageLine := "\tvmtui create [-c] [-b base | -i input] [-f qcow2|raw] [-s size] disk\n"
+	// No arguments and no terminal: the usage on stderr and exit 1, as vmctl does.
 	r := fails(t, dir, 1, usageLine, []string{}...)
-	if !strings.HasPrefix(r.stderr, usageLine) {
-		t.Errorf("stderr starts %q, want %q", r.stderr, usageLine)
+	if !strings.HasPrefix(r.stderr, "usage:\tvmtui ") {
+		t.Errorf("stderr starts %q, want the usage", r.stderr)
 	}
 	for _, args := range [][]string{{"help"}, {"-h"}, {"--help"}, {"he"}} {
 		r := ok(t, dir, args...)
@@ -258,7 +258,7 @@ func TestUsage(t *testing.T) {
 	// One command's help: its usage line and flags, on stdout.
 	for _, args := range [][]string{{"help", "create"}, {"create", "-h"}, {"cr", "--help"}} {
 		r := ok(t, dir, args...)
-		if !strings.HasPrefix(r.stdout, usageLine) || !strings.Contains(r.stdout, "-s size") {
+		if !strings.HasPrefix(r.stdout, "usage:"+usageLine) || !strings.Contains(r.stdout, "-s size") {
 			t.Errorf("vmtui %q: stdout %q, want the create usage and its flags", args, r.stdout)
 		}
 	}
@@ -293,7 +293,7 @@ func TestCommandPrefixes(t *testing.T) {
 		t.Errorf("the disk usage should list only disk commands:\n%s", r.stderr)
 	}
 	fails(t, dir, 1, `vmtui: ambiguous command "c": could be check, commit or convert`, "disk", "c")
-	fails(t, dir, 1, "vmtui: unknown command \"frobnicate\"\nusage:\tvmtui create", "frobnicate")
+	fails(t, dir, 1, "vmtui: unknown command \"frobnicate\"\nusage:\tvmtui start", "frobnicate")
 	fails(t, dir, 1, `vmtui: unknown disk command "frob"`, "disk", "frob")
 	fails(t, dir, 1, `vmtui: unknown command "createx"`, "createx")
 	fails(t, dir, 1, "vmtui: unknown option -x\nusage:", "-x")
