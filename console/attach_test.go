@@ -3,11 +3,13 @@ package console
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -156,6 +158,24 @@ func TestAttachRelayAndDetach(t *testing.T) {
 	if raw := termios(t, u.slave); raw.Lflag&(unix.ICANON|unix.ECHO) != 0 {
 		t.Errorf("user's terminal not in raw mode while attached: lflag %#x", raw.Lflag)
 	}
+	// The window size is passed on, at attach and on SIGWINCH.
+	vmSize := func() string {
+		var ws *unix.Winsize
+		err := control(vm.master, func(fd int) (err error) {
+			ws, err = unix.IoctlGetWinsize(fd, unix.TIOCGWINSZ)
+			return err
+		})
+		if err != nil {
+			return err.Error()
+		}
+		return fmt.Sprintf("%dx%d", ws.Col, ws.Row)
+	}
+	if got := vmSize(); got != "80x10" {
+		t.Errorf("guest pty size %s at attach, want 80x10", got)
+	}
+	pty.Setsize(u.slave, &pty.Winsize{Rows: 40, Cols: 132})
+	syscall.Kill(os.Getpid(), syscall.SIGWINCH)
+	waitFor(t, "the new window size", func() bool { return vmSize() == "132x40" }, vmSize)
 	vm.master.Write([]byte("output from the guest\r\n"))
 	waitFor(t, "guest output", func() bool { return strings.Contains(u.screen.String(), "output from the guest\r\n") }, u.screen.String)
 
@@ -297,5 +317,9 @@ func TestMain(m *testing.M) {
 		Attach(context.Background(), Options{Name: "p", TTY: tty, Stdout: panicWriter{}, TailLines: -1})
 		os.Exit(0) // not reached: the panic ends the process
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if built.bin != "" {
+		os.RemoveAll(filepath.Dir(built.bin)) // the vmtui built by guest_test.go
+	}
+	os.Exit(code)
 }

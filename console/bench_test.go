@@ -5,8 +5,10 @@ import (
 	"errors"
 	"io"
 	"os"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
@@ -70,9 +72,15 @@ func startRelay(b *testing.B, name string, stdin io.Reader, stdout io.Writer) fu
 	b.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
+	ready := &readyWriter{ready: make(chan struct{})}
 	go func() {
-		done <- Attach(ctx, Options{Name: "bench", TTY: name, TailLines: -1, Stdin: stdin, Stdout: stdout, Stderr: io.Discard})
+		done <- Attach(ctx, Options{Name: "bench", TTY: name, TailLines: -1, Stdin: stdin, Stdout: stdout, Stderr: ready})
 	}()
+	select {
+	case <-ready.ready: // "Connected to": the pty is open
+	case err := <-done:
+		b.Fatalf("Attach: %v", err)
+	}
 	return func() {
 		cancel()
 		if err := <-done; err != nil && !isTerminated(err) {
@@ -82,6 +90,17 @@ func startRelay(b *testing.B, name string, stdin io.Reader, stdout io.Writer) fu
 }
 
 func isTerminated(err error) bool { return errors.Is(err, ErrTerminated) }
+
+// readyWriter closes ready on the first write.
+type readyWriter struct {
+	once  sync.Once
+	ready chan struct{}
+}
+
+func (r *readyWriter) Write(p []byte) (int, error) {
+	r.once.Do(func() { close(r.ready) })
+	return len(p), nil
+}
 
 const benchChunk = 64 << 10
 
@@ -138,17 +157,20 @@ func BenchmarkRelayThroughput(b *testing.B) {
 }
 
 // echo plays a guest that echoes every byte it receives, as a shell does.
+// Like QEMU it keeps reading while the master reads EIO (no one has the
+// slave open yet).
 func echo(m *os.File) {
 	buf := make([]byte, 4096)
 	for {
 		n, err := m.Read(buf)
 		if n > 0 {
-			if _, err := m.Write(buf[:n]); err != nil {
-				return
-			}
+			m.Write(buf[:n])
+		}
+		if errors.Is(err, os.ErrClosed) {
+			return
 		}
 		if err != nil {
-			return
+			time.Sleep(time.Millisecond)
 		}
 	}
 }

@@ -22,8 +22,14 @@ type Cmd struct {
 // Command returns a Cmd that attaches with opts.
 func Command(opts Options) *Cmd { return &Cmd{opts: opts} }
 
-// Run attaches until the session ends; see Attach for the errors.
-func (c *Cmd) Run() error { return Attach(context.Background(), c.opts) }
+// Run attaches until the session ends; see Attach for the errors. vmtui's
+// messages go to the same stream as the guest's output: tea.Exec passes the
+// process's standard error, which may be redirected away from the screen.
+func (c *Cmd) Run() error {
+	opts := c.opts
+	opts.Stderr = opts.Stdout
+	return Attach(context.Background(), opts)
+}
 
 // SetStdin sets the user's input.
 func (c *Cmd) SetStdin(r io.Reader) { c.opts.Stdin = r }
@@ -31,5 +37,6 @@ func (c *Cmd) SetStdin(r io.Reader) { c.opts.Stdin = r }
 // SetStdout sets where the guest's output goes.
 func (c *Cmd) SetStdout(w io.Writer) { c.opts.Stdout = w }
 
-// SetStderr sets where vmtui's messages go.
+// SetStderr is part of tea.ExecCommand; Run writes its messages to the
+// standard output instead.
 func (c *Cmd) SetStderr(w io.Writer) { c.opts.Stderr = w }

@@ -182,7 +182,8 @@ func Attach(ctx context.Context, opts Options) (err error) {
 	in := s.input(c)
 	var ptyFD int
 	control(ptyFile, func(fd int) error { ptyFD = fd; return nil })
-	guest := &pollReader{fd: ptyFD, c: c, name: opts.TTY}
+	// The pty is in non-blocking mode (os.OpenFile put it in Go's poller).
+	guest := &pollReader{fd: ptyFD, c: c, name: opts.TTY, nonblock: true}
 	done := make(chan error, 2)
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -241,9 +242,9 @@ type session struct {
 	pty            *os.File
 	stdout, stderr *lockedWriter
 	outMu          sync.Mutex // serialises writes to Stdout and Stderr
-	termFD         int    // the user's terminal in raw mode, or -1
-	restore        func() // restores the user's terminal; idempotent
-	cancelable     bool   // the input reader stops when cancelled
+	termFD         int        // the user's terminal in raw mode, or -1
+	restore        func()     // restores the user's terminal; idempotent
+	cancelable     bool       // the input reader stops when cancelled
 }
 
 // printf writes a message of vmtui's to the user.

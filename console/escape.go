@@ -122,7 +122,7 @@ func ParseKey(s string) (int, error) {
 		if c == '?' {
 			return 0x7f, nil
 		}
-		if c >= '@' && c <= '_' {
+		if c > '@' && c <= '_' { // not ^@: NUL cannot be typed reliably
 			return int(c - '@'), nil
 		}
 	}

@@ -107,6 +107,7 @@ func TestParseKey(t *testing.T) {
 		{"", 0, true},
 		{"ab", 0, true},
 		{"^1", 0, true},
+		{"^@", 0, true},
 		{"é", 0, true},
 	}
 	for _, tt := range tests {

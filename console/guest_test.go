@@ -220,7 +220,7 @@ func (g *guest) inTerminal(t *testing.T, args ...string) *termProc {
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go copyInto(&p.screen, p.master)
+	go p.readScreen()
 	go func() {
 		p.waitErr = p.cmd.Wait()
 		close(p.done)
@@ -236,6 +236,37 @@ func (g *guest) inTerminal(t *testing.T, args ...string) *termProc {
 		p.slave.Close()
 	})
 	return p
+}
+
+// readScreen copies vmtui's output to the screen. Until vmtui prints
+// something of its own it answers the terminal queries (background colour,
+// cursor position) as a real terminal does: bubbletea's package init asks
+// them in every vmtui command (and waits 5 s for an answer that does not
+// come, reading what the user types meanwhile).
+func (p *termProc) readScreen() {
+	buf := make([]byte, 4096)
+	answering, seen := true, 0
+	for {
+		n, err := p.master.Read(buf)
+		p.screen.Write(buf[:n])
+		if answering {
+			screen := p.screen.String()
+			for _, q := range []struct{ query, answer string }{
+				{"\x1b]11;?\x1b\\", "\x1b]11;rgb:0000/0000/0000\x1b\\"},
+				{"\x1b[6n", "\x1b[1;1R"},
+			} {
+				if i := strings.Index(screen[seen:], q.query); i >= 0 {
+					p.master.Write([]byte(q.answer))
+				}
+			}
+			seen = len(screen)
+			rest := terminalQuery.ReplaceAllString(strings.ReplaceAll(screen, "\x1b]11;?\x1b\\", ""), "")
+			answering = rest == ""
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 func (p *termProc) pid() int { return p.cmd.Process.Pid }
@@ -401,14 +432,38 @@ func TestConsoleGuest(t *testing.T) {
 			taker.checkRestored()
 		})
 	})
+
+	t.Run("SIGHUP restores the terminal", func(t *testing.T) {
+		p := g.inTerminal(t, "console", "con")
+		p.waitScreen("the greeting", regexp.MustCompile(`Connected to`), 10*time.Second)
+		p.cmd.Process.Signal(syscall.SIGHUP)
+		if code := p.wait(10 * time.Second); code != 1 {
+			t.Errorf("exit %d, want 1", code)
+		}
+		p.waitEnd("vmtui: vm con: console closed: terminated\r\n")
+		p.checkRestored()
+	})
 }
 
 func TestConsoleStartAndPowerOff(t *testing.T) {
 	t.Parallel()
 	g := newGuest(t, "sc")
+	// An old log over the cap: start trims it before QEMU appends to it.
+	if err := os.MkdirAll(filepath.Dir(g.serialLog()), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	old := strings.Repeat("old output\r\n", 2*DefaultLogCap/12)
+	if err := os.WriteFile(g.serialLog(), []byte(old), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	p := g.inTerminal(t, g.startArgs("-c")...)
 	p.waitScreen("the start message and greeting", regexp.MustCompile(`vmtui: started vm 1 successfully, tty /dev/pts/\d+\r?\nConnected to /dev/pts/\d+ \(vm sc\)\.`), bootTimeout)
 	g.waitLog(t, guestPrompt)
+	log, _ := os.ReadFile(g.serialLog())
+	if !regexp.MustCompile(`^\[vmtui: \d+ bytes of older serial output dropped\]\r\n(old output\r\n)+`).Match(log) ||
+		len(log) > DefaultLogCap || !bytes.Contains(log, []byte(guestBanner)) {
+		t.Errorf("serial log after start (%d bytes) is not the capped old log and the new output: %q...", len(log), log[:min(len(log), 100)])
+	}
 	p.roundTrip("echo $((6*7))", fortyTwo)
 	p.typeText("poweroff -f\r")
 	if code := p.wait(30 * time.Second); code != 0 {
@@ -426,6 +481,7 @@ func TestConsoleQEMUKilled(t *testing.T) {
 	g := newGuest(t, "kq")
 	g.boot(t)
 	p := g.inTerminal(t, "console", "kq")
+	p.waitScreen("the greeting", regexp.MustCompile(`Connected to`), 10*time.Second)
 	p.roundTrip("echo $((6*7))", fortyTwo)
 	pid := g.qemuPID()
 	if pid == 0 {

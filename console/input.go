@@ -41,13 +41,29 @@ func (c *canceler) close() {
 // session ends (the next reader of the terminal gets it), and the wake-up
 // goes straight to the waiting thread, with no scheduler hop: the relay adds
 // as little latency as it can.
+//
+// With nonblock set (fd is in non-blocking mode), Read tries the read first
+// and polls only when there is nothing to read, so that a burst of output
+// costs one system call per read, as with Go's poller.
 type pollReader struct {
-	fd   int
-	c    *canceler
-	name string
+	fd       int
+	c        *canceler
+	name     string
+	nonblock bool
 }
 
 func (r *pollReader) Read(b []byte) (int, error) {
+	if r.nonblock {
+		n, err := unix.Read(r.fd, b)
+		switch {
+		case err == nil && n == 0:
+			return 0, io.EOF
+		case err == nil:
+			return n, nil
+		case err != unix.EAGAIN && err != unix.EINTR:
+			return 0, &os.PathError{Op: "read", Path: r.name, Err: err}
+		}
+	}
 	fds := []unix.PollFd{{Fd: int32(r.fd), Events: unix.POLLIN}, {Fd: int32(r.c.r), Events: unix.POLLIN}}
 	for {
 		fds[0].Revents, fds[1].Revents = 0, 0
