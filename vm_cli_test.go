@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -14,76 +13,27 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"vmtui/internal/testguest"
 )
 
-// Tests of the VM commands: they boot the test guest (built by
-// guest/build.sh, as vm/internal/testguest does for the vm package, which
-// this package cannot import) under TCG, with all state in a temporary
-// $VMTUI_HOME.
+// Tests of the VM commands boot the test guest (internal/testguest) under
+// TCG, with all state in a temporary $VMTUI_HOME.
 
-// guestCmdline is the test guest's kernel command line
-// (testguest.Cmdline).
-const guestCmdline = "console=ttyS0 quiet panic=-1"
-
-// guestBanner is the line the guest prints when it is up (testguest.Banner).
-const guestBanner = "vmtui test guest ready"
-
-var testGuest struct {
-	once           sync.Once
-	kernel, initrd string
-	err            error
-}
+const (
+	guestCmdline = testguest.Cmdline
+	guestBanner  = testguest.Banner
+)
 
 // requireGuest returns the test guest's kernel and initramfs, building them
 // once. Without QEMU or the guest the test skips, or fails in CI.
 func requireGuest(t *testing.T) (kernel, initrd string) {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("boots VMs")
-	}
-	unavailable := func(format string, args ...any) {
-		t.Helper()
-		if os.Getenv("CI") != "" {
-			t.Fatalf(format, args...)
-		}
-		t.Skipf(format+" (skipped: CI is not set)", args...)
-	}
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		unavailable("%v (apt-get install qemu-system-x86)", err)
-	}
-	testGuest.once.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-		defer cancel()
-		var stderr bytes.Buffer
-		cmd := exec.CommandContext(ctx, "bash", "guest/build.sh")
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		if err != nil {
-			testGuest.err = fmt.Errorf("guest/build.sh: %v\n%s", err, stderr.String())
-			return
-		}
-		sc := bufio.NewScanner(bytes.NewReader(out))
-		for sc.Scan() {
-			key, value, _ := strings.Cut(sc.Text(), "=")
-			switch key {
-			case "kernel":
-				testGuest.kernel = value
-			case "initrd":
-				testGuest.initrd = value
-			}
-		}
-		if testGuest.kernel == "" || testGuest.initrd == "" {
-			testGuest.err = fmt.Errorf("guest/build.sh printed no kernel= and initrd= lines:\n%s", out)
-		}
-	})
-	if testGuest.err != nil {
-		unavailable("test guest: %v", testGuest.err)
-	}
-	return testGuest.kernel, testGuest.initrd
+	testguest.QEMU(t)
+	return testguest.Paths(t)
 }
 
 // vmHome is a $VMTUI_HOME for one test; every QEMU whose pidfile lies

@@ -57,7 +57,9 @@ func TestEndToEnd(t *testing.T) {
 		os.RemoveAll(home)
 	})
 	// NO_COLOR: no colour in the escapes tmux keeps (capture-pane -e);
-	// without it, STATE and the title have some.
+	// without it, STATE and the title have some. The TUI runs without CI
+	// in its environment, as a person runs it: termenv takes CI to mean
+	// "no terminal" and drops colour.
 	for _, noColor := range []bool{true, false} {
 		e := append([]string(nil), env...)
 		if noColor {
@@ -65,7 +67,7 @@ func TestEndToEnd(t *testing.T) {
 		}
 		nc := &tmux{t: t, sock: fmt.Sprintf("%s.nc%v", sock, noColor)}
 		t.Cleanup(func() { exec.Command("tmux", "-S", nc.sock, "kill-server").Run() })
-		nc.run("new-session", "-d", "-x", "80", "-y", "24", "-c", home, "env "+strings.Join(e, " ")+" "+bin)
+		nc.run("new-session", "-d", "-x", "80", "-y", "24", "-c", home, "env -u CI "+strings.Join(e, " ")+" "+bin)
 		nc.waitFor("no vms defined", 20*time.Second)
 		out, _ := exec.Command("tmux", "-S", nc.sock, "capture-pane", "-e", "-p", "-t", "0").Output()
 		colour := regexp.MustCompile(`\x1b\[[0-9;]*(3[0-7]|9[0-7]|38;[25];[0-9;]+)m`).Match(out)
@@ -75,7 +77,7 @@ func TestEndToEnd(t *testing.T) {
 		exec.Command("tmux", "-S", nc.sock, "kill-server").Run()
 	}
 
-	tm.run("new-session", "-d", "-x", "100", "-y", "30", "-c", home, "env "+strings.Join(env, " ")+" "+bin)
+	tm.run("new-session", "-d", "-x", "100", "-y", "30", "-c", home, "env -u CI "+strings.Join(env, " ")+" "+bin)
 	tm.waitFor("no vms defined", 20*time.Second)
 
 	// A disk through the form: path, format, size, base, import.

@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"vmtui/config"
+	"vmtui/internal/testguest"
 	"vmtui/vm"
-	"vmtui/vm/internal/testguest"
 )
 
 // The test guests of the integration tests: each test gets a state root of

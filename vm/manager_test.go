@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"vmtui/config"
+	"vmtui/internal/testguest"
 	"vmtui/vm"
-	"vmtui/vm/internal/testguest"
 	"vmtui/vm/qmp"
 )
 
