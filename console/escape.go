@@ -34,11 +34,52 @@ const (
 // sends one, and anything else is sent along with the escape character, as
 // cu does. The detach key detaches wherever it is typed. The state carries
 // across reads, so an escape split between two reads works.
+//
+// Terminal reports are not typing: a guest that asks the terminal where its
+// cursor is (busybox's shell does after every prompt) gets an answer such
+// as ESC [ 24 ; 14 R in the input stream. Escape sequences pass through
+// without changing whether a line has just started, so that ~. still works
+// after such a prompt.
 type escaper struct {
 	esc       int // escape character, or NoKey
 	detach    int // detach key, or NoKey
 	lineStart bool
-	pending   bool // the escape character was typed at the start of a line
+	pending   bool     // the escape character was typed at the start of a line
+	seq       seqState // where in an escape sequence the input is
+}
+
+// seqState tracks an escape sequence (ESC, then a final byte, or ESC [
+// parameters and a final byte) in the input.
+type seqState int
+
+const (
+	seqNone seqState = iota
+	seqESC           // after ESC
+	seqCSI           // after ESC [, before the final byte
+)
+
+// step advances the sequence state past b and reports whether b belongs to
+// an escape sequence.
+func (s *seqState) step(b byte) bool {
+	switch *s {
+	case seqESC:
+		if b == '[' {
+			*s = seqCSI
+		} else {
+			*s = seqNone
+		}
+		return true
+	case seqCSI:
+		if b >= 0x40 && b <= 0x7e {
+			*s = seqNone
+		}
+		return true
+	}
+	if b == 0x1b {
+		*s = seqESC
+		return true
+	}
+	return false
 }
 
 func newEscaper(esc, detach int) *escaper {
@@ -49,16 +90,17 @@ func newEscaper(esc, detach int) *escaper {
 // after the first event and returns the rest of in unprocessed; after
 // evDetach the rest should be dropped.
 func (e *escaper) feed(dst, in []byte) (out []byte, ev event, rest []byte) {
-	// Fast path: no escape can start in this chunk.
-	if !e.pending && !e.lineStart && (e.detach == NoKey || indexByte(in, byte(e.detach)) < 0) &&
-		(e.esc == NoKey || !hasLineStartEscape(in, byte(e.esc))) {
-		if n := len(in); n > 0 {
-			e.lineStart = in[n-1] == '\r' || in[n-1] == '\n'
-		}
+	// Fast path: in the middle of a line, with no newline, escape sequence
+	// or detach key in this chunk, everything passes and nothing changes.
+	if !e.pending && !e.lineStart && e.seq == seqNone && !hasAny(in, byte(e.detach), e.detach != NoKey) {
 		return append(dst, in...), evNone, nil
 	}
 	for i, b := range in {
 		switch {
+		case !e.pending && e.detach != NoKey && int(b) == e.detach:
+			return dst, evDetach, in[i+1:]
+		case !e.pending && e.seq.step(b):
+			dst = append(dst, b) // a terminal report or a function key: lineStart stays
 		case e.pending:
 			e.pending = false
 			switch {
@@ -86,19 +128,10 @@ func (e *escaper) feed(dst, in []byte) (out []byte, ev event, rest []byte) {
 	return dst, evNone, nil
 }
 
-func indexByte(b []byte, c byte) int {
-	for i, x := range b {
-		if x == c {
-			return i
-		}
-	}
-	return -1
-}
-
-// hasLineStartEscape reports whether esc follows a CR or LF in b.
-func hasLineStartEscape(b []byte, esc byte) bool {
-	for i := 1; i < len(b); i++ {
-		if b[i] == esc && (b[i-1] == '\r' || b[i-1] == '\n') {
+// hasAny reports whether b holds a newline, an ESC, or (withKey) key.
+func hasAny(b []byte, key byte, withKey bool) bool {
+	for _, x := range b {
+		if x == '\r' || x == '\n' || x == 0x1b || (withKey && x == key) {
 			return true
 		}
 	}

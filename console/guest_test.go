@@ -5,7 +5,6 @@ package console
 // kernel and busybox initramfs, under TCG).
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -23,40 +22,31 @@ import (
 
 	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
+
+	"vmtui/internal/testguest"
 )
 
-// From vm/internal/testguest, which this package cannot import.
+// The test guest's facts (internal/testguest).
 const (
-	guestBanner  = "vmtui test guest ready"
-	guestPrompt  = "vmtui-guest# "
-	guestCmdline = "console=ttyS0 quiet panic=-1"
-	guestMemory  = "128M"
-	bootTimeout  = 90 * time.Second
+	guestBanner  = testguest.Banner
+	guestPrompt  = testguest.Prompt
+	guestCmdline = testguest.Cmdline
+	guestMemory  = testguest.Memory
+	bootTimeout  = testguest.BootTimeout
 )
-
-// unavailable skips a test on a developer's machine, and fails it in CI,
-// where every tool must be installed.
-func unavailable(t *testing.T, format string, args ...any) {
-	t.Helper()
-	if os.Getenv("CI") != "" {
-		t.Fatalf(format, args...)
-	}
-	t.Skipf(format+" (skipped: CI is not set)", args...)
-}
 
 var built struct {
-	once                 sync.Once
-	bin, kernel, initrd  string
-	buildErr, guestErr   error
-	guestOut, guestStder string
+	once     sync.Once
+	bin      string
+	buildErr error
 }
 
-// prerequisites builds vmtui and the test guest once per test binary.
+// prerequisites builds vmtui once per test binary, and the test guest
+// (skipping on a developer's machine without QEMU, failing in CI).
 func prerequisites(t *testing.T) (bin, kernel, initrd string) {
 	t.Helper()
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		unavailable(t, "qemu-system-x86_64: %v (apt-get install qemu-system-x86)", err)
-	}
+	testguest.QEMU(t)
+	kernel, initrd = testguest.Paths(t)
 	built.once.Do(func() {
 		dir, err := os.MkdirTemp("", "vmtui-console-test-")
 		if err != nil {
@@ -66,36 +56,12 @@ func prerequisites(t *testing.T) (bin, kernel, initrd string) {
 		built.bin = filepath.Join(dir, "vmtui")
 		if out, err := exec.Command("go", "build", "-o", built.bin, "..").CombinedOutput(); err != nil {
 			built.buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-			return
-		}
-		var stdout, stderr bytes.Buffer
-		cmd := exec.Command("bash", "../guest/build.sh")
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		if err := cmd.Run(); err != nil {
-			built.guestErr = fmt.Errorf("guest/build.sh: %v\n%s", err, stderr.String())
-			return
-		}
-		sc := bufio.NewScanner(&stdout)
-		for sc.Scan() {
-			k, v, _ := strings.Cut(sc.Text(), "=")
-			switch k {
-			case "kernel":
-				built.kernel = v
-			case "initrd":
-				built.initrd = v
-			}
-		}
-		if built.kernel == "" || built.initrd == "" {
-			built.guestErr = fmt.Errorf("guest/build.sh printed no kernel= and initrd=:\n%s", stdout.String())
 		}
 	})
 	if built.buildErr != nil {
 		t.Fatal(built.buildErr)
 	}
-	if built.guestErr != nil {
-		unavailable(t, "test guest: %v", built.guestErr)
-	}
-	return built.bin, built.kernel, built.initrd
+	return built.bin, kernel, initrd
 }
 
 // guest is a test VM in a state root of its own.
