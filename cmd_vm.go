@@ -25,6 +25,12 @@ var (
 		about:    "Start a VM; with flags and a new name, define it first.",
 		run:      runStart,
 	}
+	defineCommand = &command{
+		name:     "define",
+		synopsis: "[-B device] [-b kernel] [-d disk]... [-m size] [-n switch]... [-r iso] [--cpus n] [--initrd path] [--append cmdline] [--accel a] [--net spec]... name",
+		about:    "Define a new VM without starting it.",
+		run:      runDefine,
+	}
 	stopCommand = &command{
 		name:     "stop",
 		synopsis: "[-fw] id|name|-a",
@@ -112,26 +118,86 @@ type listFlag []string
 func (l *listFlag) String() string     { return strings.Join(*l, ",") }
 func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
+// defFlags are the flags of start and define that describe a new VM, as
+// vmctl's start takes them.
+type defFlags struct {
+	fs                     *flag.FlagSet
+	disks, switches, nets  listFlag
+	boot, kernel, mem, iso *string
+	initrd, appendLine     *string
+	accel                  *string
+	cpus                   *int
+}
+
+func newDefFlags(fs *flag.FlagSet) *defFlags {
+	d := &defFlags{fs: fs}
+	d.boot = fs.String("B", "", "boot `device`: disk, cdrom or net")
+	d.kernel = fs.String("b", "", "boot the `kernel` directly")
+	fs.Var(&d.disks, "d", "a disk `image` (repeatable, at most 4)")
+	d.mem = fs.String("m", "", "memory `size` (default 512M)")
+	fs.Var(&d.switches, "n", "a network interface on host bridge `switch` (repeatable)")
+	d.iso = fs.String("r", "", "a CD-ROM `iso` image")
+	d.cpus = fs.Int("cpus", 0, "`number` of vCPUs (default 1)")
+	d.initrd = fs.String("initrd", "", "initial ramdisk `path` for the kernel")
+	d.appendLine = fs.String("append", "", "kernel command `line`")
+	d.accel = fs.String("accel", "", "`accelerator`: kvm or tcg (default: kvm, falling back to tcg)")
+	fs.Var(&d.nets, "net", "a network interface: user[,hostfwd=tcp::2222-:22][,mac=...] or bridge,br=NAME (repeatable)")
+	return d
+}
+
+// given counts the definition flags on the command line.
+func (d *defFlags) given() int {
+	n := 0
+	d.fs.Visit(func(f *flag.Flag) {
+		if f.Name != "c" {
+			n++
+		}
+	})
+	return n
+}
+
+// define saves a new definition named name from the flags. verb names the
+// command in errors.
+func (d *defFlags) define(m *vm.Manager, verb, name string) (*config.VM, error) {
+	if config.IsID(name) {
+		return nil, fmt.Errorf("%s: vm not found", name)
+	}
+	def := &config.VM{Name: name, Boot: config.Boot(*d.boot), Kernel: abs(*d.kernel), Initrd: abs(*d.initrd),
+		Append: *d.appendLine, CDROM: abs(*d.iso), CPUs: *d.cpus, Accel: *d.accel}
+	var err error
+	if *d.mem != "" {
+		if def.Memory, err = config.ParseMemory(*d.mem); err != nil {
+			return nil, fmt.Errorf("%s %s: -m: %w", verb, name, err)
+		}
+	}
+	for _, p := range d.disks {
+		def.Disks = append(def.Disks, config.Disk{Path: abs(p)})
+	}
+	for _, sw := range d.switches {
+		def.Networks = append(def.Networks, config.Network{Type: config.NetBridge, Bridge: sw})
+	}
+	for _, spec := range d.nets {
+		n, err := config.ParseNetwork(spec)
+		if err != nil {
+			return nil, fmt.Errorf("%s %s: --net: %w", verb, name, err)
+		}
+		def.Networks = append(def.Networks, n)
+	}
+	if err := m.Store().Create(def); err != nil {
+		return nil, fmt.Errorf("%s %s: %w", verb, name, err)
+	}
+	return def, nil
+}
+
 func runStart(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet("start")
-	var disks, switches, nets listFlag
-	boot := fs.String("B", "", "boot `device`: disk, cdrom or net")
-	kernel := fs.String("b", "", "boot the `kernel` directly")
-	fs.Var(&disks, "d", "a disk `image` (repeatable, at most 4)")
-	mem := fs.String("m", "", "memory `size` (default 512M)")
-	fs.Var(&switches, "n", "a network interface on host bridge `switch` (repeatable)")
-	iso := fs.String("r", "", "a CD-ROM `iso` image")
-	cpus := fs.Int("cpus", 0, "`number` of vCPUs (default 1)")
-	initrd := fs.String("initrd", "", "initial ramdisk `path` for the kernel")
-	appendLine := fs.String("append", "", "kernel command `line`")
-	accel := fs.String("accel", "", "`accelerator`: kvm or tcg (default: kvm, falling back to tcg)")
-	fs.Var(&nets, "net", "a network interface: user[,hostfwd=tcp::2222-:22][,mac=...] or bridge,br=NAME (repeatable)")
+	df := newDefFlags(fs)
 	connect := fs.Bool("c", false, "connect to the console once started (see console)")
 	target, err := oneVM(e, fs, args, `
 A VM that is defined starts as its definition says. Given flags and a name
-that is not defined yet, start defines the VM (saving its definition) and
-starts it. Accelerator: the definition's, else $VMTUI_ACCEL, else KVM with a
-fallback to TCG.`)
+that is not defined yet, start defines the VM (saving its definition, as
+define does) and starts it. Accelerator: the definition's, else
+$VMTUI_ACCEL, else KVM with a fallback to TCG.`)
 	if err != nil || target == "" {
 		return err
 	}
@@ -139,46 +205,17 @@ fallback to TCG.`)
 	if err != nil {
 		return err
 	}
-	flagsGiven := 0
-	fs.Visit(func(f *flag.Flag) {
-		if f.Name != "c" {
-			flagsGiven++
-		}
-	})
 	def, err := m.Store().Lookup(target)
 	switch {
-	case errors.Is(err, config.ErrNotFound) && flagsGiven > 0:
-		if config.IsID(target) {
-			return fmt.Errorf("%s: vm not found", target)
-		}
-		def = &config.VM{Name: target, Boot: config.Boot(*boot), Kernel: abs(*kernel), Initrd: abs(*initrd),
-			Append: *appendLine, CDROM: abs(*iso), CPUs: *cpus, Accel: *accel}
-		if *mem != "" {
-			if def.Memory, err = config.ParseMemory(*mem); err != nil {
-				return fmt.Errorf("start %s: -m: %w", target, err)
-			}
-		}
-		for _, d := range disks {
-			def.Disks = append(def.Disks, config.Disk{Path: abs(d)})
-		}
-		for _, sw := range switches {
-			def.Networks = append(def.Networks, config.Network{Type: config.NetBridge, Bridge: sw})
-		}
-		for _, spec := range nets {
-			n, err := config.ParseNetwork(spec)
-			if err != nil {
-				return fmt.Errorf("start %s: --net: %w", target, err)
-			}
-			def.Networks = append(def.Networks, n)
-		}
-		if err := m.Store().Create(def); err != nil {
-			return fmt.Errorf("start %s: %w", target, err)
+	case errors.Is(err, config.ErrNotFound) && df.given() > 0:
+		if def, err = df.define(m, "start", target); err != nil {
+			return err
 		}
 	case errors.Is(err, config.ErrNotFound):
 		return fmt.Errorf("%s: vm not found", target)
 	case err != nil:
 		return err
-	case flagsGiven > 0:
+	case df.given() > 0:
 		return fmt.Errorf("start %s: vm is already defined (in %s); flags only define new VMs", target, def.File)
 	}
 	st, err := m.Start(ctx, def, vm.StartOptions{})
@@ -197,6 +234,27 @@ fallback to TCG.`)
 		return err
 	}
 	return attach(ctx, e, paths, def.Name, st.TTY, console.Options{})
+}
+
+func runDefine(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet("define")
+	df := newDefFlags(fs)
+	target, err := oneVM(e, fs, args, `
+Saves the definition of a new VM, as start does given flags, without starting
+it. The definition is the TOML file vms/NAME.toml, which may be edited.`)
+	if err != nil || target == "" {
+		return err
+	}
+	m, err := manager()
+	if err != nil {
+		return err
+	}
+	def, err := df.define(m, "define", target)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.err, "%s: defined vm %d (%s) in %s\n", progName, def.ID, def.Name, def.File)
+	return nil
 }
 
 // abs makes a path given on the command line absolute; "" stays "".

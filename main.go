@@ -56,6 +56,7 @@ func commandTable() []*command {
 	return []*command{
 		startCommand,
 		stopCommand,
+		defineCommand,
 		pauseCommand,
 		unpauseCommand,
 		waitCommand,

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -278,7 +279,7 @@ func TestCommandPrefixes(t *testing.T) {
 	ok(t, dir, "cr", "-s", "1M", "a.qcow2") // "c" alone will be ambiguous once console exists
 	ok(t, dir, "cre", "-s", "1M", "b.qcow2")
 	ok(t, dir, "create", "-s", "1M", "c.qcow2")
-	for _, args := range [][]string{{"d", "i", "a.qcow2"}, {"disk", "inf", "a.qcow2"}, {"di", "info", "a.qcow2"}} {
+	for _, args := range [][]string{{"di", "i", "a.qcow2"}, {"disk", "inf", "a.qcow2"}, {"di", "info", "a.qcow2"}} {
 		if r := ok(t, dir, args...); !strings.Contains(r.stdout, "file format: qcow2\n") {
 			t.Errorf("vmtui %q: %q", args, r.stdout)
 		}
@@ -805,4 +806,36 @@ func TestConvertInterrupted(t *testing.T) {
 			t.Errorf("%s left behind by an interrupted convert", e.Name())
 		}
 	}
+}
+
+// TestDefine: define saves a definition without starting anything, with
+// start's flags and config's checks.
+func TestDefine(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("VMTUI_HOME", filepath.Join(dir, "home"))
+	kernel := filepath.Join(dir, "vmlinuz")
+	if err := os.WriteFile(kernel, []byte("not a kernel"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := ok(t, dir, "define", "-b", "vmlinuz", "-m", "256M", "--cpus", "2", "--net", "user,hostfwd=tcp::2222-:22", "web")
+	if !strings.Contains(r.stderr, "vmtui: defined vm 1 (web) in ") {
+		t.Errorf("define: stderr %q, want the defined message", r.stderr)
+	}
+	def, err := os.ReadFile(filepath.Join(dir, "home", "vms", "web.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"kernel = '" + kernel + "'", "memory = '256M'", "cpus = 2", "tcp::2222-:22"} {
+		if !strings.Contains(string(def), want) {
+			t.Errorf("web.toml lacks %q:\n%s", want, def)
+		}
+	}
+	r = ok(t, dir, "--list")
+	if !regexp.MustCompile(`(?m)^ +1 +- +2 +256M +- +- +\S+ +stopped web$`).MatchString(r.stdout) {
+		t.Errorf("--list after define:\n%s", r.stdout)
+	}
+	fails(t, dir, 1, "vm already exists", "define", "-b", "vmlinuz", "web")
+	fails(t, dir, 1, "no kernel or disk/cdrom specified", "define", "other")
+	fails(t, dir, 1, "invalid VM name", "define", "-b", "vmlinuz", "--", "_bad")
+	fails(t, dir, 1, `ambiguous command "d": could be define or disk`, "d")
 }

@@ -64,10 +64,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "== building vmtui, bench/startpaused and definevm"
+echo "== building vmtui and bench/startpaused"
 go build -o "$vmtui" .
 go build -o "$tmp/startpaused" ./bench/startpaused
-go build -o "$tmp/definevm" ./ui/internal/definevm
 
 guest=$(bash guest/build.sh)
 kernel=$(sed -n 's/^kernel=//p' <<<"$guest")
@@ -76,7 +75,9 @@ initrd=$(sed -n 's/^initrd=//p' <<<"$guest")
 
 echo "== $running of $vms vms started paused"
 "$tmp/startpaused" -kernel "$kernel" -initrd "$initrd" -m 128M -n "$running" -j 4 bench
-"$tmp/definevm" -kernel "$kernel" -initrd "$initrd" -m 128M $(seq -f "bench%g" $((running + 1)) "$vms") >/dev/null
+for name in $(seq -f "bench%g" $((running + 1)) "$vms"); do
+	"$vmtui" define -b "$kernel" --initrd "$initrd" --append "console=ttyS0 quiet panic=-1" -m 128M "$name" 2>/dev/null
+done
 "$vmtui" --list | awk 'NR > 1 { n[$8]++ } END { for (s in n) printf "%s %d\n", s, n[s] }'
 
 capture() { tmux -S "$sock" capture-pane -p -t 0; }

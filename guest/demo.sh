@@ -16,8 +16,8 @@ initrd=$(sed -n 's/^initrd=//p' <<<"$guest")
 
 if ! "$vmtui" status demo >/dev/null 2>&1; then
 	echo "defining vm demo (kernel $kernel)"
-	go run ./ui/internal/definevm -kernel "$kernel" -initrd "$initrd" \
-		-append "console=ttyS0 quiet panic=-1" -m 128M -accel tcg demo
+	"$vmtui" define -b "$kernel" --initrd "$initrd" \
+		--append "console=ttyS0 quiet panic=-1" -m 128M --accel tcg --net user demo
 fi
 if [[ ! -t 0 || ! -t 1 ]]; then
 	# No terminal (CI, a pipe): show the table instead of the TUI.
