@@ -14,6 +14,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"vmtui/internal/qemuimg"
 )
 
 // These tests build the vmtui binary once and run it as a user would,
@@ -92,17 +94,7 @@ func fails(t *testing.T, dir string, code int, want string, args ...string) resu
 
 // requireQEMU skips the test when qemu-img or qemu-io is missing, except in
 // CI, where it fails: CI installs qemu-utils.
-func requireQEMU(t *testing.T) {
-	t.Helper()
-	for _, tool := range []string{"qemu-img", "qemu-io"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s is not installed (CI must install qemu-utils): %v", tool, err)
-			}
-			t.Skipf("%s is not installed: %v", tool, err)
-		}
-	}
-}
+func requireQEMU(t *testing.T) { qemuimg.Require(t) }
 
 // tool runs a QEMU tool in dir and returns stdout, stderr and the exit code.
 func tool(t *testing.T, dir, name string, args ...string) (string, string, int) {
@@ -146,6 +138,7 @@ func qemuIO(t *testing.T, dir, image, format string, cmds ...string) {
 	}
 }
 
+// imageInfo is the part of info --json compared with qemu-img's.
 type imageInfo struct {
 	Format          string `json:"format"`
 	VirtualSize     int64  `json:"virtual-size"`
@@ -159,15 +152,10 @@ type imageInfo struct {
 	} `json:"format-specific"`
 }
 
-// qemuInfo is qemu-img info --output=json of an image.
-func qemuInfo(t *testing.T, dir, image string) imageInfo {
+// qemuInfo is qemu-img info --output=json of an image in dir.
+func qemuInfo(t *testing.T, dir, image string) qemuimg.Info {
 	t.Helper()
-	var info imageInfo
-	out := qemuImg(t, dir, "info", "--output=json", image)
-	if err := json.Unmarshal([]byte(out), &info); err != nil {
-		t.Fatalf("qemu-img info %s: %v\n%s", image, err, out)
-	}
-	return info
+	return qemuimg.ImageInfo(t, filepath.Join(dir, image))
 }
 
 // imageSize returns the format qemu-img detects and the virtual size: for
@@ -185,35 +173,16 @@ func imageSize(t *testing.T, dir, image string) (string, int64) {
 	return info.Format, fi.Size()
 }
 
-type checkResult struct {
-	Corruptions        int `json:"corruptions"`
-	Leaks              int `json:"leaks"`
-	CheckErrors        int `json:"check-errors"`
-	CompressedClusters int `json:"compressed-clusters"`
-}
-
-// qemuCheck runs qemu-img check on a qcow2 image.
-func qemuCheck(t *testing.T, dir, image string) checkResult {
+// qemuCheck runs qemu-img check on a qcow2 image in dir.
+func qemuCheck(t *testing.T, dir, image string) qemuimg.CheckResult {
 	t.Helper()
-	out, errOut, code := tool(t, dir, "qemu-img", "check", "--output=json", "-f", "qcow2", image)
-	var r checkResult
-	if code != 0 && code != 2 && code != 3 {
-		t.Fatalf("qemu-img check %s: exit %d: %s", image, code, errOut)
-	}
-	if err := json.Unmarshal([]byte(out), &r); err != nil {
-		t.Fatalf("qemu-img check %s: %v\n%s", image, err, out)
-	}
-	return r
+	return qemuimg.Check(t, filepath.Join(dir, image))
 }
 
 // requireClean fails the test unless qemu-img check finds nothing wrong.
-func requireClean(t *testing.T, dir, image string) checkResult {
+func requireClean(t *testing.T, dir, image string) qemuimg.CheckResult {
 	t.Helper()
-	r := qemuCheck(t, dir, image)
-	if r.Corruptions != 0 || r.Leaks != 0 || r.CheckErrors != 0 {
-		t.Fatalf("qemu-img check %s: %+v", image, r)
-	}
-	return r
+	return qemuimg.RequireClean(t, filepath.Join(dir, image), false)
 }
 
 // requireSame fails the test unless qemu-img compare finds the images'
@@ -505,7 +474,11 @@ func TestDiskInfo(t *testing.T) {
 		if err := json.Unmarshal([]byte(r.stdout), &got); err != nil {
 			t.Fatalf("disk info --json %s: %v\n%s", image, err, r.stdout)
 		}
-		if want := qemuInfo(t, dir, image); got != want {
+		var want imageInfo
+		if err := json.Unmarshal([]byte(qemuImg(t, dir, "info", "--output=json", image)), &want); err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
 			t.Errorf("disk info --json %s:\n got %+v\nwant %+v (qemu-img)", image, got, want)
 		}
 	}
