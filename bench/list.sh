@@ -33,38 +33,11 @@ export VMTUI_HOME=$tmp/home
 export VMTUI_ACCEL=${VMTUI_ACCEL:-tcg}
 vmtui=$tmp/vmtui
 
-# our_qemus prints the PIDs of the QEMUs whose pidfile is under $VMTUI_HOME.
-our_qemus() {
-	local f
-	for f in /proc/[0-9]*/cmdline; do
-		tr '\0' '\n' <"$f" 2>/dev/null | grep -qxF -- "-pidfile" || continue
-		tr '\0' '\n' <"$f" 2>/dev/null | grep -q "^$VMTUI_HOME/run/" || continue
-		f=${f#/proc/}
-		echo "${f%/cmdline}"
-	done
-}
+# shellcheck source=bench/guests.bash
+source bench/guests.bash
+trap stop_guests EXIT
 
-cleanup() {
-	local pids
-	"$vmtui" stop -f -a >/dev/null 2>&1 || true
-	pids=$(our_qemus)
-	if [[ -n $pids ]]; then
-		echo "bench: killing QEMUs left running: $pids" >&2
-		kill -9 $pids 2>/dev/null || true
-	fi
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-echo "== building vmtui and bench/startpaused"
-go build -o "$vmtui" .
-go build -o "$tmp/startpaused" ./bench/startpaused
-
-echo "== test guest"
-guest=$(bash guest/build.sh)
-kernel=$(sed -n 's/^kernel=//p' <<<"$guest")
-initrd=$(sed -n 's/^initrd=//p' <<<"$guest")
-[[ -f $kernel && -f $initrd ]] || { echo "bench: guest/build.sh gave no kernel and initrd" >&2; exit 1; }
+build_guest_tools
 
 echo "== starting $vms vms paused"
 "$tmp/startpaused" -kernel "$kernel" -initrd "$initrd" -m 128M -n "$vms" -j 4 bench

@@ -41,37 +41,15 @@ export VMTUI_ACCEL=${VMTUI_ACCEL:-tcg}
 vmtui=$tmp/vmtui
 sock=$tmp/tmux.sock
 
-our_qemus() {
-	local f
-	for f in /proc/[0-9]*/cmdline; do
-		tr '\0' '\n' <"$f" 2>/dev/null | grep -qxF -- "-pidfile" || continue
-		tr '\0' '\n' <"$f" 2>/dev/null | grep -q "^$VMTUI_HOME/run/" || continue
-		f=${f#/proc/}
-		echo "${f%/cmdline}"
-	done
-}
-
+# shellcheck source=bench/guests.bash
+source bench/guests.bash
 cleanup() {
-	local pids
 	tmux -S "$sock" kill-server >/dev/null 2>&1 || true
-	"$vmtui" stop -f -a >/dev/null 2>&1 || true
-	pids=$(our_qemus)
-	if [[ -n $pids ]]; then
-		echo "bench: killing QEMUs left running: $pids" >&2
-		kill -9 $pids 2>/dev/null || true
-	fi
-	rm -rf "$tmp"
+	stop_guests
 }
 trap cleanup EXIT
 
-echo "== building vmtui and bench/startpaused"
-go build -o "$vmtui" .
-go build -o "$tmp/startpaused" ./bench/startpaused
-
-guest=$(bash guest/build.sh)
-kernel=$(sed -n 's/^kernel=//p' <<<"$guest")
-initrd=$(sed -n 's/^initrd=//p' <<<"$guest")
-[[ -f $kernel && -f $initrd ]] || { echo "bench: guest/build.sh gave no kernel and initrd" >&2; exit 1; }
+build_guest_tools
 
 echo "== $running of $vms vms started paused"
 "$tmp/startpaused" -kernel "$kernel" -initrd "$initrd" -m 128M -n "$running" -j 4 bench
