@@ -213,7 +213,7 @@ func (c *checker) networks(nets []Network) {
 		case NetBridge:
 			if n.Bridge == "" {
 				c.add(field+".bridge", "missing (the name of the host bridge to attach to)")
-			} else if err := validInterfaceName(n.Bridge); err != nil {
+			} else if err := ValidInterfaceName(n.Bridge); err != nil {
 				c.add(field+".bridge", "%s", err)
 			}
 			if len(n.HostFwd) > 0 {
@@ -240,7 +240,7 @@ func (c *checker) networks(nets []Network) {
 			fwds = append(fwds, fwdAt{fwd, ffield})
 		}
 		if n.MAC != "" {
-			if err := validMAC(n.MAC); err != nil {
+			if err := ValidMAC(n.MAC); err != nil {
 				c.add(field+".mac", "%s", err)
 			} else if j, ok := seenMAC[strings.ToLower(n.MAC)]; ok {
 				c.add(field+".mac", "%q is also the address of networks[%d]", n.MAC, j)
@@ -322,9 +322,9 @@ func checkMemory(n int64) error {
 	return nil
 }
 
-// validInterfaceName checks the name of a host network interface: at most
+// ValidInterfaceName checks the name of a host network interface: at most
 // 15 bytes (IFNAMSIZ less the NUL) of letters, digits, '.', '-' and '_'.
-func validInterfaceName(name string) error {
+func ValidInterfaceName(name string) error {
 	switch {
 	case len(name) > 15:
 		return fmt.Errorf("interface name too long (%q is %d bytes, at most 15)", name, len(name))
@@ -334,9 +334,9 @@ func validInterfaceName(name string) error {
 	return nil
 }
 
-// validMAC checks a unicast MAC address written as QEMU wants it: six hex
+// ValidMAC checks a unicast MAC address written as QEMU wants it: six hex
 // bytes separated by colons.
-func validMAC(s string) error {
+func ValidMAC(s string) error {
 	hw, err := net.ParseMAC(s)
 	if err != nil || len(s) != 17 || s[2] != ':' {
 		return fmt.Errorf("invalid MAC address %q (want six hex bytes separated by colons, like 52:54:00:12:34:56)", s)

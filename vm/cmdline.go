@@ -342,14 +342,15 @@ func (n netDev) args() ([]string, error) {
 	case "", "user":
 		backend = "user,id=" + id
 		for _, f := range n.HostFwd {
-			if err := ValidateHostFwd(f); err != nil {
-				return nil, err
+			fwd, err := config.ParseHostFwd(f)
+			if err != nil {
+				return nil, fmt.Errorf("invalid port forward %w", err)
 			}
-			backend += "," + opts("hostfwd", f)
+			backend += "," + opts("hostfwd", fwd.String())
 		}
 	case "bridge":
-		if !validToken(n.Bridge) {
-			return nil, fmt.Errorf("invalid bridge name %q", n.Bridge)
+		if err := config.ValidInterfaceName(n.Bridge); err != nil {
+			return nil, fmt.Errorf("invalid bridge: %w", err)
 		}
 		if len(n.HostFwd) > 0 {
 			return nil, fmt.Errorf("port forwards need user networking, not bridge %s", n.Bridge)
@@ -360,8 +361,8 @@ func (n netDev) args() ([]string, error) {
 	}
 	dev := "virtio-net-pci,netdev=" + id + ",id=" + id + "-dev"
 	if n.MAC != "" {
-		if !validMAC(n.MAC) {
-			return nil, fmt.Errorf("invalid MAC address %q", n.MAC)
+		if err := config.ValidMAC(n.MAC); err != nil {
+			return nil, err
 		}
 		dev += ",mac=" + n.MAC
 	}
@@ -380,63 +381,7 @@ func (b bootDev) args() ([]string, error) {
 	return nil, fmt.Errorf("unknown boot device %q (want disk, cdrom or net)", b.boot)
 }
 
-// ValidateHostFwd checks a user-networking port forward:
-// [tcp|udp]:[hostaddr]:hostport-[guestaddr]:guestport.
-func ValidateHostFwd(f string) error {
-	bad := func(why string) error { return fmt.Errorf("invalid port forward %q: %s", f, why) }
-	proto, rest, ok := strings.Cut(f, ":")
-	if !ok {
-		return bad("want tcp:[hostaddr]:hostport-[guestaddr]:guestport")
-	}
-	if proto != "tcp" && proto != "udp" && proto != "" {
-		return bad("protocol must be tcp or udp")
-	}
-	host, guest, ok := strings.Cut(rest, "-")
-	if !ok {
-		return bad("missing '-' between host and guest side")
-	}
-	for _, side := range []string{host, guest} {
-		addr, port, ok := strings.Cut(side, ":")
-		if !ok {
-			return bad("each side is [addr]:port")
-		}
-		if addr != "" && !validAddr(addr) {
-			return bad("bad address " + strconv.Quote(addr))
-		}
-		p, err := strconv.Atoi(port)
-		if err != nil || p < 0 || p > 65535 || (p == 0 && side == guest) {
-			return bad("bad port " + strconv.Quote(port))
-		}
-	}
-	return nil
-}
-
-func validAddr(a string) bool {
-	for _, r := range a {
-		if !(r >= '0' && r <= '9' || r == '.') {
-			return false
-		}
-	}
-	return true
-}
-
-func validMAC(m string) bool {
-	parts := strings.Split(m, ":")
-	if len(parts) != 6 {
-		return false
-	}
-	for _, p := range parts {
-		if len(p) != 2 {
-			return false
-		}
-		if _, err := strconv.ParseUint(p, 16, 8); err != nil {
-			return false
-		}
-	}
-	return true
-}
-
-// validToken accepts the names of machine types, accelerators and bridges.
+// validToken accepts the names of machine types and accelerators.
 func validToken(s string) bool {
 	if s == "" || len(s) > 64 {
 		return false

@@ -108,7 +108,7 @@ func TestCmdlineRefuses(t *testing.T) {
 		{"newline in kernel", func(s *Spec) { s.Kernel = "/k\n-foo" }, "newline"},
 		{"initrd without kernel", func(s *Spec) { s.Initrd = "/i" }, "need a kernel"},
 		{"bad format", func(s *Spec) { s.Disks = []DiskSpec{{Path: "/d", Format: "vmdk"}} }, "unknown format"},
-		{"bad hostfwd", func(s *Spec) { s.Nets = []NetSpec{{HostFwd: []string{"tcp::99999-:22"}}} }, "bad port"},
+		{"bad hostfwd", func(s *Spec) { s.Nets = []NetSpec{{HostFwd: []string{"tcp::99999-:22"}}} }, "out of range"},
 		{"hostfwd injection", func(s *Spec) { s.Nets = []NetSpec{{HostFwd: []string{"tcp::1-:2,smb=/"}}} }, "invalid port forward"},
 		{"bridge name", func(s *Spec) { s.Nets = []NetSpec{{Type: "bridge", Bridge: "br0,x=y"}} }, "invalid bridge"},
 		{"machine", func(s *Spec) { s.Machine = "q35,accel=kvm" }, "invalid machine"},

@@ -257,7 +257,8 @@ func (m *Manager) Start(ctx context.Context, def *config.VM, opts StartOptions) 
 	c, err := dialUntilExit(sctx, qmpPath, exited)
 	if err != nil {
 		if errors.Is(err, errExited) {
-			msg := strings.TrimSpace(tail(logPath, 4096))
+			last, _ := console.Tail(logPath, 20) // QEMU's own error text
+			msg := strings.TrimSpace(string(last))
 			if msg == "" {
 				msg = "qemu exited during start-up"
 			}
@@ -350,23 +351,6 @@ func dialUntilExit(ctx context.Context, path string, exited <-chan struct{}) (*q
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// tail returns up to the last n bytes of a file.
-func tail(path string, n int64) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return ""
-	}
-	off := max(0, fi.Size()-n)
-	b := make([]byte, fi.Size()-off)
-	f.ReadAt(b, off)
-	return string(b)
 }
 
 func readPIDFile(path string) int {
