@@ -52,7 +52,7 @@ var (
 	waitCommand = &command{
 		name:     "wait",
 		synopsis: "id|name",
-		about:    "Wait until a VM has stopped.",
+		about:    "Wait until a VM has stopped (at once, successfully, if it is not running).",
 		run:      runWait,
 	}
 	statusCommand = &command{
@@ -376,11 +376,15 @@ func runWait(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	fmt.Fprintf(e.err, "waiting for vm %s: ", def.Name)
-	if err := m.Wait(ctx, def); err != nil {
+	err = m.Wait(ctx, def)
+	switch {
+	case errors.Is(err, vm.ErrNotRunning):
+		// What wait waits for has happened already: "stop web; wait web"
+		// succeeds however quickly the guest powered off.
+		fmt.Fprintf(e.err, "vm %d is not running\n", def.ID)
+		return nil
+	case err != nil:
 		fmt.Fprintln(e.err)
-		if errors.Is(err, vm.ErrNotRunning) {
-			return fmt.Errorf("vm %s is not running", def.Name)
-		}
 		return err
 	}
 	fmt.Fprintf(e.err, "terminated vm %d\n", def.ID)
