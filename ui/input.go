@@ -1,6 +1,7 @@
 package ui
 
 import (
+	"errors"
 	"fmt"
 	"os/exec"
 	"strings"
@@ -173,10 +174,7 @@ func (m Model) updateKey(msg tea.KeyMsg) (tea.Model, tea.Cmd) {
 			return consoleDoneMsg{name: name, err: err}
 		})
 	case key.Matches(msg, k.Edit):
-		args := strings.Fields(m.opts.Editor)
-		cmd := exec.Command(args[0], append(args[1:], m.b.DefinitionFile(st.Name))...)
-		name := st.Name
-		return m, tea.ExecProcess(cmd, func(err error) tea.Msg { return editedMsg{name: name, err: err} })
+		return m, editCmd(editorCommand(m.opts.Editor, ""), st.Name, m.b.DefinitionFile(st.Name))
 	case key.Matches(msg, k.Remove):
 		if st.Running() {
 			m.setStatus(true, "remove %s: vm is running; stop it first", st.Name)
@@ -186,6 +184,36 @@ func (m Model) updateKey(msg tea.KeyMsg) (tea.Model, tea.Cmd) {
 		return m, nil
 	}
 	return m, nil
+}
+
+// editorCommand returns the command line of the editor of definition
+// files: visual ($VISUAL), else editor ($EDITOR), else vi, each split on
+// spaces. A blank variable (empty or only spaces) counts as unset.
+func editorCommand(visual, editor string) []string {
+	for _, v := range []string{visual, editor} {
+		if args := strings.Fields(v); len(args) > 0 {
+			return args
+		}
+	}
+	return []string{"vi"}
+}
+
+// editCmd runs the editor args on file, the definition of VM name, in the
+// terminal. An editor that cannot be found is reported (editedMsg) without
+// giving the terminal away.
+func editCmd(args []string, name, file string) tea.Cmd {
+	return func() tea.Msg {
+		path, err := exec.LookPath(args[0])
+		if err != nil {
+			var ee *exec.Error
+			if errors.As(err, &ee) {
+				err = ee.Err
+			}
+			return editedMsg{name: name, err: fmt.Errorf("editor %q: %w (set $VISUAL or $EDITOR)", args[0], err)}
+		}
+		cmd := exec.Command(path, append(args[1:], file)...)
+		return tea.ExecProcess(cmd, func(err error) tea.Msg { return editedMsg{name: name, err: err} })()
+	}
 }
 
 // ask asks to confirm verb on VM name.
