@@ -147,7 +147,7 @@ type Options struct {
 	// Cwd resolves relative paths typed in forms; "" means "/".
 	Cwd string
 	// Editor is the command that edits a definition file (split on
-	// spaces); "" means vi.
+	// spaces); blank means vi.
 	Editor string
 	// SampleCPU reads the CPU time of a process in clock ticks; nil
 	// means no CPU history (tests). Run sets it to read /proc.
@@ -264,10 +264,7 @@ func (m Model) Init() tea.Cmd {
 // Run runs the TUI on the terminal until the user quits.
 func Run(ctx context.Context, b Backend) error {
 	cwd, _ := os.Getwd()
-	editor := os.Getenv("VISUAL")
-	if editor == "" {
-		editor = os.Getenv("EDITOR")
-	}
+	editor := strings.Join(editorCommand(os.Getenv("VISUAL"), os.Getenv("EDITOR")), " ")
 	m := New(Options{Backend: b, Cwd: cwd, Editor: editor, SampleCPU: procCPUTicks})
 	p := tea.NewProgram(m, tea.WithAltScreen(), tea.WithMouseCellMotion(), tea.WithContext(ctx), tea.WithFPS(renderFPS))
 	_, err := p.Run()
