@@ -20,6 +20,7 @@ import (
 	"github.com/charmbracelet/bubbles/spinner"
 	"github.com/charmbracelet/bubbles/textinput"
 	tea "github.com/charmbracelet/bubbletea"
+	"github.com/charmbracelet/lipgloss"
 
 	"vmtui/vm"
 )
@@ -266,6 +267,10 @@ func Run(ctx context.Context, b Backend) error {
 	cwd, _ := os.Getwd()
 	editor := strings.Join(editorCommand(os.Getenv("VISUAL"), os.Getenv("EDITOR")), " ")
 	m := New(Options{Backend: b, Cwd: cwd, Editor: editor, SampleCPU: procCPUTicks})
+	// Decided here, never by asking the terminal: lipgloss would write
+	// ESC]11;? and wait up to 5 s for an answer that some terminals never
+	// give, and a late answer would reach the program as keystrokes.
+	lipgloss.SetHasDarkBackground(darkBackground(os.Getenv("COLORFGBG")))
 	p := tea.NewProgram(m, tea.WithAltScreen(), tea.WithMouseCellMotion(), tea.WithContext(ctx), tea.WithFPS(renderFPS))
 	_, err := p.Run()
 	if errors.Is(err, tea.ErrProgramKilled) && ctx.Err() != nil {

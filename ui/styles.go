@@ -1,6 +1,9 @@
 package ui
 
 import (
+	"strconv"
+	"strings"
+
 	"github.com/charmbracelet/lipgloss"
 
 	"vmtui/vm"
@@ -52,4 +55,20 @@ func (s Styles) state(st vm.State) lipgloss.Style {
 		return style
 	}
 	return lipgloss.NewStyle()
+}
+
+// darkBackground tells from COLORFGBG ("fg;bg", as rxvt, Konsole and others
+// set it; bg a colour number) whether the terminal's background is dark, as
+// termenv reads it: colours 0 to 6 and 8 are dark. Without it the
+// background is taken to be dark, as on most terminals.
+func darkBackground(colorFGBG string) bool {
+	i := strings.LastIndexByte(colorFGBG, ';')
+	if i < 0 {
+		return true
+	}
+	bg, err := strconv.Atoi(colorFGBG[i+1:])
+	if err != nil {
+		return true
+	}
+	return bg < 7 || bg == 8
 }
