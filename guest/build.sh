@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # guest/build.sh builds vmtui's test guest: Debian's cloud kernel and a
-# busybox initramfs whose /init (guest/init) prints a banner on the serial
-# console, keeps a shell there and powers off on the ACPI power button
-# (guest/power-button). Nothing it builds is committed.
+# busybox initramfs whose /init (guest/init) loads the virtio disk and
+# network drivers, prints a banner on the serial console, keeps a shell there
+# and powers off on the ACPI power button (guest/power-button); it can also
+# run a test's script from a virtio disk (see guest/init). Nothing it builds
+# is committed.
 #
 # Usage: guest/build.sh        (no arguments, never reads stdin)
 #
@@ -25,8 +27,9 @@
 # The banner comes about 3 s after QEMU starts under TCG. The kernel needs
 # 72M of guest memory at least: at 64M it dies silently (its decompressed
 # image alone takes 51.5 MiB from 16 MiB up), at 68M the initramfs is lost.
-# Optional: vmtui.tick=N (print a tick line every N seconds) and
-# vmtui.powerdown=ignore (ignore the power button), see guest/init.
+# Optional: vmtui.tick=N (print a tick line every N seconds),
+# vmtui.powerdown=ignore (ignore the power button) and vmtui.script=SERIAL
+# (run the script on the virtio disk with that serial), see guest/init.
 #
 # Needs: apt-get/apt-cache/dpkg (Debian or derivative with the main archive in
 # its sources), cpio, gzip, flock, sha256sum; busybox-static installed, or
@@ -39,9 +42,16 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(dirname "$here")
 dir=${VMTUI_GUEST_DIR:-$repo/.cache/guest}
 meta=linux-image-cloud-amd64
-# Kernel modules the power button needs, unless built in: the ACPI button
-# driver and the event device busybox acpid reads.
-modules=(evdev button)
+# Kernel modules /init loads, unless built in (modules.builtin), each after
+# the modules its modinfo "depends=" names (what depmod writes into
+# modules.dep, which the package does not ship):
+#   evdev button  the power button: the ACPI button driver and the event
+#                 device busybox acpid reads
+#   virtio_pci    the PCI transport of virtio devices (virtio_pci_modern_dev,
+#                 virtio_pci_legacy_dev, virtio, virtio_ring)
+#   virtio_blk    virtio disks, /dev/vda... (virtio, virtio_ring)
+#   virtio_net    virtio NICs, eth0... (net_failover, failover)
+modules=(evdev button virtio_pci virtio_blk virtio_net)
 
 die() {
 	echo "guest/build.sh: $*" >&2
@@ -198,7 +208,9 @@ add_module() {
 		loaded+="$name "
 		return 0
 	fi
-	file=$(find "$kmod/kernel" \( -name "$name.ko" -o -name "$name.ko.*" \) -print -quit)
+	# depends= spells names with "_" where some file names have "-".
+	file=$(find "$kmod/kernel" \( -name "$name.ko" -o -name "$name.ko.*" \
+		-o -name "${name//_/-}.ko" -o -name "${name//_/-}.ko.*" \) -print -quit)
 	[ -n "$file" ] || die "module $name is neither built into $kver nor shipped with it"
 	case "$file" in
 	*.ko) cp "$file" "$fs/lib/modules/$name.ko" ;;
