@@ -42,7 +42,9 @@ func Check(f File, mode RepairMode) (*CheckResult, error) {
 		return nil, fmt.Errorf("qcow2: check: %w", err)
 	}
 	size := fi.Size()
-	h, err := ParseHeader(f, size)
+	// Tables past the end of a truncated file are corruptions to report,
+	// not a reason to refuse the check.
+	h, err := parseHeader(f, size, true)
 	if err != nil {
 		return nil, err
 	}
@@ -413,7 +415,9 @@ func (c *checker) calculate() {
 	if err != nil {
 		c.checkError("ERROR: could not read the refcount table at %#x: %v", h.RefcountTableOffset, err)
 	}
-	c.reftable = make([]uint64, rtBytes/8)
+	// Entries past the end of the file read as zero (no block): keep only
+	// those inside it.
+	c.reftable = make([]uint64, len(rt)/8)
 	for i := range c.reftable {
 		c.reftable[i] = checkTableEntry(rt, int64(i))
 	}
@@ -594,7 +598,7 @@ func (c *checker) checkBitmaps() {
 	}
 	c.incRefs(bm.DirectoryOffset, int64(bm.DirectorySize))
 	c.markMeta(bm.DirectoryOffset, int64(bm.DirectorySize))
-	if bm.DirectoryOffset+bm.DirectorySize > uint64(c.fileSize) {
+	if !tableFits(bm.DirectoryOffset, bm.DirectorySize, 1, uint64(c.fileSize)) {
 		c.corruption("ERROR bitmap directory (%d bytes at %#x) extends past the end of the file", bm.DirectorySize, bm.DirectoryOffset)
 		return
 	}

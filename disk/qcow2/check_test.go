@@ -814,6 +814,9 @@ func FuzzCheck(f *testing.F) {
 		}
 		f.Add(b)
 	}
+	for _, b := range HostileImages(f) {
+		f.Add(b)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if len(data) > 4<<20 {
 			return

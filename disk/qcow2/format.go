@@ -21,6 +21,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 )
 
@@ -260,10 +261,15 @@ func (h *Header) l2EntrySize() int64 {
 // l2Entries is the number of entries in one L2 table.
 func (h *Header) l2Entries() int64 { return h.ClusterSize() / h.l2EntrySize() }
 
-// l1EntriesFor returns the L1 size needed for a virtual size.
+// l1EntriesFor returns the L1 size needed for a virtual size; it does not
+// wrap for sizes near 2^64.
 func (h *Header) l1EntriesFor(size uint64) uint64 {
 	span := uint64(h.ClusterSize()) * uint64(h.l2Entries())
-	return (size + span - 1) / span
+	n := size / span
+	if size%span != 0 {
+		n++
+	}
+	return n
 }
 
 // refcountBlockEntries is the number of refcounts in one refcount block.
@@ -315,6 +321,21 @@ type headerReader interface {
 // image of fileSize bytes. It refuses what cannot be read safely: unknown
 // incompatible features, encryption and external data files.
 func ParseHeader(r headerReader, fileSize int64) (*Header, error) {
+	return parseHeader(r, fileSize, false)
+}
+
+// tableFits reports whether n entries of entrySize bytes starting at off end
+// at or before limit, in a way that cannot wrap around.
+func tableFits(off, n, entrySize, limit uint64) bool {
+	return off <= limit && n <= (limit-off)/entrySize
+}
+
+// parseHeader is ParseHeader. With lenient (for Check), the L1, refcount and
+// snapshot tables may lie past the end of the file, as QEMU lets them: they
+// read as zeros there, and Check reports the references past the end as
+// corruptions. Lengths and offsets are still bounded so that no sum of them
+// wraps, and nothing is allocated by this function beyond one cluster.
+func parseHeader(r headerReader, fileSize int64, lenient bool) (*Header, error) {
 	var buf [headerLength]byte
 	if fileSize < v2HeaderLength {
 		if fileSize >= 4 {
@@ -421,18 +442,32 @@ func ParseHeader(r headerReader, fileSize int64) (*Header, error) {
 		return nil, formatErr(20, "extended L2 entries need clusters of at least 16 KiB, have %d", cs)
 	}
 
-	// Table locations, bounded by the file.
+	// Table locations. Every check is of the form off > limit ||
+	// n > (limit-off)/entrySize, which cannot wrap, and no offset may have
+	// its top bit set: it would be a negative int64 file offset.
+	limit := uint64(fileSize)
+	if lenient {
+		// As QEMU's qcow2_validate_table: tables may lie past the end of
+		// the file (they read as zeros there), but must end before 2^63.
+		limit = math.MaxInt64
+	}
+	if h.L1TableOffset > math.MaxInt64 {
+		return nil, formatErr(40, "L1 table offset %#x is past 2^63", h.L1TableOffset)
+	}
 	if h.L1TableOffset%uint64(cs) != 0 {
 		return nil, formatErr(40, "L1 table offset %#x is not cluster aligned", h.L1TableOffset)
 	}
 	if int64(h.L1Size)*8 > maxL1Bytes {
 		return nil, formatErr(36, "L1 table of %d entries exceeds QEMU's limit of %d", h.L1Size, maxL1Bytes/8)
 	}
-	if h.L1Size > 0 && h.L1TableOffset+uint64(h.L1Size)*8 > uint64(fileSize) {
+	if h.L1Size > 0 && !tableFits(h.L1TableOffset, uint64(h.L1Size), 8, limit) {
 		return nil, formatErr(40, "L1 table (%d entries at %#x) extends past the end of the file (%d bytes)", h.L1Size, h.L1TableOffset, fileSize)
 	}
 	if need := h.l1EntriesFor(h.Size); uint64(h.L1Size) < need {
 		return nil, formatErr(36, "L1 table of %d entries is too small for a virtual size of %d bytes (need %d)", h.L1Size, h.Size, need)
+	}
+	if h.RefcountTableOffset > math.MaxInt64 {
+		return nil, formatErr(48, "refcount table offset %#x is past 2^63", h.RefcountTableOffset)
 	}
 	if h.RefcountTableOffset%uint64(cs) != 0 {
 		return nil, formatErr(48, "refcount table offset %#x is not cluster aligned", h.RefcountTableOffset)
@@ -443,14 +478,39 @@ func ParseHeader(r headerReader, fileSize int64) (*Header, error) {
 	if int64(h.RefcountTableClusters)<<h.ClusterBits > maxRefTableBytes {
 		return nil, formatErr(56, "refcount table of %d clusters exceeds QEMU's limit of %d bytes", h.RefcountTableClusters, maxRefTableBytes)
 	}
-	if h.RefcountTableOffset+uint64(h.RefcountTableClusters)<<h.ClusterBits > uint64(fileSize)+uint64(cs) {
+	// The refcount table's last cluster may be cut short by the end of
+	// the file (QEMU does not pad the file's last cluster).
+	rtLimit := limit
+	if !lenient {
+		rtLimit += uint64(cs)
+	}
+	if !tableFits(h.RefcountTableOffset, uint64(h.RefcountTableClusters), uint64(cs), rtLimit) {
 		return nil, formatErr(48, "refcount table (%d clusters at %#x) extends past the end of the file (%d bytes)", h.RefcountTableClusters, h.RefcountTableOffset, fileSize)
 	}
 	if h.NbSnapshots > maxSnapshots {
 		return nil, formatErr(60, "%d snapshots exceed QEMU's limit of %d", h.NbSnapshots, maxSnapshots)
 	}
-	if h.NbSnapshots > 0 && (h.SnapshotsOffset%uint64(cs) != 0 || h.SnapshotsOffset >= uint64(fileSize)) {
-		return nil, formatErr(64, "snapshot table offset %#x is unaligned or past the end of the file", h.SnapshotsOffset)
+	if h.NbSnapshots > 0 {
+		snapLimit := limit
+		if !lenient {
+			// The table's entries have variable sizes: only its start
+			// must lie inside the file.
+			snapLimit = math.MaxInt64
+		}
+		if h.SnapshotsOffset%uint64(cs) != 0 || (!lenient && h.SnapshotsOffset >= uint64(fileSize)) ||
+			!tableFits(h.SnapshotsOffset, uint64(h.NbSnapshots), checkSnapshotHeader, snapLimit) {
+			return nil, formatErr(64, "snapshot table offset %#x is unaligned or past the end of the file", h.SnapshotsOffset)
+		}
+	}
+
+	// The backing file name lies in cluster 0, after the header.
+	if h.BackingFileOffset != 0 {
+		if h.BackingFileSize > maxBackingNameLen {
+			return nil, formatErr(16, "backing file name of %d bytes exceeds %d", h.BackingFileSize, maxBackingNameLen)
+		}
+		if h.BackingFileOffset < uint64(h.HeaderLength) || !tableFits(h.BackingFileOffset, uint64(h.BackingFileSize), 1, uint64(min(cs, fileSize))) {
+			return nil, formatErr(8, "backing file name (%d bytes at %d) is outside the header cluster", h.BackingFileSize, h.BackingFileOffset)
+		}
 	}
 
 	if err := h.parseExtensions(r, fileSize); err != nil {
@@ -458,14 +518,7 @@ func ParseHeader(r headerReader, fileSize int64) (*Header, error) {
 	}
 
 	if h.BackingFileOffset != 0 {
-		if h.BackingFileSize > maxBackingNameLen {
-			return nil, formatErr(16, "backing file name of %d bytes exceeds %d", h.BackingFileSize, maxBackingNameLen)
-		}
-		end := h.BackingFileOffset + uint64(h.BackingFileSize)
-		if end > uint64(cs) || end > uint64(fileSize) || h.BackingFileOffset < uint64(h.HeaderLength) {
-			return nil, formatErr(8, "backing file name (%d bytes at %d) is outside the header cluster", h.BackingFileSize, h.BackingFileOffset)
-		}
-		name := make([]byte, h.BackingFileSize)
+		name := make([]byte, h.BackingFileSize) // at most 1023 bytes, checked above
 		if _, err := r.ReadAt(name, int64(h.BackingFileOffset)); err != nil {
 			return nil, fmt.Errorf("qcow2: read backing file name: %w", err)
 		}
@@ -478,7 +531,7 @@ func ParseHeader(r headerReader, fileSize int64) (*Header, error) {
 func (h *Header) parseExtensions(r headerReader, fileSize int64) error {
 	// Extensions end at the backing file name, or at the end of cluster 0.
 	end := h.ClusterSize()
-	if h.BackingFileOffset != 0 && int64(h.BackingFileOffset) < end {
+	if h.BackingFileOffset != 0 && h.BackingFileOffset < uint64(end) { // ParseHeader bounded it by the cluster
 		end = int64(h.BackingFileOffset)
 	}
 	if end > fileSize {

@@ -145,6 +145,9 @@ func FuzzOpen(f *testing.F) {
 	for _, b := range seedImages(f) {
 		f.Add(b)
 	}
+	for _, b := range qcow2.HostileImages(f) {
+		f.Add(b)
+	}
 	f.Fuzz(fuzzOpenTarget)
 }
 
@@ -218,6 +221,9 @@ func FuzzRead(f *testing.F) {
 		f.Add(b, int64(0), uint32(65536))
 		f.Add(b, int64(100*i+1), uint32(70000))
 		f.Add(b, int64(65536-100), uint32(5000))
+	}
+	for _, b := range qcow2.HostileImages(f) {
+		f.Add(b, int64(0), uint32(65536))
 	}
 	f.Fuzz(func(t *testing.T, data []byte, off int64, n uint32) {
 		img, err := fuzzOpen(data)

@@ -41,7 +41,7 @@ func (img *Image) refblock(c int64) (*table, error) {
 	if t := img.refblocks[off]; t != nil {
 		return t, nil
 	}
-	if e.reserved() != 0 || off%img.cs != 0 || off >= img.fileSize {
+	if e.reserved() != 0 || off < 0 || off%img.cs != 0 || off >= img.fileSize {
 		return nil, formatErr(int64(img.hdr.RefcountTableOffset)+b*8, "refcount table entry %d (%#x) is invalid or past the end of the file", b, uint64(e))
 	}
 	t := &table{off: off, data: make([]byte, img.cs)}
