@@ -3,7 +3,6 @@ package disk
 import (
 	"fmt"
 	"math"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -61,7 +60,7 @@ type Qcow2Info struct {
 // file that cannot be described ends the chain with BackingError set; only
 // a problem with path itself is an error.
 func Info(path string) (*ImageInfo, error) {
-	top, id, err := describe(path, "")
+	top, id, err := describe(path, "", lockHeaders)
 	if err != nil {
 		return nil, fmt.Errorf("info %q: %w", path, err)
 	}
@@ -77,7 +76,7 @@ func Info(path string) (*ImageInfo, error) {
 			cur.BackingError = err.Error()
 			break
 		}
-		next, id, err := describe(cur.FullBackingFilename, ft)
+		next, id, err := describe(cur.FullBackingFilename, ft, lockHeaders)
 		if err != nil {
 			cur.BackingError = fmt.Sprintf("open backing file %q: %v", cur.FullBackingFilename, err)
 			break
@@ -106,11 +105,12 @@ func indexID(ids []fileID, id fileID) int {
 	return -1
 }
 
-// describe reads the facts of one image, of format ft ("" probes).
-func describe(path string, ft Format) (*ImageInfo, fileID, error) {
-	f, err := os.Open(path)
+// describe reads the facts of one image, of format ft ("" probes), with
+// the image file locked in mode m while it does.
+func describe(path string, ft Format, m lockMode) (*ImageInfo, fileID, error) {
+	f, _, err := openImageFile(path, false, m)
 	if err != nil {
-		return nil, fileID{}, pathErr(err)
+		return nil, fileID{}, err
 	}
 	defer f.Close()
 	fi, err := f.Stat()

@@ -9,7 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"vmtui/disk/qcow2"
 )
@@ -19,6 +20,11 @@ type OpenOptions struct {
 	// ReadOnly opens the image without write access. Backing files are
 	// read-only whatever this says.
 	ReadOnly bool
+	// ForceShare reads images that a running QEMU writes, as qemu-img's
+	// -U (force-share) does: what is read may be inconsistent, and may
+	// change. It needs ReadOnly. Without it, such an image is refused with
+	// an error wrapping ErrInUse.
+	ForceShare bool
 }
 
 // Open opens the image at path, detecting its format by content (the qcow2
@@ -27,8 +33,19 @@ type OpenOptions struct {
 // backing format recorded in an image is honoured, and probed by content
 // when absent. The chain is bounded by MaxChainDepth and must not loop.
 // Errors name path and, for a problem below it, the backing file.
+//
+// Each image file is locked as QEMU locks it (see lock.go) for as long as
+// the Image is open: the top image for writing unless ReadOnly, backing
+// files as a guest's backing files. An image another program holds in a
+// way that excludes this is refused with an error wrapping ErrInUse (an
+// *InUseError). Only regular files and block devices are opened; anything
+// else (a FIFO, a directory) is refused at once, with an error wrapping
+// ErrFileType.
 func Open(path string, opts OpenOptions) (Image, error) {
-	c := &chain{}
+	if opts.ForceShare && !opts.ReadOnly {
+		return nil, fmt.Errorf("open %q: force-share needs a read-only open", path)
+	}
+	c := &chain{share: opts.ForceShare}
 	img, err := c.open(path, "", !opts.ReadOnly, filepath.Base(path))
 	if err != nil {
 		return nil, fmt.Errorf("open %q: %w", path, err)
@@ -38,9 +55,9 @@ func Open(path string, opts OpenOptions) (Image, error) {
 
 // DetectFormat reports the format of the image at path by its content.
 func DetectFormat(path string) (Format, error) {
-	f, err := os.Open(path)
+	f, _, err := openImageFile(path, false, lockNone)
 	if err != nil {
-		return "", fmt.Errorf("detect format of %q: %w", path, pathErr(err))
+		return "", fmt.Errorf("detect format of %q: %w", path, err)
 	}
 	defer f.Close()
 	ft, err := probe(f)
@@ -90,6 +107,8 @@ type chain struct {
 	// writable is the depth opened read-write: 0 for the top only, 1 for
 	// the top's backing file only (Commit), -1 for none.
 	writable int
+	// share forces sharing on the images opened read-only (-U).
+	share bool
 }
 
 // open opens the image at path with the given format ("" probes), as the
@@ -100,17 +119,15 @@ func (c *chain) open(path string, format Format, write bool, name string) (Image
 		return nil, &chainError{fmt.Sprintf("backing chain is longer than %d images: %s -> %s ...",
 			MaxChainDepth, strings.Join(c.names, " -> "), name)}
 	}
-	flag := os.O_RDONLY
-	if write {
-		flag = os.O_RDWR
+	mode := lockRead
+	switch {
+	case write:
+		mode = lockWrite
+	case c.share:
+		mode = mode.forceShared()
 	}
-	f, err := os.OpenFile(path, flag, 0)
+	f, id, err := openImageFile(path, write, mode)
 	if err != nil {
-		return nil, pathErr(err)
-	}
-	id, err := statID(f)
-	if err != nil {
-		f.Close()
 		return nil, err
 	}
 	if i := indexID(c.ids, id); i >= 0 {
@@ -201,17 +218,108 @@ type chainError struct{ msg string }
 
 func (e *chainError) Error() string { return e.msg }
 
-// statID returns the device and inode of f.
-func statID(f *os.File) (fileID, error) {
-	fi, err := f.Stat()
+// ErrFileType is wrapped by the errors about files that cannot be images:
+// images are regular files or block devices.
+var ErrFileType = errors.New("not a regular file or block device")
+
+// fileTypeError reports a file of the wrong type.
+type fileTypeError struct{ kind string }
+
+func (e *fileTypeError) Error() string { return e.kind + ", " + ErrFileType.Error() }
+func (e *fileTypeError) Unwrap() error { return ErrFileType }
+
+// checkFileType refuses a mode that is not a regular file or block device.
+func checkFileType(mode uint32) error {
+	kind := "a special file"
+	switch mode & unix.S_IFMT {
+	case unix.S_IFREG, unix.S_IFBLK:
+		return nil
+	case unix.S_IFIFO:
+		kind = "a named pipe (FIFO)"
+	case unix.S_IFDIR:
+		kind = "a directory"
+	case unix.S_IFCHR:
+		kind = "a character device"
+	case unix.S_IFSOCK:
+		kind = "a socket"
+	}
+	return &fileTypeError{kind}
+}
+
+// CheckFile reports, without opening it, whether path can be a disk image:
+// it must exist and be a regular file or a block device (a FIFO would make
+// whoever opens it wait for a writer, for ever). Errors name path.
+func CheckFile(path string) error {
+	var st unix.Stat_t
+	if err := ignoringEINTR(func() error { return unix.Stat(path, &st) }); err != nil {
+		return fmt.Errorf("%q: %w", path, err)
+	}
+	if err := checkFileType(st.Mode); err != nil {
+		return fmt.Errorf("%q: %w", path, err)
+	}
+	return nil
+}
+
+// openImageFile opens the image file at path, for reading and writing when
+// write is set, and takes the locks of mode m on it. It never blocks on the
+// file's type: a FIFO or a device other than a block device is refused,
+// before it is opened where possible (opening some devices does things),
+// and checked again on the open file. Errors do not name path.
+func openImageFile(path string, write bool, m lockMode) (*os.File, fileID, error) {
+	var st unix.Stat_t
+	if err := ignoringEINTR(func() error { return unix.Stat(path, &st) }); err != nil {
+		return nil, fileID{}, err
+	}
+	if err := checkFileType(st.Mode); err != nil {
+		return nil, fileID{}, err
+	}
+	flag := unix.O_RDONLY
+	if write {
+		flag = unix.O_RDWR
+	}
+	// O_NONBLOCK: should path have become a FIFO since the stat, the open
+	// returns at once instead of waiting for a writer.
+	var fd int
+	err := ignoringEINTR(func() error {
+		var err error
+		fd, err = unix.Open(path, flag|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+		return err
+	})
 	if err != nil {
-		return fileID{}, pathErr(err)
+		return nil, fileID{}, err
 	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return fileID{}, fmt.Errorf("stat %q: no device and inode", f.Name())
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, fileID{}, fmt.Errorf("stat: %w", err)
 	}
-	return fileID{dev: uint64(st.Dev), ino: uint64(st.Ino)}, nil
+	if err := checkFileType(st.Mode); err != nil {
+		unix.Close(fd)
+		return nil, fileID{}, err
+	}
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err == nil {
+		_, err = unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl&^unix.O_NONBLOCK)
+	}
+	if err != nil {
+		unix.Close(fd)
+		return nil, fileID{}, fmt.Errorf("clear O_NONBLOCK: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), path)
+	id := fileID{dev: uint64(st.Dev), ino: uint64(st.Ino)}
+	if err := lockFile(f, path, id, m); err != nil {
+		f.Close()
+		return nil, fileID{}, err
+	}
+	return f, id, nil
+}
+
+// ignoringEINTR calls fn until it fails with something other than EINTR.
+func ignoringEINTR(fn func() error) error {
+	for {
+		if err := fn(); !errors.Is(err, unix.EINTR) {
+			return err
+		}
+	}
 }
 
 // pathErr drops the operation and path of a *fs.PathError, which callers

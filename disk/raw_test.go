@@ -17,7 +17,6 @@ func TestRawImage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer img.Close()
 	if img.Format() != FormatRaw || img.Size() != 1024 {
 		t.Fatalf("got %s of %d bytes, want raw of 1024 (whole sectors, as QEMU)", img.Format(), img.Size())
 	}
@@ -56,6 +55,10 @@ func TestRawImage(t *testing.T) {
 		}
 	}
 
+	// A writer excludes other readers (QEMU's locks): close it first.
+	if err := img.Close(); err != nil {
+		t.Fatal(err)
+	}
 	ro, err := Open(p, OpenOptions{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
