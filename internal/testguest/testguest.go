@@ -12,6 +12,12 @@
 //		-append 'console=ttyS0 quiet panic=-1' \
 //		-chardev pty,id=ser0,logfile=serial.log -serial chardev:ser0
 //
+// The guest loads the virtio disk and network drivers: disks attached as
+// virtio-blk-pci are /dev/vda..., named by their serial number in
+// /sys/block/vdX/serial, and a virtio-net-pci NIC is eth0. [RunScript] boots
+// it with disks attached, runs a shell script in it and returns what the
+// script printed.
+//
 // Tests that need the guest call [Paths]. When the guest cannot be built (no
 // apt, no network, a tool missing) they skip on a developer's machine and
 // fail when the CI environment variable is set.
@@ -60,6 +66,17 @@ const (
 	// ("vmtui.tick=1"), makes the guest print "vmtui tick N UPTIME" on
 	// the serial console every so often (for tests of pause and unpause).
 	TickParam = "vmtui.tick="
+
+	// ScriptParam, appended to Cmdline with a disk serial number
+	// ("vmtui.script=vmtui-script"), makes the guest run, once ready, the
+	// shell script held by the virtio disk with that serial (the script,
+	// then NUL bytes to the disk's end), between a ScriptStart line and a
+	// ScriptExit line that ends with the script's exit status.
+	// ScriptPoweroffParam makes it power off after that.
+	ScriptParam         = "vmtui.script="
+	ScriptPoweroffParam = "vmtui.script.after=poweroff"
+	ScriptStart         = "vmtui script start"
+	ScriptExit          = "vmtui script exit "
 
 	// Machine is the recommended machine type; "pc" works as well.
 	Machine = "q35"

@@ -310,3 +310,67 @@ func makeRaw(f *os.File) error {
 	}
 	return nil
 }
+
+// TestRunScript runs a script in the guest with a virtio disk and a virtio
+// NIC: the drivers are loaded, the disk is found by its serial number and
+// reads and writes the image's bytes, and the NIC is eth0.
+func TestRunScript(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots a VM")
+	}
+	dir := t.TempDir()
+	image := filepath.Join(dir, "disk.raw")
+	data := bytes.Repeat([]byte("0123456789abcdef"), 4096) // 64 KiB
+	if err := os.WriteFile(image, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const mac = "52:54:00:12:34:56"
+	out := RunScript(t, Script{
+		Text: `set -e
+for d in /sys/block/vd*; do echo "disk ${d##*/} $(cat $d/serial) $(cat $d/size)"; done
+echo "read $(head -c 16 /dev/vdb)"
+printf 'written by the guest' | dd of=/dev/vdb bs=4096 seek=1 conv=notrunc 2>/dev/null
+echo "net $(cat /sys/class/net/eth0/address) $(basename $(readlink /sys/class/net/eth0/device/driver))"
+`,
+		Disks: []Disk{{Path: image, Format: "raw", Serial: "data"}},
+		Args:  []string{"-nic", "user,model=virtio-net-pci,mac=" + mac},
+	})
+	for _, want := range []string{
+		"disk vda vmtui-script 8\n", // the script's 4 KiB, in sectors
+		"disk vdb data 128\n",
+		"read 0123456789abcdef\n",
+		"net " + mac + " virtio_net\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("script output lacks %q:\n%s", want, out)
+		}
+	}
+	got, err := os.ReadFile(image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(data[4096:], "written by the guest")
+	if !bytes.Equal(got, data) {
+		t.Errorf("the image after the guest wrote into it: got %q..., want %q...", got[4096:4128], data[4096:4128])
+	}
+}
+
+func TestScriptOutput(t *testing.T) {
+	for _, tc := range []struct {
+		log, out string
+		status   int
+		err      bool
+	}{
+		{log: "ready\nvmtui script start\nhello\nvmtui script exit 0\nreboot\n", out: "hello\n"},
+		{log: "vmtui script start\nvmtui script exit 3\n", out: "", status: 3},
+		{log: "vmtui script start\necho vmtui script exit 9\nvmtui script exit 0\n", out: "echo vmtui script exit 9\n"},
+		{log: "vmtui script start\nhalf", err: true},
+		{log: "ready\n", err: true},
+		{log: "vmtui script start\nvmtui script exit x\n", err: true},
+	} {
+		out, status, err := scriptOutput(tc.log)
+		if (err != nil) != tc.err || err == nil && (out != tc.out || status != tc.status) {
+			t.Errorf("scriptOutput(%q) = %q, %d, %v; want %q, %d, error %v", tc.log, out, status, err, tc.out, tc.status, tc.err)
+		}
+	}
+}
