@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -42,6 +43,10 @@ type ConvertOptions struct {
 	// Without it, writeback starts while converting and Convert returns
 	// once dst is durable.
 	NoSync bool
+	// ForceShare reads a source that a running QEMU writes, as qemu-img
+	// convert -U does: the copy may be inconsistent. Without it such a
+	// source is refused with an error wrapping ErrInUse.
+	ForceShare bool
 }
 
 const (
@@ -56,11 +61,16 @@ const (
 
 // Convert copies the image at src, its whole backing chain flattened, into
 // a new image at dst. The output is written into a temporary file in dst's
-// directory and renamed to dst only when complete, so dst is either absent
-// or whole; an existing dst is refused with an error wrapping fs.ErrExist.
+// directory and linked (or renamed) to dst only when complete, so dst is
+// either absent or whole; an existing dst is refused with an error
+// wrapping fs.ErrExist. The temporary file has no name where the file
+// system allows (O_TMPFILE), so that nothing is left behind even when the
+// process is killed; elsewhere it is a hidden file next to dst, and the
+// ones a killed conversion left are removed by the next conversion to dst.
 // Ranges that read as zeros are never written: the output is sparse. When
 // ctx is cancelled Convert stops, removes the temporary file and returns an
-// error wrapping ctx.Err().
+// error wrapping ctx.Err(). The source and the output are locked as
+// qemu-img convert locks them (see Open).
 func Convert(ctx context.Context, src, dst string, opts ConvertOptions) error {
 	if err := convert(ctx, src, dst, opts); err != nil {
 		return fmt.Errorf("convert %q to %q: %w", src, dst, err)
@@ -87,16 +97,17 @@ func convert(ctx context.Context, src, dst string, opts ConvertOptions) (err err
 		return fmt.Errorf("%w (remove it first or choose another name)", fs.ErrExist)
 	}
 
-	in, err := Open(src, OpenOptions{ReadOnly: true})
+	in, err := Open(src, OpenOptions{ReadOnly: true, ForceShare: opts.ForceShare})
 	if err != nil {
 		return err
 	}
 	defer in.Close()
 
-	tmp, f, err := createTemp(dst)
+	t, err := createTempOutput(dst)
 	if err != nil {
 		return err
 	}
+	f, tmp := t.f, t.path()
 	var out target // once set, it owns f
 	closed := false
 	defer func() {
@@ -108,7 +119,7 @@ func convert(ctx context.Context, src, dst string, opts ConvertOptions) (err err
 			default:
 				f.Close()
 			}
-			os.Remove(tmp)
+			t.remove()
 		}
 	}()
 
@@ -145,11 +156,15 @@ func convert(ctx context.Context, src, dst string, opts ConvertOptions) (err err
 	if err := cv.run(ctx); err != nil {
 		return err
 	}
-	closed = true
-	if err := out.close(); err != nil {
+	if err := out.flush(); err != nil {
 		return err
 	}
-	if err := renameNoReplace(tmp, dst); err != nil {
+	if err := t.publish(dst); err != nil {
+		return err
+	}
+	closed = true
+	if err := out.close(); err != nil {
+		os.Remove(dst) // complete but for what close could not write
 		return err
 	}
 	if !opts.NoSync {
@@ -181,21 +196,131 @@ func startWriteback(f *os.File) {
 	unix.SyncFileRange(int(f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE) // advisory
 }
 
-// createTemp creates an empty temporary file next to dst.
-func createTemp(dst string) (string, *os.File, error) {
+// tempOutput is the file a conversion writes before it becomes dst,
+// locked for writing as long as it is open.
+type tempOutput struct {
+	f    *os.File
+	dir  string
+	name string // the named temporary file; "" when f has no name
+}
+
+// useTmpfile is cleared by tests to exercise the named temporary files of
+// file systems without O_TMPFILE.
+var useTmpfile = true
+
+// createTempOutput creates an empty temporary file in dst's directory:
+// unnamed (O_TMPFILE) where the file system allows, else a hidden file
+// named after dst, after removing those a killed conversion left.
+func createTempOutput(dst string) (*tempOutput, error) {
 	dir, base := filepath.Split(dst)
+	if dir == "" {
+		dir = "."
+	}
+	if useTmpfile {
+		var fd int
+		err := ignoringEINTR(func() error {
+			var err error
+			fd, err = unix.Open(dir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o644)
+			return err
+		})
+		switch {
+		case err == nil:
+			// Messages name it after what it becomes.
+			f := os.NewFile(uintptr(fd), dst)
+			if err := lockFile(f, dst, fileID{}, lockWrite); err != nil {
+				f.Close()
+				return nil, fmt.Errorf("lock temporary file in %q: %w", dir, err)
+			}
+			return &tempOutput{f: f, dir: dir}, nil
+		case errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EISDIR) || errors.Is(err, unix.EINVAL):
+			// The file system (or the kernel) has no O_TMPFILE.
+		default:
+			return nil, fmt.Errorf("create temporary file in %q: %w", dir, err)
+		}
+	}
+	prefix := "." + base + ".tmp"
+	removeStaleTemps(dir, prefix)
 	for range 100 {
-		name := filepath.Join(dir, "."+base+".tmp"+strconv.FormatUint(rand.Uint64()%1e12, 36))
+		name := filepath.Join(dir, prefix+strconv.FormatUint(rand.Uint64()%1e12, 36))
 		f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 		if errors.Is(err, fs.ErrExist) {
 			continue
 		}
 		if err != nil {
-			return "", nil, fmt.Errorf("create temporary file: %w", err)
+			return nil, fmt.Errorf("create temporary file: %w", err)
 		}
-		return name, f, nil
+		// The lock tells a conversion running at the same time that the
+		// file is not stale.
+		if err := lockFile(f, name, fileID{}, lockWrite); err != nil {
+			f.Close()
+			os.Remove(name)
+			return nil, fmt.Errorf("lock temporary file %q: %w", name, err)
+		}
+		return &tempOutput{f: f, dir: dir, name: name}, nil
 	}
-	return "", nil, fmt.Errorf("create temporary file in %q: too many attempts", dir)
+	return nil, fmt.Errorf("create temporary file in %q: too many attempts", dir)
+}
+
+// removeStaleTemps removes the named temporary files in dir, whose names
+// start with prefix, that no conversion holds: those of conversions that
+// were killed. A running conversion holds its file locked for writing.
+func removeStaleTemps(dir, prefix string) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return // the creation that follows says why
+	}
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), prefix) || !e.Type().IsRegular() {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		f, _, err := openImageFile(p, false, lockNone)
+		if err != nil {
+			continue
+		}
+		held, err := writerHolds(f)
+		f.Close()
+		if err == nil && !held {
+			os.Remove(p)
+		}
+	}
+}
+
+// path names the temporary file in messages.
+func (t *tempOutput) path() string {
+	if t.name != "" {
+		return t.name
+	}
+	return t.f.Name()
+}
+
+// publish gives the complete output the name dst, unless dst exists.
+func (t *tempOutput) publish(dst string) error {
+	if t.name != "" {
+		return renameNoReplace(t.name, dst)
+	}
+	fd := int(t.f.Fd())
+	err := unix.Linkat(fd, "", unix.AT_FDCWD, dst, unix.AT_EMPTY_PATH)
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EPERM) || errors.Is(err, unix.EINVAL) {
+		// AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH (before Linux 6.10);
+		// the file's link in /proc does not.
+		err = unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), unix.AT_FDCWD, dst, unix.AT_SYMLINK_FOLLOW)
+	}
+	switch {
+	case errors.Is(err, unix.EEXIST):
+		return fmt.Errorf("%w (created while converting)", fs.ErrExist)
+	case err != nil:
+		return fmt.Errorf("link the output to %q: %w", dst, err)
+	}
+	return nil
+}
+
+// remove removes a named temporary file after a failure; an unnamed one
+// went with its last descriptor.
+func (t *tempOutput) remove() {
+	if t.name != "" {
+		os.Remove(t.name)
+	}
 }
 
 // renameNoReplace renames tmp to dst unless dst exists.
@@ -223,7 +348,9 @@ type target interface {
 	write(off int64, data []byte) error
 	// writeCompressed writes one cluster compressed already.
 	writeCompressed(off int64, compressed, plain []byte) error
-	// close makes the output durable and closes it.
+	// flush completes the output and, unless NoSync, makes it durable.
+	flush() error
+	// close closes the output, flushed already.
 	close() error
 	// abort closes the output without caring for its content.
 	abort()
@@ -251,15 +378,18 @@ func (t *rawTarget) writeCompressed(off int64, compressed, plain []byte) error {
 	return t.write(off, plain)
 }
 
+func (t *rawTarget) flush() error {
+	if !t.sync {
+		return nil
+	}
+	if err := t.f.Sync(); err != nil {
+		return fmt.Errorf("sync %q: %w", t.path, pathErr(err))
+	}
+	return nil
+}
+
 func (t *rawTarget) close() error {
-	var err error
-	if t.sync {
-		err = t.f.Sync()
-	}
-	if cerr := t.f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	if err := t.f.Close(); err != nil {
 		return fmt.Errorf("close %q: %w", t.path, pathErr(err))
 	}
 	return nil
@@ -298,17 +428,21 @@ func (t *qcow2Target) wrote(n int) {
 	}
 }
 
-func (t *qcow2Target) close() error {
+func (t *qcow2Target) flush() error {
 	err := t.img.Flush()
 	if err == nil && t.sync {
 		if err = t.f.Sync(); err != nil {
 			err = pathErr(err)
 		}
 	}
-	if cerr := t.img.Close(); err == nil {
-		err = cerr
-	}
 	if err != nil {
+		return fmt.Errorf("flush %q: %w", t.path, err)
+	}
+	return nil
+}
+
+func (t *qcow2Target) close() error {
+	if err := t.img.Close(); err != nil {
 		return fmt.Errorf("close %q: %w", t.path, err)
 	}
 	return nil

@@ -40,6 +40,11 @@ type CreateOptions struct {
 
 // Create makes a new image at path. It never overwrites: an existing path
 // is an error wrapping fs.ErrExist. On failure nothing is left at path.
+// The new image is locked for writing while it is made, and a backing file
+// is read as a guest's backing file is (see Open): unlike qemu-img create,
+// which shares it for external snapshots, Create refuses a base that a
+// running QEMU writes, with an error wrapping ErrInUse, since an overlay on
+// a disk that changes under it reads garbage.
 func Create(path string, opts CreateOptions) error {
 	if err := create(path, opts); err != nil {
 		return fmt.Errorf("create %q: %w", path, err)
@@ -60,7 +65,7 @@ func create(path string, opts CreateOptions) error {
 	return fmt.Errorf("unsupported image format %q (want qcow2 or raw)", opts.Format)
 }
 
-// createFile creates path exclusively.
+// createFile creates path exclusively, locked for writing.
 func createFile(path string) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 	if errors.Is(err, fs.ErrExist) {
@@ -68,6 +73,13 @@ func createFile(path string) (*os.File, error) {
 	}
 	if err != nil {
 		return nil, pathErr(err)
+	}
+	if err := lockFile(f, path, fileID{}, lockWrite); err != nil {
+		// Only a program that opened the file in the instant since it was
+		// created can hold it.
+		f.Close()
+		os.Remove(path)
+		return nil, err
 	}
 	return f, nil
 }
