@@ -317,6 +317,9 @@ func TestMain(m *testing.M) {
 		Attach(context.Background(), Options{Name: "p", TTY: tty, Stdout: panicWriter{}, TailLines: -1})
 		os.Exit(0) // not reached: the panic ends the process
 	}
+	if dir := os.Getenv(earlyTakeoverEnv); dir != "" {
+		earlyTakeoverChild(dir) // exits
+	}
 	code := m.Run()
 	if built.bin != "" {
 		os.RemoveAll(filepath.Dir(built.bin)) // the vmtui built by guest_test.go

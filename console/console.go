@@ -108,16 +108,27 @@ func Attach(ctx context.Context, opts Options) (err error) {
 	if opts.TTY == "" {
 		return fmt.Errorf("vm %s: %w", opts.Name, ErrNoConsole)
 	}
+	// Handle takeover requests before the lock file names us: from that
+	// instant another attach may send SIGUSR1. Unhandled, it would be lost
+	// (a Go program ignores SIGUSR1 unless notified) and the taker would
+	// kill this process with SIGTERM after its grace period. A request
+	// that comes before the session runs waits in takenOver and ends the
+	// session as soon as it runs.
+	takenOver, stopTakeover := watchTakeover()
+	defer stopTakeover()
 	if opts.LockFile != "" {
 		lock, err := lockConsole(opts.LockFile, opts.Name, opts.Takeover)
 		if err != nil {
 			return err
 		}
 		defer lock.release()
+		// A request that came before the lock file named us was for the
+		// holder we took over from, in this process (the TUI, or tests).
+		drain(takenOver)
+		if err := lock.announce(); err != nil {
+			return err
+		}
 	}
-	// Handle takeover requests from now on: the lock file names us.
-	takenOver, stopTakeover := watchTakeover()
-	defer stopTakeover()
 
 	// O_NOCTTY: the VM's pty must never become vmtui's controlling
 	// terminal.
@@ -379,6 +390,17 @@ var takeover struct {
 	subs map[chan struct{}]bool
 }
 
+// drain empties c.
+func drain(c <-chan struct{}) {
+	select {
+	case <-c:
+	default:
+	}
+}
+
+// watchTakeover installs the SIGUSR1 handler if it is not yet, and
+// subscribes to takeover requests: the channel receives one value for any
+// number of requests that come until it is read. The function unsubscribes.
 func watchTakeover() (<-chan struct{}, func()) {
 	takeover.once.Do(func() {
 		takeover.subs = make(map[chan struct{}]bool)
