@@ -109,7 +109,20 @@ func oneVM(e *env, fs *flag.FlagSet, args []string, text string) (string, error)
 	if len(pos) != 1 {
 		return "", &usageError{}
 	}
+	if err := nonEmpty(fs.Name(), pos[0]); err != nil {
+		return "", err
+	}
 	return pos[0], nil
+}
+
+// nonEmpty refuses an empty VM argument, which a script with an unset
+// variable passes: it names no VM, and doing nothing would look like
+// success.
+func nonEmpty(verb, target string) error {
+	if target == "" {
+		return &usageError{msg: verb + ": empty vm name: give a vm name or id"}
+	}
+	return nil
 }
 
 // listFlag is a flag that may be repeated.
@@ -219,6 +232,10 @@ $VMTUI_ACCEL, else KVM with a fallback to TCG.`)
 		return fmt.Errorf("start %s: vm is already defined (in %s); flags only define new VMs", target, def.File)
 	}
 	st, err := m.Start(ctx, def, vm.StartOptions{})
+	if errors.Is(err, config.ErrNotFound) {
+		// Removed while the start waited for the VM's lock.
+		return fmt.Errorf("%s: vm not found", target)
+	}
 	if errors.Is(err, vm.ErrAlreadyRunning) {
 		return fmt.Errorf("start vm %s: vm already running (pid %d)", def.Name, st.PID)
 	}
@@ -285,6 +302,11 @@ if it has not exited after a grace period.`)
 	}
 	if *all == (len(pos) == 1) || len(pos) > 1 {
 		return &usageError{}
+	}
+	if !*all {
+		if err := nonEmpty("stop", pos[0]); err != nil {
+			return err
+		}
 	}
 	m, err := manager()
 	if err != nil {
@@ -398,14 +420,20 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 	if err == errHelp {
 		return e.help(fs, `
 The columns are vmctl's: ID, PID, VCPUS, MAXMEM, CURMEM, TTY, OWNER, STATE
-and NAME. STATE is running, paused, stopping, stopped or broken (a QEMU that
-does not answer on its monitor).`)
+and NAME. STATE is starting (a start is in progress), running, paused,
+stopping, stopped or broken (a QEMU that does not answer on its monitor, or
+is stopped).`)
 	}
 	if err != nil {
 		return err
 	}
 	if len(pos) > 1 {
 		return &usageError{}
+	}
+	if len(pos) == 1 {
+		if err := nonEmpty("status", pos[0]); err != nil {
+			return err
+		}
 	}
 	return listVMs(ctx, e, pos, *asJSON)
 }
@@ -437,7 +465,7 @@ func listVMs(ctx context.Context, e *env, only []string, asJSON bool) error {
 	}
 	for _, st := range list {
 		if st.Err != "" {
-			fmt.Fprintf(e.err, "%s: vm %s: %s\n", progName, st.Name, st.Err)
+			fmt.Fprintf(e.err, "%s: vm %s: %s\n", progName, st.DisplayName(), st.Err)
 		}
 	}
 	return nil
@@ -468,19 +496,23 @@ reused or touched.`)
 	if err != nil {
 		return err
 	}
-	st, def, err := m.Status(ctx, target)
+	def, err := m.Store().Lookup(target)
 	if def == nil {
 		if errors.Is(err, config.ErrNotFound) {
 			return fmt.Errorf("%s: vm not found", target)
 		}
 		return err
 	}
-	if st.Running() {
+	// A broken definition may be removed: that is how one gets rid of it.
+	st, err := m.Remove(ctx, def)
+	switch {
+	case errors.Is(err, vm.ErrRunning):
 		return fmt.Errorf("remove %s: vm is running (pid %d); stop it first", def.Name, st.PID)
-	}
-	if err := m.Store().Remove(def.Name); err != nil {
+	case errors.Is(err, config.ErrNotFound):
+		return fmt.Errorf("%s: vm not found", target)
+	case err != nil:
 		return err
 	}
-	fmt.Fprintf(e.err, "%s: removed vm %s (id %s)\n", progName, def.Name, strconv.Itoa(def.ID))
+	fmt.Fprintf(e.err, "%s: removed vm %s (id %s)\n", progName, config.DisplayName(def.Name), strconv.Itoa(def.ID))
 	return nil
 }

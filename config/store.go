@@ -130,7 +130,7 @@ func (s *Store) Lookup(nameOrID string) (*VM, error) {
 		case 1:
 			return found[0], found[0].Err
 		default:
-			return nil, fmt.Errorf("vm id %d is ambiguous: %s and %s both have it", id, found[0].File, found[1].File)
+			return nil, fmt.Errorf("vm id %d is ambiguous: %q and %q both have it", id, found[0].File, found[1].File)
 		}
 	}
 	if !isStem(nameOrID) {

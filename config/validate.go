@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -29,11 +30,16 @@ type FieldError struct {
 }
 
 // Error formats the error as "FILE:LINE: FIELD: MSG", leaving out what is
-// not known.
+// not known. A FILE holding control characters (a hostile file name) is
+// quoted, escaping them.
 func (e *FieldError) Error() string {
 	var b strings.Builder
 	if e.File != "" {
-		b.WriteString(e.File)
+		if q := strconv.Quote(e.File); q[1:len(q)-1] != e.File {
+			b.WriteString(q)
+		} else {
+			b.WriteString(e.File)
+		}
 		if e.Line > 0 {
 			b.WriteString(":" + strconv.Itoa(e.Line))
 		}
@@ -150,6 +156,8 @@ func (vm *VM) validate(checkID bool) error {
 			c.add(fmt.Sprintf("extra_args[%d]", i), "empty argument")
 		} else if strings.IndexByte(a, 0) >= 0 {
 			c.add(fmt.Sprintf("extra_args[%d]", i), "contains a NUL byte")
+		} else if why := ReservedArg(vm.ExtraArgs, i); why != "" {
+			c.add(fmt.Sprintf("extra_args[%d]", i), "%s", why)
 		}
 	}
 
@@ -268,6 +276,18 @@ func ValidName(name string) error {
 		return fmt.Errorf("invalid VM name %q: all digits, which would be read as an ID", name)
 	}
 	return nil
+}
+
+// DisplayName is a VM name as it may be printed: the name itself when it is
+// valid (ValidName), else quoted as Go quotes strings, control characters
+// escaped. Names come from the names of definition files, which may hold
+// anything, escape sequences and line breaks included: printed raw to a
+// terminal they would be obeyed.
+func DisplayName(name string) string {
+	if ValidName(name) != nil {
+		return strconv.Quote(name)
+	}
+	return name
 }
 
 // isWord reports whether s is made of ASCII letters, digits, '.', '-' and
@@ -480,4 +500,47 @@ func ParseNetwork(spec string) (Network, error) {
 		return fail("%s", strings.Join(msgs, "; "))
 	}
 	return n, nil
+}
+
+// reservedOptions are the QEMU options vmtui sets itself, or that would take
+// QEMU out of its hands, with the reason: extra_args may not give them.
+var reservedOptions = map[string]string{
+	"daemonize":  "vmtui runs QEMU in the foreground of a session of its own and follows its process",
+	"pidfile":    "vmtui sets QEMU's pidfile, by which it finds the VM's process",
+	"qmp":        "vmtui sets QEMU's monitors and talks to them",
+	"qmp-pretty": "vmtui sets QEMU's monitors and talks to them",
+	"monitor":    "vmtui sets QEMU's monitors and talks to them",
+	"mon":        "vmtui sets QEMU's monitors and talks to them",
+	"serial":     "vmtui sets the serial port, the VM's console",
+	"nographic":  "it puts a serial port and a monitor on QEMU's standard input and output, which vmtui does not connect",
+	"name":       "vmtui names the guest and its process",
+	"runas":      "vmtui knows the VM's QEMU by its user",
+	"run-with":   "vmtui knows the VM's QEMU by its user",
+	"chroot":     "QEMU must keep reaching the VM's runtime files",
+	"S":          "vmtui decides whether the VM starts paused; pause it with vmtui pause",
+	"incoming":   "vmtui does not migrate VMs",
+}
+
+// reservedChardevs are the ids of the character devices vmtui defines.
+var reservedChardevs = []string{"qmp0", "qmp1", "ser0"}
+
+// ReservedArg says why args[i], an argument of extra_args, may not be
+// given, or returns "" when it may. QEMU reads "--opt" as "-opt".
+func ReservedArg(args []string, i int) string {
+	a := args[i]
+	if !strings.HasPrefix(a, "-") {
+		return ""
+	}
+	opt := strings.TrimPrefix(a[1:], "-")
+	if why, ok := reservedOptions[opt]; ok {
+		return fmt.Sprintf("option %q is set by vmtui itself: %s", a, why)
+	}
+	if opt == "chardev" && i+1 < len(args) {
+		for _, kv := range strings.Split(args[i+1], ",") {
+			if id, ok := strings.CutPrefix(kv, "id="); ok && slices.Contains(reservedChardevs, id) {
+				return fmt.Sprintf("option %q with id %q: vmtui defines the character device %s itself", a, id, id)
+			}
+		}
+	}
+	return ""
 }

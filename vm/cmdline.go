@@ -80,6 +80,11 @@ func Cmdline(s Spec) ([]string, error) {
 	if s.CPUs <= 0 {
 		return nil, fmt.Errorf("vm %s: vcpus must be positive", s.Name)
 	}
+	for i := range s.Extra {
+		if why := config.ReservedArg(s.Extra, i); why != "" {
+			return nil, fmt.Errorf("vm %s: extra_args[%d]: %s", s.Name, i, why)
+		}
+	}
 	devs := []device{
 		fixedArgs{"-nodefaults", "-no-user-config", "-display", "none"},
 		nameDev{s.Name},

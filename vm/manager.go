@@ -19,8 +19,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -161,8 +159,7 @@ func (m *Manager) Start(ctx context.Context, def *config.VM, opts StartOptions) 
 	if def.Err != nil {
 		return Status{}, def.Err
 	}
-	spec, err := m.spec(def)
-	if err != nil {
+	if err := config.ValidName(def.Name); err != nil {
 		return Status{}, err
 	}
 	rundir, err := m.paths.EnsureRuntimeDir(def.Name)
@@ -177,11 +174,26 @@ func (m *Manager) Start(ctx context.Context, def *config.VM, opts StartOptions) 
 		return Status{}, err
 	}
 	defer lock.Unlock()
+	// Queries seeing the lock held report the VM starting (see inspect).
+	starting := m.paths.RuntimeFile(def.Name, startingFileName)
+	if err := os.WriteFile(starting, nil, 0o600); err != nil {
+		return Status{}, fmt.Errorf("start vm %s: %w", def.Name, err)
+	}
+	defer os.Remove(starting)
 
+	// The definition may have been removed, or changed, since def was
+	// read: start what it says now, and nothing once it is gone.
+	if def, err = m.current(def); err != nil {
+		return Status{}, err
+	}
 	if st := m.inspectLocked(ctx, def, &scan{}); st.Running() {
 		return st, ErrAlreadyRunning
 	}
 	m.cleanup(def.Name)
+	spec, err := m.spec(def)
+	if err != nil {
+		return Status{}, err
+	}
 
 	qmpPath, err := m.paths.QMPSocket(def.Name)
 	if err != nil {
@@ -282,6 +294,34 @@ func (m *Manager) Start(ctx context.Context, def *config.VM, opts StartOptions) 
 	return m.inspectLocked(ctx, def, nil), nil
 }
 
+// current reads def's definition again, under the VM's lock: it returns
+// config.ErrNotFound if it was removed (or removed and defined again: another
+// VM, with another ID), and refuses a VM whose ID another definition has.
+func (m *Manager) current(def *config.VM) (*config.VM, error) {
+	cur, err := m.store.Lookup(def.Name)
+	switch {
+	case errors.Is(err, config.ErrNotFound) || cur != nil && cur.ID != def.ID:
+		return nil, fmt.Errorf("start vm %s: %w", def.Name, config.ErrNotFound)
+	case err != nil:
+		return nil, err
+	}
+	all, err := m.store.List()
+	if err != nil {
+		return nil, err
+	}
+	var same []string
+	for _, o := range all {
+		if o.ID == cur.ID && o.File != cur.File {
+			same = append(same, strconv.Quote(o.File))
+		}
+	}
+	if len(same) > 0 {
+		return nil, fmt.Errorf("start vm %s: id %d is the id of both %q and %s; give one of them another id",
+			def.Name, cur.ID, cur.File, strings.Join(same, " and "))
+	}
+	return cur, nil
+}
+
 // listenUnix creates a unix socket listener at path, mode 0600, and returns
 // it as a file to hand to QEMU. The socket file stays when the listener is
 // closed.
@@ -376,340 +416,4 @@ func (m *Manager) cleanup(name string) {
 			os.Remove(p)
 		}
 	}
-}
-
-// List returns the status of every defined VM, sorted by ID, querying the
-// running ones concurrently.
-func (m *Manager) List(ctx context.Context) ([]Status, error) {
-	defs, err := m.store.List()
-	if err != nil {
-		return nil, err
-	}
-	sc := &scan{}
-	out := make([]Status, len(defs))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 16)
-	for i, def := range defs {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			out[i] = m.inspect(ctx, def, sc)
-		}()
-	}
-	wg.Wait()
-	slices.SortStableFunc(out, func(a, b Status) int { return cmp.Compare(a.ID, b.ID) })
-	return out, nil
-}
-
-// Status returns the status of the VM named by nameOrID (a name, or an ID
-// when all digits). It returns config.ErrNotFound for an unknown VM.
-func (m *Manager) Status(ctx context.Context, nameOrID string) (Status, *config.VM, error) {
-	def, err := m.store.Lookup(nameOrID)
-	if def == nil {
-		return Status{}, nil, err
-	}
-	return m.inspect(ctx, def, &scan{}), def, nil
-}
-
-// inspect reports a VM's status, cleaning up stale runtime files. It holds
-// the VM's lock shared, so that status checks run side by side but never
-// while a start (which holds it exclusively) is half done: they wait for it,
-// for up to startWait.
-func (m *Manager) inspect(ctx context.Context, def *config.VM, sc *scan) Status {
-	if _, err := os.Stat(m.paths.RuntimeDir(def.Name)); err != nil {
-		// No runtime directory: nothing runs, unless adopted below.
-		return m.inspectLocked(ctx, def, sc)
-	}
-	wctx, cancel := context.WithTimeout(ctx, startWait)
-	lock, err := config.LockShared(wctx, m.paths.LockFile(def.Name))
-	cancel()
-	if err != nil {
-		st := m.baseStatus(def)
-		st.Err = fmt.Sprintf("a start is in progress: %v", err)
-		return st
-	}
-	defer lock.Unlock()
-	return m.inspectLocked(ctx, def, sc)
-}
-
-func (m *Manager) baseStatus(def *config.VM) Status {
-	st := Status{ID: def.ID, Name: def.Name, VCPUs: def.CPUs, MaxMem: def.Memory, State: StateStopped}
-	if def.Err != nil {
-		st.Err = def.Err.Error()
-	}
-	if fi, err := os.Stat(def.File); err == nil {
-		if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
-			st.Owner = ownerName(sys.Uid, sys.Gid)
-		}
-	}
-	return st
-}
-
-// inspectLocked reports a VM's status; the caller holds its lock (or it
-// has no runtime directory).
-func (m *Manager) inspectLocked(ctx context.Context, def *config.VM, sc *scan) Status {
-	st := m.baseStatus(def)
-	p, err := m.process(def.Name, sc)
-	if err != nil || p == nil {
-		m.cleanup(def.Name)
-		if err != nil {
-			st.Err = err.Error()
-		}
-		return st
-	}
-	st.PID = p.PID
-	st.CurMem = p.RSS
-	st.Owner = ownerName(p.UID, p.GID)
-	st.Cmdline = p.Cmdline
-	st.State = StateRunning
-	if b, err := os.ReadFile(m.paths.PTYFile(def.Name)); err == nil {
-		st.TTY = strings.TrimSpace(string(b))
-	}
-	_, stopErr := os.Stat(m.paths.RuntimeFile(def.Name, stoppingFileName))
-	stopping := stopErr == nil
-
-	qctx, cancel := context.WithTimeout(ctx, queryTimeout)
-	defer cancel()
-	path, err := m.paths.QMPSocket(def.Name)
-	if err != nil {
-		st.State, st.Err = StateBroken, err.Error()
-		return st
-	}
-	c, err := qmp.Dial(qctx, path)
-	if err != nil {
-		st.State, st.Err = StateBroken, fmt.Sprintf("qemu does not answer on its monitor: %v", err)
-		return st
-	}
-	defer c.Close()
-	qs, err := c.QueryStatus(qctx)
-	if err != nil {
-		st.State, st.Err = StateBroken, err.Error()
-		return st
-	}
-	st.QEMUStatus = string(qs.Status)
-	if st.TTY == "" {
-		if pty, err := c.PTY(qctx, SerialLabel); err == nil {
-			st.TTY = pty
-			os.WriteFile(m.paths.PTYFile(def.Name), []byte(pty+"\n"), 0o600)
-		}
-	}
-	switch qs.Status {
-	case qmp.StateRunning:
-		if stopping {
-			st.State = StateStopping
-		}
-	case qmp.StateShutdown:
-		st.State = StateStopping
-	case qmp.StateInternalError, qmp.StateIOError, qmp.StateGuestPanicked, qmp.StateWatchdog:
-		st.State, st.Err = StateBroken, "guest stopped: "+string(qs.Status)
-	default: // paused, prelaunch, suspended, migration states
-		st.State = StatePaused
-	}
-	return st
-}
-
-// process finds the QEMU process of VM name: the one its pidfile names if
-// that is still our QEMU, else (runtime files lost) one whose command line
-// names the VM's pidfile, which is then adopted. It returns nil when none
-// runs.
-func (m *Manager) process(name string, sc *scan) (*procInfo, error) {
-	pidfile := m.paths.PIDFile(name)
-	if pid := readPIDFile(pidfile); pid != 0 {
-		p, err := readProc(pid)
-		if err == nil && m.ours(p, pidfile) && !startedAfter(p, pidfile) {
-			if id, err := os.ReadFile(m.paths.BootIDFile(name)); err == nil && strings.TrimSpace(string(id)) != bootID() {
-				return nil, nil // from before the host's last boot
-			}
-			return p, nil
-		}
-	}
-	if sc == nil {
-		return nil, nil
-	}
-	pid := sc.find(pidfile, m)
-	if pid == 0 {
-		return nil, nil
-	}
-	p, err := readProc(pid)
-	if err != nil {
-		return nil, nil
-	}
-	// Adopt it: recreate what can be recreated of its runtime files.
-	if _, err := m.paths.EnsureRuntimeDir(name); err == nil {
-		os.WriteFile(pidfile, []byte(strconv.Itoa(pid)+"\n"), 0o600)
-		os.WriteFile(m.paths.BootIDFile(name), []byte(bootID()+"\n"), 0o600)
-	}
-	return p, nil
-}
-
-// startedAfter reports whether process p started after the pidfile was
-// written (with a second's slack for clock granularity): then the PID was
-// reused, and the pidfile is not about p.
-func startedAfter(p *procInfo, pidfile string) bool {
-	fi, err := os.Stat(pidfile)
-	if err != nil {
-		return false
-	}
-	at, err := p.startedAt()
-	if err != nil {
-		return false
-	}
-	return at.After(fi.ModTime().Add(time.Second))
-}
-
-// ours reports whether p is a QEMU started for the pidfile path.
-func (m *Manager) ours(p *procInfo, pidfile string) bool {
-	return len(p.Cmdline) > 0 && argValue(p.Cmdline, "-pidfile") == pidfile &&
-		strings.HasPrefix(filepath.Base(p.Cmdline[0]), "qemu-system")
-}
-
-// scan finds QEMU processes by the pidfile their command line names; it
-// reads /proc once, when first asked.
-type scan struct {
-	once sync.Once
-	byPF map[string]int
-}
-
-func (s *scan) find(pidfile string, m *Manager) int {
-	s.once.Do(func() {
-		s.byPF = make(map[string]int)
-		pids, _ := listPIDs()
-		for _, pid := range pids {
-			b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-			if err != nil || !strings.Contains(string(b), "qemu-system") {
-				continue
-			}
-			argv := strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")
-			if pf := argValue(argv, "-pidfile"); pf != "" && strings.HasPrefix(filepath.Base(argv[0]), "qemu-system") {
-				s.byPF[pf] = pid
-			}
-		}
-	})
-	return s.byPF[pidfile]
-}
-
-// StopOptions modify Stop.
-type StopOptions struct {
-	// Force quits QEMU at once (QMP quit, then SIGKILL after a grace
-	// period) instead of pressing the power button.
-	Force bool
-	// Wait returns only once the QEMU process has exited.
-	Wait bool
-}
-
-// Stop stops a running VM: a graceful ACPI power-down, or with Force a quit.
-func (m *Manager) Stop(ctx context.Context, def *config.VM, opts StopOptions) error {
-	st := m.inspect(ctx, def, &scan{})
-	if !st.Running() {
-		return ErrNotRunning
-	}
-	pid := st.PID
-	if !opts.Force {
-		os.WriteFile(m.paths.RuntimeFile(def.Name, stoppingFileName), nil, 0o600)
-		if err := m.withQMP(ctx, def.Name, func(c *qmp.Client) error { return c.SystemPowerdown(ctx) }); err != nil {
-			os.Remove(m.paths.RuntimeFile(def.Name, stoppingFileName)) // no power-down was requested
-			return fmt.Errorf("stop vm %s: %w", def.Name, err)
-		}
-		if !opts.Wait {
-			return nil
-		}
-		return m.waitExit(ctx, def.Name, pid)
-	}
-	// Forced: quit over QMP if it answers, else SIGTERM; SIGKILL after the grace period.
-	if err := m.withQMP(ctx, def.Name, func(c *qmp.Client) error { return c.Quit(ctx) }); err != nil {
-		syscall.Kill(pid, syscall.SIGTERM)
-	}
-	gctx, cancel := context.WithTimeout(ctx, forceGrace)
-	err := m.waitExit(gctx, def.Name, pid)
-	cancel()
-	if err == nil {
-		return nil
-	}
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	if p, perr := readProc(pid); perr == nil && m.ours(p, m.paths.PIDFile(def.Name)) {
-		syscall.Kill(pid, syscall.SIGKILL)
-	}
-	return m.waitExit(ctx, def.Name, pid)
-}
-
-// withQMP runs fn with a short-lived client of the VM's monitor.
-func (m *Manager) withQMP(ctx context.Context, name string, fn func(*qmp.Client) error) error {
-	path, err := m.paths.QMPSocket(name)
-	if err != nil {
-		return err
-	}
-	qctx, cancel := context.WithTimeout(ctx, queryTimeout)
-	defer cancel()
-	c, err := qmp.Dial(qctx, path)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	return fn(c)
-}
-
-// waitExit waits until QEMU process pid of VM name has exited, then
-// removes the VM's runtime files.
-func (m *Manager) waitExit(ctx context.Context, name string, pid int) error {
-	pidfile := m.paths.PIDFile(name)
-	m.mu.Lock()
-	child := m.children[pid]
-	m.mu.Unlock()
-	for {
-		gone := false
-		if child != nil {
-			select {
-			case <-child:
-				gone = true
-			default:
-			}
-		} else if p, err := readProc(pid); err != nil || !m.ours(p, pidfile) {
-			gone = true
-		}
-		if gone {
-			if lock, err := config.TryLock(m.paths.LockFile(name)); err == nil {
-				m.cleanup(name)
-				lock.Unlock()
-			}
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("wait for vm %s: %w", name, ctx.Err())
-		case <-child:
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
-// Wait waits until a running VM has exited. It returns ErrNotRunning when
-// the VM is not running.
-func (m *Manager) Wait(ctx context.Context, def *config.VM) error {
-	st := m.inspect(ctx, def, &scan{})
-	if !st.Running() {
-		return ErrNotRunning
-	}
-	return m.waitExit(ctx, def.Name, st.PID)
-}
-
-// Pause stops a running VM's vCPUs.
-func (m *Manager) Pause(ctx context.Context, def *config.VM) error {
-	return m.control(ctx, def, func(c *qmp.Client) error { return c.Stop(ctx) })
-}
-
-// Unpause resumes a paused VM.
-func (m *Manager) Unpause(ctx context.Context, def *config.VM) error {
-	return m.control(ctx, def, func(c *qmp.Client) error { return c.Cont(ctx) })
-}
-
-func (m *Manager) control(ctx context.Context, def *config.VM, fn func(*qmp.Client) error) error {
-	st := m.inspect(ctx, def, &scan{})
-	if !st.Running() {
-		return ErrNotRunning
-	}
-	return m.withQMP(ctx, def.Name, fn)
 }

@@ -8,7 +8,6 @@ import (
 	"os/user"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -24,7 +23,9 @@ type procInfo struct {
 	State     byte   // R, S, Z, ...
 	Cmdline   []string
 	RSS       int64 // resident bytes
-	UID, GID  uint32
+	// UID and GID are the effective user and group, RealUID the real
+	// user (from /proc/PID/status).
+	UID, GID, RealUID uint32
 }
 
 // errNoProcess means the process does not exist (or is a zombie).
@@ -71,11 +72,40 @@ func readProc(pid int) (*procInfo, error) {
 	if len(cmd) > 0 {
 		p.Cmdline = strings.Split(string(cmd), "\x00")
 	}
-	var st syscall.Stat_t
-	if err := syscall.Stat(dir, &st); err == nil {
-		p.UID, p.GID = st.Uid, st.Gid
+	status, err := os.ReadFile(dir + "/status")
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, errNoProcess
+		}
+		return nil, err
 	}
+	uids, gids := statusIDs(status, "Uid:"), statusIDs(status, "Gid:")
+	if len(uids) < 2 || len(gids) < 2 {
+		return nil, fmt.Errorf("parse %s/status: no Uid or Gid line", dir)
+	}
+	p.RealUID, p.UID, p.GID = uids[0], uids[1], gids[1]
 	return p, nil
+}
+
+// statusIDs returns the numbers of the line of /proc/PID/status starting
+// with key ("Uid:": real, effective, saved and filesystem user IDs).
+func statusIDs(status []byte, key string) []uint32 {
+	for _, line := range strings.Split(string(status), "\n") {
+		rest, ok := strings.CutPrefix(line, key)
+		if !ok {
+			continue
+		}
+		var ids []uint32
+		for _, f := range strings.Fields(rest) {
+			n, err := strconv.ParseUint(f, 10, 32)
+			if err != nil {
+				return nil
+			}
+			ids = append(ids, uint32(n))
+		}
+		return ids
+	}
+	return nil
 }
 
 // userHZ is the unit of /proc/PID/stat's times: USER_HZ, 100 on Linux.

@@ -6,6 +6,7 @@ import (
 	"io"
 	"strconv"
 
+	"vmtui/config"
 	"vmtui/disk"
 )
 
@@ -13,6 +14,7 @@ import (
 type State string
 
 const (
+	StateStarting State = "starting" // a start is in progress: QEMU is being launched
 	StateRunning  State = "running"
 	StatePaused   State = "paused"
 	StateStopping State = "stopping" // a power-down was requested; the process has not exited yet
@@ -38,7 +40,15 @@ type Status struct {
 	QEMUStatus string `json:"qemu_status,omitempty"`
 	// Cmdline is QEMU's argv when running.
 	Cmdline []string `json:"cmdline,omitempty"`
+
+	// startTime is the start time of process PID (as procInfo.StartTime),
+	// to tell it from a later process given the same PID.
+	startTime uint64
 }
+
+// DisplayName is Name as it may be printed (config.DisplayName): a
+// definition file's name may be anything, control sequences included.
+func (s Status) DisplayName() string { return config.DisplayName(s.Name) }
 
 // Running reports whether the VM has a QEMU process.
 func (s Status) Running() bool { return s.PID != 0 }
@@ -73,7 +83,7 @@ func WriteTable(w io.Writer, list []Status) error {
 			tty = s.TTYName()
 		}
 		if _, err := fmt.Fprintf(w, tableFormat, strconv.Itoa(s.ID), pid, strconv.Itoa(s.VCPUs),
-			disk.FormatSize(s.MaxMem), curmem, tty, s.Owner, string(s.State), s.Name); err != nil {
+			disk.FormatSize(s.MaxMem), curmem, tty, s.Owner, string(s.State), s.DisplayName()); err != nil {
 			return err
 		}
 	}

@@ -1,0 +1,192 @@
+package vm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+	"time"
+
+	"vmtui/config"
+	"vmtui/vm/qmp"
+)
+
+// ErrRunning is returned by Remove for a VM that runs.
+var ErrRunning = errors.New("vm is running")
+
+// StopOptions modify Stop.
+type StopOptions struct {
+	// Force quits QEMU at once (QMP quit, then SIGKILL after a grace
+	// period) instead of pressing the power button.
+	Force bool
+	// Wait returns only once the QEMU process has exited.
+	Wait bool
+}
+
+// Stop stops a running VM: a graceful ACPI power-down, or with Force a quit.
+// A start in progress is waited for first.
+func (m *Manager) Stop(ctx context.Context, def *config.VM, opts StopOptions) error {
+	st := m.inspect(ctx, def, &scan{}, true)
+	if !st.Running() {
+		return ErrNotRunning
+	}
+	pid := st.PID
+	if !opts.Force {
+		os.WriteFile(m.paths.RuntimeFile(def.Name, stoppingFileName), nil, 0o600)
+		if err := m.withQMP(ctx, def.Name, func(c *qmp.Client) error { return c.SystemPowerdown(ctx) }); err != nil {
+			os.Remove(m.paths.RuntimeFile(def.Name, stoppingFileName)) // no power-down was requested
+			return fmt.Errorf("stop vm %s: %w", def.Name, err)
+		}
+		if !opts.Wait {
+			return nil
+		}
+		return m.waitExit(ctx, def.Name, pid)
+	}
+	// Forced: quit over QMP if it answers, else SIGTERM; SIGKILL after the
+	// grace period. A stopped process (SIGSTOP) cannot answer: it gets
+	// SIGTERM and SIGCONT, to act on it.
+	if p, err := readProc(pid); err == nil && (p.State == 'T' || p.State == 't') {
+		m.signal(def.Name, st, syscall.SIGTERM)
+		m.signal(def.Name, st, syscall.SIGCONT)
+	} else if err := m.withQMP(ctx, def.Name, func(c *qmp.Client) error { return c.Quit(ctx) }); err != nil {
+		m.signal(def.Name, st, syscall.SIGTERM)
+	}
+	gctx, cancel := context.WithTimeout(ctx, forceGrace)
+	err := m.waitExit(gctx, def.Name, pid)
+	cancel()
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	m.signal(def.Name, st, syscall.SIGKILL)
+	return m.waitExit(ctx, def.Name, pid)
+}
+
+// signal sends sig to the QEMU of st, if the process of that PID is still
+// that QEMU: the same start time, ours, for this VM's pidfile. A PID is
+// reused once its process has exited, so every signal is checked.
+func (m *Manager) signal(name string, st Status, sig syscall.Signal) bool {
+	p, err := readProc(st.PID)
+	if err != nil || p.StartTime != st.startTime || !m.ours(p, m.paths.PIDFile(name)) {
+		return false
+	}
+	return syscall.Kill(st.PID, sig) == nil
+}
+
+// withQMP runs fn with a short-lived client of the VM's monitor.
+func (m *Manager) withQMP(ctx context.Context, name string, fn func(*qmp.Client) error) error {
+	path, err := m.paths.QMPSocket(name)
+	if err != nil {
+		return err
+	}
+	qctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
+	c, err := qmp.Dial(qctx, path)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return fn(c)
+}
+
+// waitExit waits until QEMU process pid of VM name has exited, then
+// removes the VM's runtime files.
+func (m *Manager) waitExit(ctx context.Context, name string, pid int) error {
+	pidfile := m.paths.PIDFile(name)
+	m.mu.Lock()
+	child := m.children[pid]
+	m.mu.Unlock()
+	for {
+		gone := false
+		if child != nil {
+			select {
+			case <-child:
+				gone = true
+			default:
+			}
+		} else if p, err := readProc(pid); err != nil || !m.ours(p, pidfile) {
+			gone = true
+		}
+		if gone {
+			if lock, err := config.TryLock(m.paths.LockFile(name)); err == nil {
+				// Unless a new QEMU was started meanwhile.
+				if p, _ := m.find(name, nil); p == nil {
+					m.cleanup(name)
+				}
+				lock.Unlock()
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for vm %s: %w", name, ctx.Err())
+		case <-child:
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Wait waits until a running VM has exited. It returns ErrNotRunning when
+// the VM is not running.
+func (m *Manager) Wait(ctx context.Context, def *config.VM) error {
+	st := m.inspect(ctx, def, &scan{}, true)
+	if !st.Running() {
+		return ErrNotRunning
+	}
+	return m.waitExit(ctx, def.Name, st.PID)
+}
+
+// Pause stops a running VM's vCPUs.
+func (m *Manager) Pause(ctx context.Context, def *config.VM) error {
+	return m.control(ctx, def, func(c *qmp.Client) error { return c.Stop(ctx) })
+}
+
+// Unpause resumes a paused VM.
+func (m *Manager) Unpause(ctx context.Context, def *config.VM) error {
+	return m.control(ctx, def, func(c *qmp.Client) error { return c.Cont(ctx) })
+}
+
+func (m *Manager) control(ctx context.Context, def *config.VM, fn func(*qmp.Client) error) error {
+	st := m.inspect(ctx, def, &scan{}, true)
+	if !st.Running() {
+		return ErrNotRunning
+	}
+	return m.withQMP(ctx, def.Name, fn)
+}
+
+// Remove deletes the definition of a VM that is not running, holding the
+// VM's lock as a start does, so that a remove and a start of one VM never
+// interleave: either the start comes first and Remove returns ErrRunning
+// (with the VM's status), or the remove does and the start finds no VM. A
+// start in progress is waited for. The VM's disks and logs are kept.
+func (m *Manager) Remove(ctx context.Context, def *config.VM) (Status, error) {
+	if config.ValidName(def.Name) != nil {
+		// A definition file no VM can be started from: nothing to lock.
+		return m.baseStatus(def), m.store.Remove(def.Name)
+	}
+	if _, err := m.paths.EnsureRuntimeDir(def.Name); err != nil {
+		return Status{}, err
+	}
+	lctx, cancel := context.WithTimeout(ctx, startTimeout+forceGrace)
+	lock, err := config.Lock(lctx, m.paths.LockFile(def.Name))
+	cancel()
+	if err != nil {
+		return Status{}, fmt.Errorf("remove %s: %w", def.Name, err)
+	}
+	defer lock.Unlock()
+	st := m.inspectLocked(ctx, def, &scan{})
+	if st.Running() {
+		return st, ErrRunning
+	}
+	cur, err := m.store.Lookup(def.Name)
+	if cur == nil {
+		return st, err
+	}
+	if cur.ID != def.ID {
+		return st, fmt.Errorf("remove %s: %q now has id %d, not %d", def.Name, cur.File, cur.ID, def.ID)
+	}
+	return st, m.store.Remove(def.Name)
+}

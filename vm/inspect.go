@@ -1,0 +1,347 @@
+package vm
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"vmtui/config"
+	"vmtui/vm/qmp"
+)
+
+// How a status query finds a VM's state. The VM's lock file (in its
+// runtime directory) orders queries and changes: a start, a remove and the
+// cleanup after a QEMU exited hold it exclusively, queries hold it shared
+// while they decide whether a QEMU runs and remove the files of one that
+// does not. So a query never removes what a start in progress has made: it
+// sees the start instead (StateStarting, from the start's marker file), at
+// once, without waiting for it. A VM without a runtime directory has never
+// been started (or its files were lost): a query looks, touching nothing,
+// unless it finds a QEMU to adopt.
+
+// startingFileName marks a start in progress; it is only meaningful while
+// the VM's lock is held.
+const startingFileName = "starting"
+
+// List returns the status of every defined VM, sorted by ID, querying the
+// running ones concurrently. It never waits for a start in progress: such a
+// VM is StateStarting.
+func (m *Manager) List(ctx context.Context) ([]Status, error) {
+	defs, err := m.store.List()
+	if err != nil {
+		return nil, err
+	}
+	sc := &scan{}
+	out := make([]Status, len(defs))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for i, def := range defs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			out[i] = m.inspect(ctx, def, sc, false)
+		}()
+	}
+	wg.Wait()
+	slices.SortStableFunc(out, func(a, b Status) int { return cmp.Compare(a.ID, b.ID) })
+	return out, nil
+}
+
+// Status returns the status of the VM named by nameOrID (a name, or an ID
+// when all digits), without waiting for a start in progress. It returns
+// config.ErrNotFound for an unknown VM.
+func (m *Manager) Status(ctx context.Context, nameOrID string) (Status, *config.VM, error) {
+	def, err := m.store.Lookup(nameOrID)
+	if def == nil {
+		return Status{}, nil, err
+	}
+	return m.inspect(ctx, def, &scan{}, false), def, nil
+}
+
+// inspect reports a VM's status, cleaning up stale runtime files. A start in
+// progress gives StateStarting at once, or, with wait set (for commands that
+// act on the VM), is waited for, for as long as a start may take.
+func (m *Manager) inspect(ctx context.Context, def *config.VM, sc *scan, wait bool) Status {
+	st := m.baseStatus(def)
+	if config.ValidName(def.Name) != nil {
+		return st // a definition file no VM can be started from
+	}
+	lock, err := m.lockShared(ctx, def.Name, wait)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		// No runtime directory. Adopt a QEMU found by its command line;
+		// else nothing runs, and there is nothing to clean up.
+		if sc == nil || m.candidate(def.Name, sc) == nil {
+			return st
+		}
+		if _, err := m.paths.EnsureRuntimeDir(def.Name); err != nil {
+			st.Err = err.Error()
+			return st
+		}
+		if lock, err = m.lockShared(ctx, def.Name, wait); err != nil {
+			return m.lockFailed(st, err)
+		}
+	case err != nil:
+		return m.lockFailed(st, err)
+	}
+	// No start is in progress: a marker left is from a start that was
+	// killed.
+	os.Remove(m.paths.RuntimeFile(def.Name, startingFileName))
+	p, err := m.find(def.Name, sc)
+	if p == nil {
+		m.cleanup(def.Name)
+	}
+	lock.Unlock()
+	if err != nil {
+		st.Err = err.Error()
+	}
+	if p == nil {
+		return st
+	}
+	return m.query(ctx, def, st, p)
+}
+
+// errStarting is returned by lockShared when a start is in progress.
+var errStarting = errors.New("a start is in progress")
+
+// lockShared takes the VM's lock shared. It returns an error wrapping
+// fs.ErrNotExist when the VM has no runtime directory, and errStarting when
+// a start holds the lock and wait is not set. Other holders (a remove, the
+// cleanup after an exit) are brief and waited for.
+func (m *Manager) lockShared(ctx context.Context, name string, wait bool) (*config.FileLock, error) {
+	path := m.paths.LockFile(name)
+	limit := startWait
+	if wait {
+		limit = startTimeout
+	}
+	deadline := time.Now().Add(limit)
+	delay := time.Millisecond
+	for {
+		l, err := config.TryLockShared(path)
+		if !errors.Is(err, config.ErrLocked) {
+			return l, err
+		}
+		if _, serr := os.Stat(m.paths.RuntimeFile(name, startingFileName)); serr == nil && !wait {
+			return nil, errStarting
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("%w: %v", errStarting, err)
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("lock %q: %w", path, ctx.Err())
+		case <-t.C:
+		}
+		delay = min(2*delay, 20*time.Millisecond)
+	}
+}
+
+// lockFailed is the status of a VM whose lock could not be taken.
+func (m *Manager) lockFailed(st Status, err error) Status {
+	if errors.Is(err, errStarting) {
+		st.State = StateStarting
+		if err != errStarting {
+			st.Err = err.Error()
+		}
+		return st
+	}
+	st.Err = err.Error()
+	return st
+}
+
+func (m *Manager) baseStatus(def *config.VM) Status {
+	st := Status{ID: def.ID, Name: def.Name, VCPUs: def.CPUs, MaxMem: def.Memory, State: StateStopped}
+	if def.Err != nil {
+		st.Err = def.Err.Error()
+	}
+	if fi, err := os.Stat(def.File); err == nil {
+		if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
+			st.Owner = ownerName(sys.Uid, sys.Gid)
+		}
+	}
+	return st
+}
+
+// inspectLocked reports a VM's status; the caller holds its lock.
+func (m *Manager) inspectLocked(ctx context.Context, def *config.VM, sc *scan) Status {
+	st := m.baseStatus(def)
+	p, err := m.find(def.Name, sc)
+	if err != nil {
+		st.Err = err.Error()
+	}
+	if p == nil {
+		m.cleanup(def.Name)
+		return st
+	}
+	return m.query(ctx, def, st, p)
+}
+
+// query fills in the status of a VM whose QEMU is p, asking its monitor.
+// It needs no lock.
+func (m *Manager) query(ctx context.Context, def *config.VM, st Status, p *procInfo) Status {
+	st.PID = p.PID
+	st.startTime = p.StartTime
+	st.CurMem = p.RSS
+	st.Owner = ownerName(p.UID, p.GID)
+	st.Cmdline = p.Cmdline
+	st.State = StateRunning
+	if b, err := os.ReadFile(m.paths.PTYFile(def.Name)); err == nil {
+		st.TTY = strings.TrimSpace(string(b))
+	}
+	switch p.State {
+	case 'T':
+		st.State, st.Err = StateBroken, fmt.Sprintf("qemu process %d is stopped (SIGSTOP); send SIGCONT to resume it: kill -CONT %d", p.PID, p.PID)
+		return st
+	case 't':
+		st.State, st.Err = StateBroken, fmt.Sprintf("qemu process %d is stopped by a debugger (tracing stop)", p.PID)
+		return st
+	}
+	_, stopErr := os.Stat(m.paths.RuntimeFile(def.Name, stoppingFileName))
+	stopping := stopErr == nil
+
+	qctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
+	path, err := m.paths.QMPSocket(def.Name)
+	if err != nil {
+		st.State, st.Err = StateBroken, err.Error()
+		return st
+	}
+	c, err := qmp.Dial(qctx, path)
+	if err != nil {
+		st.State, st.Err = StateBroken, fmt.Sprintf("qemu does not answer on its monitor: %v", err)
+		return st
+	}
+	defer c.Close()
+	qs, err := c.QueryStatus(qctx)
+	if err != nil {
+		st.State, st.Err = StateBroken, err.Error()
+		return st
+	}
+	st.QEMUStatus = string(qs.Status)
+	if st.TTY == "" {
+		if pty, err := c.PTY(qctx, SerialLabel); err == nil {
+			st.TTY = pty
+			os.WriteFile(m.paths.PTYFile(def.Name), []byte(pty+"\n"), 0o600)
+		}
+	}
+	switch qs.Status {
+	case qmp.StateRunning:
+		if stopping {
+			st.State = StateStopping
+		}
+	case qmp.StateShutdown:
+		st.State = StateStopping
+	case qmp.StateInternalError, qmp.StateIOError, qmp.StateGuestPanicked, qmp.StateWatchdog:
+		st.State, st.Err = StateBroken, "guest stopped: "+string(qs.Status)
+	default: // paused, prelaunch, suspended, migration states
+		st.State = StatePaused
+	}
+	return st
+}
+
+// find finds the QEMU process of VM name: the one its pidfile names if
+// that is still our QEMU, else (runtime files lost) one whose command line
+// names the VM's pidfile, which is then adopted. It returns nil when none
+// runs. The caller holds the VM's lock.
+func (m *Manager) find(name string, sc *scan) (*procInfo, error) {
+	pidfile := m.paths.PIDFile(name)
+	if pid := readPIDFile(pidfile); pid != 0 {
+		p, err := readProc(pid)
+		if err == nil && m.ours(p, pidfile) && !startedAfter(p, pidfile) {
+			if id, err := os.ReadFile(m.paths.BootIDFile(name)); err == nil && strings.TrimSpace(string(id)) != bootID() {
+				return nil, nil // from before the host's last boot
+			}
+			return p, nil
+		}
+	}
+	if sc == nil {
+		return nil, nil
+	}
+	p := m.candidate(name, sc)
+	if p == nil {
+		return nil, nil
+	}
+	// Adopt it: recreate what can be recreated of its runtime files.
+	if _, err := m.paths.EnsureRuntimeDir(name); err == nil {
+		os.WriteFile(pidfile, []byte(strconv.Itoa(p.PID)+"\n"), 0o600)
+		os.WriteFile(m.paths.BootIDFile(name), []byte(bootID()+"\n"), 0o600)
+	}
+	return p, nil
+}
+
+// candidate returns the QEMU of ours, if any, whose command line names the
+// pidfile of VM name.
+func (m *Manager) candidate(name string, sc *scan) *procInfo {
+	pidfile := m.paths.PIDFile(name)
+	for _, pid := range sc.find(pidfile, m) {
+		if p, err := readProc(pid); err == nil && m.ours(p, pidfile) {
+			return p
+		}
+	}
+	return nil
+}
+
+// startedAfter reports whether process p started after the pidfile was
+// written (with a second's slack for clock granularity): then the PID was
+// reused, and the pidfile is not about p.
+func startedAfter(p *procInfo, pidfile string) bool {
+	fi, err := os.Stat(pidfile)
+	if err != nil {
+		return false
+	}
+	at, err := p.startedAt()
+	if err != nil {
+		return false
+	}
+	return at.After(fi.ModTime().Add(time.Second))
+}
+
+// ours reports whether p is a QEMU started for the pidfile path: its
+// command line says so, and it runs as the user running vmtui (whose state
+// directories are private), since any user can run a program called
+// qemu-system-x86_64 naming another user's pidfile.
+func (m *Manager) ours(p *procInfo, pidfile string) bool {
+	euid := uint32(os.Geteuid())
+	return p.RealUID == euid && p.UID == euid &&
+		len(p.Cmdline) > 0 && argValue(p.Cmdline, "-pidfile") == pidfile &&
+		strings.HasPrefix(filepath.Base(p.Cmdline[0]), "qemu-system")
+}
+
+// scan finds QEMU processes by the pidfile their command line names; it
+// reads /proc once, when first asked.
+type scan struct {
+	once sync.Once
+	byPF map[string][]int
+}
+
+func (s *scan) find(pidfile string, m *Manager) []int {
+	s.once.Do(func() {
+		s.byPF = make(map[string][]int)
+		pids, _ := listPIDs()
+		for _, pid := range pids {
+			b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+			if err != nil || !strings.Contains(string(b), "qemu-system") {
+				continue
+			}
+			argv := strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")
+			if pf := argValue(argv, "-pidfile"); pf != "" && strings.HasPrefix(filepath.Base(argv[0]), "qemu-system") {
+				s.byPF[pf] = append(s.byPF[pf], pid)
+			}
+		}
+	})
+	return s.byPF[pidfile]
+}

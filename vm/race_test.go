@@ -1,0 +1,254 @@
+package vm_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"vmtui/config"
+	"vmtui/vm"
+)
+
+// Races between vmtui commands on one VM: status queries during a first
+// start, remove during start.
+
+// stateStarting is vm.StateStarting, spelt out so that these tests compile
+// (and fail) without it.
+const stateStarting = vm.State("starting")
+
+// TestListDuringFirstStart: status queries (--list, status, the TUI's
+// refresh) running while a VM starts for the first time, before it has a
+// runtime directory, must leave the new QEMU's sockets and pidfile alone.
+func TestListDuringFirstStart(t *testing.T) {
+	t.Parallel()
+	e := newGuestEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	const starts, listers = 6, 4
+	for i := range starts {
+		name := fmt.Sprintf("fresh%d", i)
+		def := e.define(name)
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		seen := map[vm.State]int{}
+		for range listers {
+			m := e.newManager()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					list, err := m.List(ctx)
+					if err != nil {
+						continue
+					}
+					for _, st := range list {
+						if st.Name == name {
+							mu.Lock()
+							seen[st.State]++
+							mu.Unlock()
+						}
+					}
+				}
+			}()
+		}
+		st, err := e.m.Start(ctx, def, vm.StartOptions{Paused: true})
+		close(stop)
+		wg.Wait()
+		if err != nil {
+			t.Fatalf("start %s with %d listers: %v", name, listers, err)
+		}
+		got := e.status(e.newManager(), name)
+		t.Logf("start %d: listers saw %v; now %s (err %q)", i, seen, got.State, got.Err)
+		if got.State != vm.StatePaused || got.PID != st.PID {
+			t.Errorf("start %d with %d listers: state %s, pid %d (err %q); want paused, pid %d", i, listers, got.State, got.PID, got.Err, st.PID)
+		}
+		for state, n := range seen {
+			if state != vm.StateStopped && state != stateStarting && state != vm.StatePaused {
+				t.Errorf("start %d: listers saw the vm %s %d times", i, state, n)
+			}
+		}
+		if err := e.m.Stop(ctx, def, vm.StopOptions{Force: true}); err != nil {
+			t.Fatalf("forced stop of %s: %v", name, err)
+		}
+	}
+}
+
+// gatedQEMU writes a program that waits until the file gate exists, then
+// runs QEMU: a start held in progress for as long as a test needs.
+func gatedQEMU(t *testing.T) (binary, gate string) {
+	t.Helper()
+	dir := t.TempDir()
+	gate = filepath.Join(dir, "gate")
+	binary = filepath.Join(dir, "gated-qemu")
+	script := fmt.Sprintf("#!/bin/sh\nwhile [ ! -e %q ]; do sleep 0.02; done\nexec qemu-system-x86_64 \"$@\"\n", gate)
+	if err := os.WriteFile(binary, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return binary, gate
+}
+
+// waitLocked waits until someone holds the lock file path.
+func waitLocked(t *testing.T, path string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		l, err := config.TryLockShared(path)
+		if errors.Is(err, config.ErrLocked) {
+			return
+		}
+		if err == nil {
+			l.Unlock()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nobody holds %s after 10 s", path)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestStartingState: while a start is in progress, queries answer at once
+// that the VM is starting, and leave the start alone.
+func TestStartingState(t *testing.T) {
+	t.Parallel()
+	e := newGuestEnv(t)
+	binary, gate := gatedQEMU(t)
+	def := e.define("slow")
+	starter := e.newManager()
+	starter.Binary = binary
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	type result struct {
+		st  vm.Status
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		st, err := starter.Start(ctx, def, vm.StartOptions{Paused: true})
+		done <- result{st, err}
+	}()
+	defer os.WriteFile(gate, nil, 0o600) // never leave the start hanging
+	waitLocked(t, e.paths.LockFile("slow"))
+
+	for i := range 3 {
+		begin := time.Now()
+		got := e.status(e.newManager(), "slow")
+		if took := time.Since(begin); took > 2*time.Second {
+			t.Errorf("list %d during a start took %v, want well under 2 s", i, took)
+		}
+		if got.State != stateStarting {
+			t.Errorf("list %d during a start: state %s (err %q), want %s", i, got.State, got.Err, stateStarting)
+		}
+		begin = time.Now()
+		got, _, err := e.newManager().Status(ctx, "slow")
+		if err != nil || got.State != stateStarting || time.Since(begin) > 2*time.Second {
+			t.Errorf("status %d during a start: state %s (err %q, %v) after %v, want %s at once", i, got.State, got.Err, err, time.Since(begin), stateStarting)
+		}
+	}
+	r := e.run("--list")
+	if !strings.Contains(r.stdout, " starting slow\n") || r.took > 3*time.Second {
+		t.Errorf("vmtui --list during a start: %q after %v, want the vm starting, at once", r.stdout, r.took)
+	}
+
+	if err := os.WriteFile(gate, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res := <-done
+	if res.err != nil {
+		t.Fatalf("start: %v\nqemu log:\n%s", res.err, readFile(e.paths.QEMULog("slow")))
+	}
+	if got := e.status(e.m, "slow"); got.State != vm.StatePaused || got.PID != res.st.PID {
+		t.Errorf("after the start: state %s, pid %d (err %q); want paused, pid %d", got.State, got.PID, got.Err, res.st.PID)
+	}
+}
+
+// TestStartOfRemovedVM: a start that looked the VM up before a remove took
+// its definition away must not start it: the start finds it gone once it
+// holds the VM's lock.
+func TestStartOfRemovedVM(t *testing.T) {
+	t.Parallel()
+	e := newGuestEnv(t)
+	e.define("doomed")
+	m2 := e.newManager()
+	def, err := m2.Store().Lookup("doomed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.m.Store().Remove("doomed"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	_, err = m2.Start(ctx, def, vm.StartOptions{Paused: true})
+	if !errors.Is(err, config.ErrNotFound) {
+		t.Errorf("start of a vm removed since it was looked up: %v, want %v", err, config.ErrNotFound)
+	}
+	if pids := qemuPIDs(e.paths.PIDFile("doomed"), false); len(pids) != 0 {
+		t.Errorf("QEMUs %v run for a removed vm", pids)
+	}
+
+	// Defined again under the same name, it is another VM (another ID):
+	// the old lookup still does not start it.
+	e.define("doomed")
+	_, err = m2.Start(ctx, def, vm.StartOptions{Paused: true})
+	if !errors.Is(err, config.ErrNotFound) {
+		t.Errorf("start by a stale lookup of a vm defined again: %v, want %v", err, config.ErrNotFound)
+	}
+	if pids := qemuPIDs(e.paths.PIDFile("doomed"), false); len(pids) != 0 {
+		t.Errorf("QEMUs %v run after a stale start", pids)
+	}
+}
+
+// TestRemoveDuringStart races `vmtui remove` with `vmtui start`: either the
+// start wins and remove says the vm is running, or remove wins and start
+// finds no vm; never both, and never a QEMU that --list does not show.
+func TestRemoveDuringStart(t *testing.T) {
+	t.Parallel()
+	e := newGuestEnv(t)
+	const rounds = 12
+	var startWon, removeWon int
+	for i := range rounds {
+		name := fmt.Sprintf("q%d", i)
+		e.define(name)
+		start := e.startCLI("start", name)
+		if i%2 == 1 {
+			time.Sleep(time.Duration(i) * time.Millisecond) // vary the interleaving, not a synchronisation
+		}
+		remove := e.startCLI("remove", name)
+		rs, rr := start.wait(t), remove.wait(t)
+		pids := qemuPIDs(e.paths.PIDFile(name), false)
+		switch {
+		case rs.code == 0 && rr.code == 1 && strings.Contains(rr.stderr, "vm is running"):
+			startWon++
+			if len(pids) != 1 {
+				t.Errorf("round %d: start won, but QEMUs %v", i, pids)
+			}
+			if got := e.status(e.m, name); got.State != vm.StateRunning {
+				t.Errorf("round %d: start won, but the vm is listed %s (err %q)", i, got.State, got.Err)
+			}
+			if r := e.run("stop", "-f", name); r.code != 0 {
+				t.Errorf("round %d: stop -f: %s", i, r.stderr)
+			}
+		case rr.code == 0 && rs.code == 1 && strings.Contains(rs.stderr, "vm not found"):
+			removeWon++
+			if len(pids) != 0 {
+				t.Errorf("round %d: remove won, but QEMUs %v run", i, pids)
+			}
+		default:
+			t.Errorf("round %d: start: exit %d %q; remove: exit %d %q; QEMUs %v", i, rs.code, rs.stderr, rr.code, rr.stderr, pids)
+			killQEMUs(t, e.paths.RuntimeDir(name))
+		}
+	}
+	t.Logf("start won %d, remove won %d of %d rounds", startWon, removeWon, rounds)
+}
