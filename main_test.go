@@ -173,12 +173,6 @@ func imageSize(t *testing.T, dir, image string) (string, int64) {
 	return info.Format, fi.Size()
 }
 
-// qemuCheck runs qemu-img check on a qcow2 image in dir.
-func qemuCheck(t *testing.T, dir, image string) qemuimg.CheckResult {
-	t.Helper()
-	return qemuimg.Check(t, filepath.Join(dir, image))
-}
-
 // requireClean fails the test unless qemu-img check finds nothing wrong.
 func requireClean(t *testing.T, dir, image string) qemuimg.CheckResult {
 	t.Helper()

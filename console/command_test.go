@@ -13,9 +13,8 @@ var _ tea.ExecCommand = (*Cmd)(nil)
 // execModel attaches at start through tea.Exec, then records what happens
 // after: the end of the session and the keys bubbletea reads afterwards.
 type execModel struct {
-	cmd     *Cmd
-	events  chan string
-	started bool
+	cmd    *Cmd
+	events chan string
 }
 
 // attachDoneMsg reports the end of the console session.

@@ -55,12 +55,6 @@ func newField(label, placeholder, hint string, check func(string) error) field {
 // value returns the trimmed value of field i.
 func (f *form) value(i int) string { return strings.TrimSpace(f.fields[i].input.Value()) }
 
-// set sets the value of field i and checks the form.
-func (f *form) set(i int, v string) {
-	f.fields[i].input.SetValue(v)
-	f.validate()
-}
-
 // focusOn focuses field i.
 func (f *form) focusOn(i int) {
 	f.fields[f.focus].input.Blur()
