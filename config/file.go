@@ -150,7 +150,9 @@ func fillVM(vm *VM, fv *fileVM, c *checker) {
 	} else {
 		vm.ID = int(fv.ID)
 	}
-	if fv.Name != "" && fv.Name != vm.Name {
+	if err := ValidName(vm.Name); err != nil {
+		c.add("name", "%v (it is the file's name: rename the file)", err)
+	} else if fv.Name != "" && fv.Name != vm.Name {
 		c.add("name", "%q does not match the file's name %q", fv.Name, filepath.Base(vm.File))
 	}
 	switch m := fv.Memory.(type) {

@@ -198,7 +198,7 @@ func TestListBroken(t *testing.T) {
 		"1 web",
 		`2 db: db.toml: id: 2 is also the id of "dup.toml"`,
 		`2 dup: dup.toml: id: 2 is also the id of "db.toml"`,
-		"8 Bad Name: Bad Name.toml: name: invalid VM name \"Bad Name\": only letters, digits, '.', '-' and '_' are allowed",
+		"8 Bad Name: Bad Name.toml: name: invalid VM name \"Bad Name\": only letters, digits, '.', '-' and '_' are allowed (it is the file's name: rename the file)",
 		"9 unknown: unknown.toml:3: memroy: unknown key",
 		"0 syntax: syntax.toml:1: unexpected character U+000A at start of value",
 	}

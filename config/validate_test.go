@@ -113,6 +113,9 @@ networks[3].mac: "01:00:5e:00:00:01" is a multicast address`},
 		{"accel", func(vm *VM) { vm.Accel = "kvm:tcg" }, `accel: unknown accelerator "kvm:tcg" (want kvm, tcg, xen, hvf, whpx, nvmm)`},
 		{"machine", func(vm *VM) { vm.Machine = "q35,accel=kvm" }, `machine: invalid machine type "q35,accel=kvm" (letters, digits, '.', '-' and '_' only)`},
 		{"extra args", func(vm *VM) { vm.ExtraArgs = []string{"-x", "", "a\x00"} }, "extra_args[1]: empty argument\nextra_args[2]: contains a NUL byte"},
+		{"extra args vmtui sets", func(vm *VM) { vm.ExtraArgs = []string{"-device", "virtio-rng-pci", "-daemonize", "--qmp", "stdio"} },
+			"extra_args[2]: option \"-daemonize\" is set by vmtui itself: vmtui runs QEMU in the foreground of a session of its own and follows its process\n" +
+				"extra_args[3]: option \"--qmp\" is set by vmtui itself: vmtui sets QEMU's monitors and talks to them"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -275,6 +278,71 @@ func TestParseNetwork(t *testing.T) {
 		}
 		if got != tt.want || gotErr != tt.err {
 			t.Errorf("ParseNetwork(%q):\ngot  %s, %s\nwant %s, %s", tt.in, got, gotErr, tt.want, tt.err)
+		}
+	}
+}
+
+func TestReservedArg(t *testing.T) {
+	tests := []struct {
+		args []string
+		i    int
+		want string // a substring of the reason; "" when allowed
+	}{
+		{[]string{"-daemonize"}, 0, `"-daemonize" is set by vmtui itself`},
+		{[]string{"--daemonize"}, 0, `"--daemonize" is set by vmtui itself`},
+		{[]string{"-pidfile", "/x"}, 0, "pidfile"},
+		{[]string{"-monitor", "stdio"}, 0, "monitors"},
+		{[]string{"-mon", "chardev=x"}, 0, "monitors"},
+		{[]string{"-qmp", "unix:/x"}, 0, "monitors"},
+		{[]string{"-serial", "stdio"}, 0, "serial port"},
+		{[]string{"-nographic"}, 0, "standard input"},
+		{[]string{"-name", "x"}, 0, "names the guest"},
+		{[]string{"-runas", "nobody"}, 0, "by its user"},
+		{[]string{"-S"}, 0, "paused"},
+		{[]string{"-incoming", "tcp:0:4444"}, 0, "migrate"},
+		{[]string{"-chardev", "null,id=ser0"}, 0, `id "ser0"`},
+		{[]string{"-chardev", "socket,path=/x,id=qmp1,server=on"}, 0, `id "qmp1"`},
+		{[]string{"-chardev", "null,id=mine"}, 0, ""},
+		{[]string{"-device", "virtio-rng-pci"}, 0, ""},
+		{[]string{"-append", "-daemonize"}, 0, ""},
+		{[]string{"-s"}, 0, ""},
+		{[]string{"daemonize"}, 0, ""},
+	}
+	for _, tt := range tests {
+		got := ReservedArg(tt.args, tt.i)
+		if tt.want == "" && got != "" || !strings.Contains(got, tt.want) {
+			t.Errorf("ReservedArg(%q, %d) = %q, want %q", tt.args, tt.i, got, tt.want)
+		}
+	}
+}
+
+func TestDisplayName(t *testing.T) {
+	for name, want := range map[string]string{
+		"web":                   "web",
+		"a.b-c_d":               "a.b-c_d",
+		"evil\x1b[2J":           `"evil\x1b[2J"`,
+		"two\nlines":            `"two\nlines"`,
+		"":                      `""`,
+		"\u009b31m":             `"\u009b31m"`,
+		"with space":            `"with space"`,
+		"\xff\xfe":              `"\xff\xfe"`,
+		strings.Repeat("a", 64): `"` + strings.Repeat("a", 64) + `"`,
+	} {
+		if got := DisplayName(name); got != want {
+			t.Errorf("DisplayName(%q) = %s, want %s", name, got, want)
+		}
+	}
+}
+
+// TestFieldErrorQuotesHostileFile: a definition file's name may hold
+// control characters; the error naming it escapes them.
+func TestFieldErrorQuotesHostileFile(t *testing.T) {
+	for file, want := range map[string]string{
+		"/c/vms/web.toml":            "/c/vms/web.toml: name: bad",
+		"/c/vms/e\x1b[31mvil\n.toml": `"/c/vms/e\x1b[31mvil\n.toml": name: bad`,
+	} {
+		if got := (&FieldError{File: file, Field: "name", Msg: "bad"}).Error(); got != want {
+			t.Errorf("FieldError{File: %q}: %q, want %q", file, got, want)
 		}
 	}
 }

@@ -1,10 +1,12 @@
 package vm
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"strconv"
+	"unicode/utf8"
 
 	"vmtui/config"
 	"vmtui/disk"
@@ -90,12 +92,28 @@ func WriteTable(w io.Writer, list []Status) error {
 	return nil
 }
 
-// WriteJSON prints statuses as a JSON array.
+// WriteJSON prints statuses as a JSON array. Control characters are all
+// escaped: JSON escapes those below U+0020, and WriteJSON the C1 controls
+// (U+0080 to U+009F) too, which terminals obey as well, since a name can be
+// any file name.
 func WriteJSON(w io.Writer, list []Status) error {
 	if list == nil {
 		list = []Status{}
 	}
-	enc := json.NewEncoder(w)
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
 	enc.SetIndent("", "  ")
-	return enc.Encode(list)
+	if err := enc.Encode(list); err != nil {
+		return err
+	}
+	out := make([]byte, 0, b.Len())
+	for _, r := range b.String() {
+		if r >= 0x80 && r <= 0x9f {
+			out = fmt.Appendf(out, `\u%04x`, r) // only inside strings: JSON's syntax is ASCII
+			continue
+		}
+		out = utf8.AppendRune(out, r)
+	}
+	_, err := w.Write(out)
+	return err
 }

@@ -17,13 +17,18 @@ func TestWriteTable(t *testing.T) {
 		{ID: 2, Name: "db", VCPUs: 1, MaxMem: 512 << 20, Owner: "alice:alice", State: vm.StateStopped},
 		{ID: 10, Name: "paused-one", PID: 99999, VCPUs: 16, MaxMem: 3 << 29, CurMem: 1536 << 10, TTY: "/dev/pts/12", Owner: "bob:users", State: vm.StatePaused},
 		{ID: 123, Name: "stuck", PID: 7, VCPUs: 1, MaxMem: 128 << 20, CurMem: 100 << 20, Owner: "root:root", State: vm.StateBroken, Err: "qemu does not answer"},
+		{ID: 124, Name: "new", VCPUs: 1, MaxMem: 128 << 20, Owner: "root:root", State: vm.StateStarting},
+		// A definition file's name may hold anything: never printed raw.
+		{ID: 0, Name: "evil\x1b]0;owned\a\x1b[2J\nx", VCPUs: 1, MaxMem: 128 << 20, Owner: "root:root", State: vm.StateStopped, Err: "invalid"},
 	}
 	want := "" +
 		"   ID   PID VCPUS  MAXMEM  CURMEM     TTY        OWNER    STATE NAME\n" +
 		"    1  4242     2    1.0G   64.0M   pts/5   root:wheel  running web\n" +
 		"    2     -     1    512M       -       -  alice:alice  stopped db\n" +
 		"   10 99999    16    1.5G    1.5M  pts/12    bob:users   paused paused-one\n" +
-		"  123     7     1    128M    100M       -    root:root   broken stuck\n"
+		"  123     7     1    128M    100M       -    root:root   broken stuck\n" +
+		"  124     -     1    128M       -       -    root:root starting new\n" +
+		"    0     -     1    128M       -       -    root:root  stopped \"evil\\x1b]0;owned\\a\\x1b[2J\\nx\"\n"
 	var b bytes.Buffer
 	if err := vm.WriteTable(&b, list); err != nil {
 		t.Fatal(err)
