@@ -40,6 +40,7 @@ func DefaultStyles() Styles {
 		FieldError: lipgloss.NewStyle().Foreground(lipgloss.Color("9")),
 		Focused:    lipgloss.NewStyle().Foreground(lipgloss.Color("12")).Bold(true),
 		States: map[vm.State]lipgloss.Style{
+			vm.StateStarting: lipgloss.NewStyle().Foreground(lipgloss.Color("14")),
 			vm.StateRunning:  lipgloss.NewStyle().Foreground(lipgloss.Color("10")),
 			vm.StatePaused:   lipgloss.NewStyle().Foreground(lipgloss.Color("11")),
 			vm.StateStopping: lipgloss.NewStyle().Foreground(lipgloss.Color("13")),

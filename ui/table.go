@@ -88,7 +88,7 @@ func rowCells(s vm.Status, cols []column) (left, state, name string) {
 	for _, c := range cols {
 		fmt.Fprintf(&b, "%*s ", c.width, c.cell(s))
 	}
-	return b.String(), fmt.Sprintf("%*s", stateWidth, string(s.State)), s.Name
+	return b.String(), fmt.Sprintf("%*s", stateWidth, string(s.State)), s.DisplayName()
 }
 
 // headerLine is the table's header for cols.
@@ -169,7 +169,7 @@ func (m Model) titleLine() string {
 		counts[s.State]++
 	}
 	var parts []string
-	for _, st := range []vm.State{vm.StateRunning, vm.StatePaused, vm.StateStopping, vm.StateStopped, vm.StateBroken} {
+	for _, st := range []vm.State{vm.StateStarting, vm.StateRunning, vm.StatePaused, vm.StateStopping, vm.StateStopped, vm.StateBroken} {
 		if n := counts[st]; n > 0 {
 			parts = append(parts, fmt.Sprintf("%d %s", n, st))
 		}
@@ -193,7 +193,7 @@ func (m Model) busyText() string {
 	var ops []string
 	for _, s := range m.all {
 		if op, ok := m.busy[s.Name]; ok {
-			ops = append(ops, progressive(op)+" "+s.Name)
+			ops = append(ops, progressive(op)+" "+s.DisplayName())
 		}
 	}
 	if len(ops) == 0 {
@@ -217,7 +217,7 @@ func (m Model) statusLine() string {
 		return m.styles.Error.Render("list vms: " + oneLine(m.listErr))
 	case m.status == "":
 		if st, ok := m.current(); ok && st.Err != "" {
-			return m.styles.Error.Render(st.Name + ": " + st.Err)
+			return m.styles.Error.Render(st.DisplayName() + ": " + st.Err)
 		}
 		return ""
 	case m.statusErr:
