@@ -87,6 +87,36 @@ var (
 	}
 )
 
+// lockFor returns the locks QEMU takes on an image of format ft that it
+// opens for writing (write), as a backing file (backing) or else for
+// reading; share is -U, for reads.
+//
+// QEMU's raw format driver passes its user's sharing on to the file, and
+// qemu-img shares everything it opens itself: so a raw image that qemu-img
+// reads (convert, check) is read even while a guest writes it, while a raw
+// backing file is locked as a qcow2 one, since the overlay above it shares
+// no writer. vmtui writes raw images as qcow2 ones, sharing no writer, so
+// that two vmtui commands never write one image at once (qemu-img would
+// let two of its own).
+func lockFor(ft Format, write, backing, share bool) lockMode {
+	switch {
+	case write:
+		return lockWrite
+	case share, ft == FormatRaw && !backing:
+		return lockRead.forceShared()
+	}
+	return lockRead
+}
+
+// headerLockFor returns the locks qemu-img info takes on an image of
+// format ft, whose headers it reads (with share, info -U).
+func headerLockFor(ft Format, share bool) lockMode {
+	if share || ft == FormatRaw {
+		return lockHeaders.forceShared()
+	}
+	return lockHeaders
+}
+
 // forceShared is m as qemu-img's -U (force-share) makes it: sharing every
 // permission, so that an image a running guest writes can be read, as it
 // is at the moment, however inconsistent. Only reads may force sharing.
@@ -249,7 +279,7 @@ func chainHas(path string, id fileID) bool {
 	ft := Format("")
 	seen := 0
 	for path != "" && seen < MaxChainDepth {
-		info, got, err := describe(path, ft, lockNone)
+		info, got, err := describe(path, ft, nil)
 		if err != nil {
 			return false
 		}

@@ -119,14 +119,9 @@ func (c *chain) open(path string, format Format, write bool, name string) (Image
 		return nil, &chainError{fmt.Sprintf("backing chain is longer than %d images: %s -> %s ...",
 			MaxChainDepth, strings.Join(c.names, " -> "), name)}
 	}
-	mode := lockRead
-	switch {
-	case write:
-		mode = lockWrite
-	case c.share:
-		mode = mode.forceShared()
-	}
-	f, id, err := openImageFile(path, write, mode)
+	// Locked once the format is known, and the file known not to be one
+	// the chain holds already (which a loop would find locked).
+	f, id, err := openImageFile(path, write, lockNone)
 	if err != nil {
 		return nil, err
 	}
@@ -146,6 +141,10 @@ func (c *chain) open(path string, format Format, write bool, name string) (Image
 			f.Close()
 			return nil, err
 		}
+	}
+	if err := lockFile(f, path, id, lockFor(format, write, depth > 0, c.share)); err != nil {
+		f.Close()
+		return nil, err
 	}
 	switch format {
 	case FormatRaw:
