@@ -127,7 +127,7 @@ func wait(t *testing.T, done <-chan error) error {
 	select {
 	case err := <-done:
 		return err
-	case <-time.After(10 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("Attach did not return")
 		return nil
 	}
@@ -183,8 +183,13 @@ func TestAttachRelayAndDetach(t *testing.T) {
 	waitFor(t, "typed line", func() bool { return vm.got.String() == "cd ~.\r" }, vm.got.String)
 	u.master.Write([]byte("~?"))
 	waitFor(t, "escape help", func() bool { return strings.Contains(u.screen.String(), "~~  send ~") }, u.screen.String)
+	// An escape split across reads: the session has read the "~" (the
+	// terminal holds nothing unread) before the "." is typed.
 	u.master.Write([]byte("~~x\r~"))
-	time.Sleep(50 * time.Millisecond) // split the escape across reads
+	waitFor(t, "the session to read the keys typed", func() bool {
+		n, err := unix.IoctlGetInt(int(u.slave.Fd()), unix.TIOCINQ)
+		return err == nil && n == 0 && vm.got.String() == "cd ~.\r~x\r"
+	}, vm.got.String)
 	u.master.Write([]byte(".ignored"))
 	if err := wait(t, done); err != nil {
 		t.Fatalf("Attach: %v", err)

@@ -67,7 +67,7 @@ func TestExecFromBubbletea(t *testing.T) {
 		select {
 		case e := <-m.events:
 			return e
-		case <-time.After(10 * time.Second):
+		case <-time.After(30 * time.Second):
 			t.Fatal("no event from the program")
 			return ""
 		}
@@ -84,7 +84,7 @@ func TestExecFromBubbletea(t *testing.T) {
 		if err != nil {
 			t.Errorf("program: %v", err)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("program did not quit")
 	}
 	if got := vm.got.String(); got != "ls\r" {

@@ -35,6 +35,10 @@ const (
 	bootTimeout  = testguest.BootTimeout
 )
 
+// screenTimeout bounds a wait for vmtui to print something or exit: a bound
+// for a failure, generous for a loaded machine, never a delay.
+const screenTimeout = 30 * time.Second
+
 var built struct {
 	once     sync.Once
 	bin      string
@@ -307,7 +311,7 @@ func (p *termProc) checkRestored() {
 // still be in flight) and for want.
 func (p *termProc) waitEnd(want string) {
 	p.t.Helper()
-	p.waitScreen(fmt.Sprintf("%q", want), regexp.MustCompile(regexp.QuoteMeta(want)), 10*time.Second)
+	p.waitScreen(fmt.Sprintf("%q", want), regexp.MustCompile(regexp.QuoteMeta(want)), screenTimeout)
 }
 
 var fortyTwo = regexp.MustCompile(`\r\n42\r\n`)
@@ -322,8 +326,8 @@ func TestConsoleGuest(t *testing.T) {
 	first := g.inTerminal(t, "console", "con")
 	t.Run("attach shows the log tail and relays", func(t *testing.T) {
 		first.t = t
-		first.waitScreen("the greeting", regexp.MustCompile(`Connected to /dev/pts/\d+ \(vm con\)\.\r\nType ~\. \(after a newline\) or \^\] to detach, ~\? for help\.\r\n`), 10*time.Second)
-		first.waitScreen("the banner from the log tail", regexp.MustCompile(regexp.QuoteMeta(guestBanner)), 10*time.Second)
+		first.waitScreen("the greeting", regexp.MustCompile(`Connected to /dev/pts/\d+ \(vm con\)\.\r\nType ~\. \(after a newline\) or \^\] to detach, ~\? for help\.\r\n`), screenTimeout)
+		first.waitScreen("the banner from the log tail", regexp.MustCompile(regexp.QuoteMeta(guestBanner)), screenTimeout)
 		if raw := termios(t, first.slave); raw.Lflag&(unix.ICANON|unix.ECHO|unix.ISIG) != 0 {
 			t.Errorf("terminal not raw while attached: lflag %#x", raw.Lflag)
 		}
@@ -369,7 +373,7 @@ func TestConsoleGuest(t *testing.T) {
 	t.Run("~. detaches and restores the terminal", func(t *testing.T) {
 		first.t = t
 		first.typeText("\r~.")
-		if code := first.wait(10 * time.Second); code != 0 {
+		if code := first.wait(screenTimeout); code != 0 {
 			t.Errorf("exit %d, want 0", code)
 		}
 		first.waitEnd("\r\n[detached from vm con]\r\n")
@@ -378,20 +382,20 @@ func TestConsoleGuest(t *testing.T) {
 
 	t.Run("takeover", func(t *testing.T) {
 		holder := g.inTerminal(t, "console", "con")
-		holder.waitScreen("the holder's greeting", regexp.MustCompile(`Connected to`), 10*time.Second)
+		holder.waitScreen("the holder's greeting", regexp.MustCompile(`Connected to`), screenTimeout)
 		taker := g.inTerminal(t, "console", "--takeover", "con")
-		if code := holder.wait(10 * time.Second); code != 0 {
+		if code := holder.wait(screenTimeout); code != 0 {
 			t.Errorf("holder: exit %d, want 0", code)
 		}
 		holder.waitEnd("vmtui: vm con: console taken over\r\n")
 		holder.checkRestored()
-		taker.waitScreen("the taker's greeting", regexp.MustCompile(`Connected to`), 10*time.Second)
+		taker.waitScreen("the taker's greeting", regexp.MustCompile(`Connected to`), screenTimeout)
 		taker.roundTrip("echo taken-$((3*3))", regexp.MustCompile(`\r\ntaken-9\r\n`))
 
 		t.Run("SIGTERM restores the terminal", func(t *testing.T) {
 			taker.t = t
 			taker.cmd.Process.Signal(syscall.SIGTERM)
-			if code := taker.wait(10 * time.Second); code != 1 {
+			if code := taker.wait(screenTimeout); code != 1 {
 				t.Errorf("exit %d, want 1", code)
 			}
 			taker.waitEnd("vmtui: vm con: console closed: terminated\r\n")
@@ -401,9 +405,9 @@ func TestConsoleGuest(t *testing.T) {
 
 	t.Run("SIGHUP restores the terminal", func(t *testing.T) {
 		p := g.inTerminal(t, "console", "con")
-		p.waitScreen("the greeting", regexp.MustCompile(`Connected to`), 10*time.Second)
+		p.waitScreen("the greeting", regexp.MustCompile(`Connected to`), screenTimeout)
 		p.cmd.Process.Signal(syscall.SIGHUP)
-		if code := p.wait(10 * time.Second); code != 1 {
+		if code := p.wait(screenTimeout); code != 1 {
 			t.Errorf("exit %d, want 1", code)
 		}
 		p.waitEnd("vmtui: vm con: console closed: terminated\r\n")
@@ -458,7 +462,7 @@ func TestConsoleQEMUKilled(t *testing.T) {
 	g := newGuest(t, "kq")
 	g.boot(t)
 	p := g.inTerminal(t, "console", "kq")
-	p.waitScreen("the greeting", regexp.MustCompile(`Connected to`), 10*time.Second)
+	p.waitScreen("the greeting", regexp.MustCompile(`Connected to`), screenTimeout)
 	p.roundTrip("echo $((6*7))", fortyTwo)
 	pid := g.qemuPID()
 	if pid == 0 {
@@ -467,7 +471,7 @@ func TestConsoleQEMUKilled(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	if code := p.wait(10 * time.Second); code != 0 {
+	if code := p.wait(screenTimeout); code != 0 {
 		t.Errorf("exit %d, want 0", code)
 	}
 	p.waitEnd("vmtui: vm kq: console closed: guest stopped\r\n")

@@ -176,11 +176,12 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// waitFor polls cond until it holds or 10 s pass; got describes the
-// state for the failure message.
+// waitFor polls cond until it holds or 30 s pass (a bound for a failure,
+// generous for a loaded machine); got describes the state for the failure
+// message.
 func waitFor(t *testing.T, what string, cond func() bool, got ...func() string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			for _, g := range got {

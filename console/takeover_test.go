@@ -70,7 +70,7 @@ func TestAttachEarlyTakeover(t *testing.T) {
 		if err != nil {
 			t.Fatalf("child: %v; output %q", err, out.String())
 		}
-	case <-time.After(20 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatalf("the holder did not detach: the early request was lost; output %q", out.String())
 	}
 	if got, want := out.String(), "attach: vm e: console taken over\n"; got != want {

@@ -68,7 +68,7 @@ func TestEndToEnd(t *testing.T) {
 		nc := &tmux{t: t, sock: fmt.Sprintf("%s.nc%v", sock, noColor)}
 		t.Cleanup(func() { exec.Command("tmux", "-S", nc.sock, "kill-server").Run() })
 		nc.run("new-session", "-d", "-x", "80", "-y", "24", "-c", home, "env -u CI "+strings.Join(e, " ")+" "+bin)
-		nc.waitFor("no vms defined", 20*time.Second)
+		nc.waitFor("no vms defined", 30*time.Second)
 		out, _ := exec.Command("tmux", "-S", nc.sock, "capture-pane", "-e", "-p", "-t", "0").Output()
 		colour := regexp.MustCompile(`\x1b\[[0-9;]*(3[0-7]|9[0-7]|38;[25];[0-9;]+)m`).Match(out)
 		if colour == noColor {
@@ -78,20 +78,20 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	tm.run("new-session", "-d", "-x", "100", "-y", "30", "-c", home, "env -u CI "+strings.Join(env, " ")+" "+bin)
-	tm.waitFor("no vms defined", 20*time.Second)
+	tm.waitFor("no vms defined", 30*time.Second)
 
 	// A disk through the form: path, format, size, base, import.
 	tm.keys("d")
-	tm.waitFor("New disk image", 5*time.Second)
+	tm.waitFor("New disk image", 30*time.Second)
 	tm.literal("e2e.qcow2")
 	tm.keys("Tab", "Tab")
 	tm.literal("64M")
 	tm.keys("Tab", "Tab", "Enter")
-	tm.waitFor("created "+filepath.Join(home, "e2e.qcow2"), 20*time.Second)
+	tm.waitFor("created "+filepath.Join(home, "e2e.qcow2"), 30*time.Second)
 
 	// A VM through the form.
 	tm.keys("n")
-	tm.waitFor("New VM", 5*time.Second)
+	tm.waitFor("New VM", 30*time.Second)
 	for i, v := range []string{"e2e", "128M", "1", "e2e.qcow2", "", kernel, initrd, "console=ttyS0 quiet panic=-1", "", ""} {
 		if v != "" {
 			tm.literal(v)
@@ -101,16 +101,19 @@ func TestEndToEnd(t *testing.T) {
 		}
 	}
 	tm.keys("Enter")
-	tm.waitFor("defined vm e2e", 10*time.Second)
+	tm.waitFor("defined vm e2e", 30*time.Second)
 
 	// Start: running, with a TTY.
 	tm.keys("s")
 	screen := tm.waitMatch(regexp.MustCompile(`pts/\d+ .* running e2e`), 90*time.Second)
 	t.Logf("running:\n%s", screen)
+	// The operation has ended (a refresh can show the VM running before
+	// it has): the next ones are not refused as "still under way".
+	tm.waitFor("e2e: started", 90*time.Second)
 
 	// The console: the guest's shell answers, ~. comes back.
 	tm.keys("c")
-	tm.waitFor("detach", 20*time.Second)
+	tm.waitFor("detach", 30*time.Second)
 	tm.keys("Enter")
 	tm.waitFor("vmtui-guest#", 90*time.Second)
 	tm.literal("echo $((6*7))")
@@ -118,23 +121,25 @@ func TestEndToEnd(t *testing.T) {
 	tm.waitMatch(regexp.MustCompile(`(?m)^42\s*$`), 30*time.Second)
 	tm.keys("Enter")
 	tm.literal("~.")
-	screen = tm.waitFor("detached from the console of e2e", 20*time.Second)
+	screen = tm.waitFor("detached from the console of e2e", 30*time.Second)
 	if !strings.Contains(screen, "STATE NAME") || !regexp.MustCompile(`running e2e`).MatchString(screen) {
 		t.Errorf("after detaching, the table is not intact:\n%s", screen)
 	}
 
 	// Pause, unpause.
 	tm.keys("p")
+	tm.waitFor("e2e: paused", 30*time.Second)
 	tm.waitFor(" paused e2e", 30*time.Second)
 	tm.keys("p")
+	tm.waitFor("e2e: unpaused", 30*time.Second)
 	tm.waitFor("running e2e", 30*time.Second)
 
 	// Stop, graceful, confirmed.
 	tm.keys("x")
-	tm.waitFor("stop e2e (power down)? (y/n)", 5*time.Second)
+	tm.waitFor("stop e2e (power down)? (y/n)", 30*time.Second)
 	tm.keys("y")
 	tm.waitFor("e2e: stopped", 90*time.Second)
-	screen = tm.waitFor("stopped e2e", 10*time.Second)
+	screen = tm.waitFor("stopped e2e", 30*time.Second)
 
 	// --list agrees with the last screen.
 	list, err := vmtui("--list")
@@ -147,7 +152,7 @@ func TestEndToEnd(t *testing.T) {
 
 	// q quits, leaving the pane's program finished.
 	tm.keys("q")
-	tm.waitGone(10 * time.Second)
+	tm.waitGone(30 * time.Second)
 }
 
 // tableRows returns the header and rows of a status table, one line each,

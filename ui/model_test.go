@@ -368,7 +368,7 @@ func TestLifecycleKeys(t *testing.T) {
 				t.Errorf("status %q, want %q", status, tc.status)
 			}
 			for _, cmd := range cmds {
-				runCmd(cmd)
+				runCmd(t, cmd)
 			}
 			got := strings.Join(f.Calls(), ",")
 			if got != tc.call {
@@ -378,9 +378,10 @@ func TestLifecycleKeys(t *testing.T) {
 	}
 }
 
-// runCmd runs a command and the commands of the batches it returns, but
-// not ticks (which wait).
-func runCmd(cmd tea.Cmd) {
+// runCmd runs a command to its end, and the commands of the batches it
+// returns. (A tick runs to its end too: it waits its interval.)
+func runCmd(t *testing.T, cmd tea.Cmd) {
+	t.Helper()
 	if cmd == nil {
 		return
 	}
@@ -390,11 +391,11 @@ func runCmd(cmd tea.Cmd) {
 	case msg := <-done:
 		if batch, ok := msg.(tea.BatchMsg); ok {
 			for _, c := range batch {
-				runCmd(c)
+				runCmd(t, c)
 			}
 		}
-	case <-time.After(50 * time.Millisecond):
-		// a tick or the spinner: not an operation
+	case <-time.After(30 * time.Second):
+		t.Fatal("a command did not return in 30 s")
 	}
 }
 
@@ -438,17 +439,17 @@ func TestProgram(t *testing.T) {
 	tm := teatest.NewTestModel(t, New(Options{Backend: f, Refresh: 20 * time.Millisecond}), teatest.WithInitialTermSize(80, 24))
 	teatest.WaitFor(t, tm.Output(), func(b []byte) bool {
 		return bytes.Contains(b, []byte("paused build"))
-	}, teatest.WithDuration(5*time.Second))
+	}, teatest.WithDuration(30*time.Second))
 	// A refresh changes a state: the screen follows.
 	list, _ := f.List(context.Background())
 	list[1].State = vm.StateRunning
 	f.setList(list)
 	teatest.WaitFor(t, tm.Output(), func(b []byte) bool {
 		return bytes.Contains(b, []byte("running build"))
-	}, teatest.WithDuration(5*time.Second))
+	}, teatest.WithDuration(30*time.Second))
 	tm.Send(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune("j")})
 	tm.Send(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune("q")})
-	final := tm.FinalModel(t, teatest.WithFinalTimeout(5*time.Second)).(Model)
+	final := tm.FinalModel(t, teatest.WithFinalTimeout(30*time.Second)).(Model)
 	if final.selected != "build" {
 		t.Errorf("selected %q, want build", final.selected)
 	}

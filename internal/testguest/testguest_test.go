@@ -92,7 +92,7 @@ func TestBootShellPowerdown(t *testing.T) {
 		t.Errorf("banner %q: no kernel release", banner)
 	}
 
-	qmp, err := dialQMP(qmpSocket, time.Now().Add(10*time.Second))
+	qmp, err := dialQMP(qmpSocket, time.Now().Add(30*time.Second))
 	if err != nil {
 		t.Fatalf("QMP: %v\nqemu:\n%s", err, qemuErr())
 	}
@@ -103,14 +103,14 @@ func TestBootShellPowerdown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := shellCommand(pts, "echo $((6*7))", "\n42\r", 20*time.Second)
+	out, err := shellCommand(pts, "echo $((6*7))", "\n42\r", BootTimeout)
 	if err != nil {
 		t.Fatalf("shell on %s: %v\ngot output:\n%q", pts, err, out)
 	}
 
 	// system_powerdown makes the guest power off and QEMU exit 0.
 	powerdown := time.Now()
-	qmp.conn.SetDeadline(powerdown.Add(10 * time.Second))
+	qmp.conn.SetDeadline(powerdown.Add(30 * time.Second))
 	if _, err := qmp.execute("system_powerdown", nil); err != nil {
 		t.Fatal(err)
 	}
