@@ -326,8 +326,8 @@ if it has not exited after a grace period.`)
 	}
 	var errs []error
 	for _, st := range list {
-		if !st.Running() {
-			continue
+		if !st.Running() && st.State != vm.StateStarting {
+			continue // a start in progress is waited for, then stopped
 		}
 		def, err := m.Store().Lookup(st.Name)
 		if err == nil {
