@@ -16,7 +16,7 @@ func TestCheck(t *testing.T) {
 	p := filepath.Join(dir, "a.img")
 	qemuimg.Run(t, "create", "-f", "qcow2", p, "8M")
 	qemuimg.IO(t, p, "qcow2", "write -P 1 0 1M", "write -c -P 2 2M 64k")
-	res, err := Check(p, qcow2.RepairNone)
+	res, err := Check(t.Context(), p, qcow2.RepairNone, CheckOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,10 +29,10 @@ func TestCheck(t *testing.T) {
 
 	raw := filepath.Join(dir, "a.qcow2") // raw, whatever the name says
 	qemuimg.Run(t, "create", "-f", "raw", raw, "1M")
-	if _, err := Check(raw, qcow2.RepairNone); !errors.Is(err, ErrCheckNotSupported) || !strings.Contains(err.Error(), raw) {
+	if _, err := Check(t.Context(), raw, qcow2.RepairNone, CheckOptions{}); !errors.Is(err, ErrCheckNotSupported) || !strings.Contains(err.Error(), raw) {
 		t.Errorf("raw: got %v, want an error naming it and wrapping ErrCheckNotSupported", err)
 	}
-	if _, err := Check(filepath.Join(dir, "none"), qcow2.RepairNone); err == nil || !strings.Contains(err.Error(), "none") {
+	if _, err := Check(t.Context(), filepath.Join(dir, "none"), qcow2.RepairNone, CheckOptions{}); err == nil || !strings.Contains(err.Error(), "none") {
 		t.Errorf("missing: got %v, want an error naming the file", err)
 	}
 }

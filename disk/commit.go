@@ -1,6 +1,7 @@
 package disk
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -14,14 +15,33 @@ const commitChunk = 2 << 20
 // its zero clusters) into its backing file, which it opens for writing
 // (qcow2 or raw), and flushes it, as qemu-img commit -d: the overlay is left
 // as it is. A backing file smaller than the overlay is grown first.
-func Commit(overlay string) error {
-	if err := commit(overlay); err != nil {
+//
+// Commit stops soon after ctx is cancelled, with an error wrapping ctx's:
+// the backing file then holds part of the overlay's data, its metadata
+// consistent (it is flushed and closed as after a complete commit).
+func Commit(ctx context.Context, overlay string, opts CommitOptions) error {
+	if err := commit(ctx, overlay, opts); err != nil {
 		return fmt.Errorf("commit %q: %w", overlay, err)
 	}
 	return nil
 }
 
-func commit(overlay string) (err error) {
+// CommitOptions control Commit.
+type CommitOptions struct {
+	// Progress, when set, is called with the bytes of the overlay gone
+	// through and its size, first with done 0 once the images are open and
+	// last with done == total.
+	Progress func(done, total int64)
+}
+
+func commit(ctx context.Context, overlay string, opts CommitOptions) (err error) {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	progress := opts.Progress
+	if progress == nil {
+		progress = func(int64, int64) {}
+	}
 	c := &chain{writable: 1}
 	top, err := c.open(overlay, "", false, filepath.Base(overlay))
 	if err != nil {
@@ -57,7 +77,12 @@ func commit(overlay string) (err error) {
 	}
 	zeroer, _ := base.(interface{ WriteZeroes(off, n int64) error })
 	buf := make([]byte, commitChunk)
+	progress(0, size)
 	for off := int64(0); off < size; {
+		// A chunk is at most 2 MiB of I/O: a few milliseconds.
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		e, err := q.img.Status(off, min(commitChunk, size-off))
 		if err != nil {
 			return fmt.Errorf("status at %d: %w", off, err)
@@ -86,6 +111,7 @@ func commit(overlay string) (err error) {
 			}
 		}
 		off += e.Length
+		progress(off, size)
 	}
 	if err := base.Flush(); err != nil {
 		return fmt.Errorf("flush backing file %q: %w", bpath, err)

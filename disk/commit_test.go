@@ -42,7 +42,7 @@ func TestCommit(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := Commit(overlay); err != nil {
+			if err := Commit(t.Context(), overlay, CommitOptions{}); err != nil {
 				t.Fatal(err)
 			}
 			qemuimg.Compare(t, base, string(tt.baseFormat), overlay, "qcow2")
@@ -76,7 +76,7 @@ func TestCommitErrors(t *testing.T) {
 		{alone, "no backing file"},
 		{filepath.Join(dir, "none"), "no such file"},
 	} {
-		err := Commit(tt.path)
+		err := Commit(t.Context(), tt.path, CommitOptions{})
 		if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), tt.path) {
 			t.Errorf("commit %s: got %v, want an error naming it and containing %q", tt.path, err, tt.want)
 		}

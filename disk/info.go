@@ -1,6 +1,7 @@
 package disk
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"path/filepath"
@@ -55,18 +56,40 @@ type Qcow2Info struct {
 	ExtendedL2      *bool  `json:"extended-l2,omitempty"`
 }
 
+// InfoOptions control Info.
+type InfoOptions struct {
+	// ForceShare describes images that a running QEMU writes, as
+	// qemu-img info -U does: what it says may be changing.
+	ForceShare bool
+}
+
 // Info describes the image at path and its backing chain. It reads headers
 // only, so it works on images that are dirty or marked corrupt. A backing
 // file that cannot be described ends the chain with BackingError set; only
 // a problem with path itself is an error.
-func Info(path string) (*ImageInfo, error) {
-	top, id, err := describe(path, "", lockHeaders)
+//
+// Each image is locked while its header is read as qemu-img info locks it:
+// an image that a running QEMU writes is refused with an error wrapping
+// ErrInUse, unless opts.ForceShare. (A backing file so refused ends the
+// chain with BackingError set.)
+//
+// A cancelled ctx stops Info before the next image, with an error wrapping
+// ctx's.
+func Info(ctx context.Context, path string, opts InfoOptions) (*ImageInfo, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("info %q: %w", path, err)
+	}
+	lock := func(ft Format) lockMode { return headerLockFor(ft, opts.ForceShare) }
+	top, id, err := describe(path, "", lock)
 	if err != nil {
 		return nil, fmt.Errorf("info %q: %w", path, err)
 	}
 	ids := []fileID{id}
 	names := []string{filepath.Base(path)}
 	for cur := top; cur.BackingFilename != ""; {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("info %q: %w", path, err)
+		}
 		if len(ids) >= MaxChainDepth {
 			cur.BackingError = fmt.Sprintf("backing chain is longer than %d images", MaxChainDepth)
 			break
@@ -76,7 +99,7 @@ func Info(path string) (*ImageInfo, error) {
 			cur.BackingError = err.Error()
 			break
 		}
-		next, id, err := describe(cur.FullBackingFilename, ft, lockHeaders)
+		next, id, err := describe(cur.FullBackingFilename, ft, lock)
 		if err != nil {
 			cur.BackingError = fmt.Sprintf("open backing file %q: %v", cur.FullBackingFilename, err)
 			break
@@ -106,9 +129,10 @@ func indexID(ids []fileID, id fileID) int {
 }
 
 // describe reads the facts of one image, of format ft ("" probes), with
-// the image file locked in mode m while it does.
-func describe(path string, ft Format, m lockMode) (*ImageInfo, fileID, error) {
-	f, _, err := openImageFile(path, false, m)
+// the image file locked as lock says for its format while it does (with no
+// locks when lock is nil).
+func describe(path string, ft Format, lock func(Format) lockMode) (*ImageInfo, fileID, error) {
+	f, _, err := openImageFile(path, false, lockNone)
 	if err != nil {
 		return nil, fileID{}, err
 	}
@@ -129,6 +153,11 @@ func describe(path string, ft Format, m lockMode) (*ImageInfo, fileID, error) {
 	info := &ImageInfo{Filename: path, ActualSize: st.Blocks * 512}
 	if ft == "" {
 		if ft, err = probe(f); err != nil {
+			return nil, fileID{}, err
+		}
+	}
+	if lock != nil {
+		if err := lockFile(f, path, id, lock(ft)); err != nil {
 			return nil, fileID{}, err
 		}
 	}

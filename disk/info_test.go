@@ -76,7 +76,7 @@ func TestInfoMatchesQemuImg(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p := tt.make(t, t.TempDir())
-			info, err := Info(p)
+			info, err := Info(t.Context(), p, InfoOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -147,7 +147,7 @@ func TestInfoBrokenChain(t *testing.T) {
 	qemuimg.Run(t, "create", "-f", "qcow2", a, "1M")
 	qemuimg.Run(t, "create", "-f", "qcow2", "-b", "a.qcow2", "-F", "qcow2", b)
 	qemuimg.Run(t, "rebase", "-u", "-f", "qcow2", "-b", "b.qcow2", "-F", "qcow2", a)
-	info, err := Info(a)
+	info, err := Info(t.Context(), a, InfoOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +160,7 @@ func TestInfoBrokenChain(t *testing.T) {
 
 	missing := filepath.Join(dir, "missing.qcow2")
 	qemuimg.Run(t, "create", "-f", "qcow2", "-u", "-b", "gone.raw", "-F", "raw", missing, "1M")
-	info, err = Info(missing)
+	info, err = Info(t.Context(), missing, InfoOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +168,7 @@ func TestInfoBrokenChain(t *testing.T) {
 		t.Errorf("got %q and\n%s\nwant the missing backing file named", info.BackingError, info)
 	}
 
-	if _, err := Info(filepath.Join(dir, "none")); err == nil || !strings.Contains(err.Error(), `info "`) {
+	if _, err := Info(t.Context(), filepath.Join(dir, "none"), InfoOptions{}); err == nil || !strings.Contains(err.Error(), `info "`) {
 		t.Errorf("got %v, want an error naming the file", err)
 	}
 }

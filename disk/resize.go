@@ -1,20 +1,28 @@
 package disk
 
 import (
+	"context"
 	"fmt"
 )
 
 // Resize grows the image at path to size bytes (a qcow2 image's size is
 // rounded up to 512 by the engine). Shrinking is refused with an error
 // wrapping ErrShrink; the same size is not an error.
-func Resize(path string, size int64) error {
-	if err := resize(path, size); err != nil {
+//
+// A resize is one header write (a qcow2 image's larger L1 table is written
+// first, elsewhere): it is not interrupted half-way, but a cancelled ctx
+// stops it before it starts, with an error wrapping ctx's.
+func Resize(ctx context.Context, path string, size int64) error {
+	if err := resize(ctx, path, size); err != nil {
 		return fmt.Errorf("resize %q: %w", path, err)
 	}
 	return nil
 }
 
-func resize(path string, size int64) (err error) {
+func resize(ctx context.Context, path string, size int64) (err error) {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	img, err := Open(path, OpenOptions{})
 	if err != nil {
 		return err
@@ -29,6 +37,9 @@ func resize(path string, size int64) (err error) {
 	}
 	if size == img.Size() {
 		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return err
 	}
 	switch img := img.(type) {
 	case *qcow2Image:

@@ -32,7 +32,7 @@ func TestResize(t *testing.T) {
 			orig := filepath.Join(dir, "orig.raw")
 			qemuimg.Run(t, "convert", "-f", string(tt.format), "-O", "raw", p, orig)
 
-			if err := Resize(p, tt.to); err != nil {
+			if err := Resize(t.Context(), p, tt.to); err != nil {
 				t.Fatal(err)
 			}
 			if got := qemuimg.ImageInfo(t, p).VirtualSize; got != tt.to {
@@ -54,7 +54,7 @@ func TestResizeRefusesShrink(t *testing.T) {
 		t.Run(string(format), func(t *testing.T) {
 			p := filepath.Join(t.TempDir(), "disk.img")
 			qemuimg.Run(t, "create", "-f", string(format), p, "4M")
-			err := Resize(p, 2*oneMiB)
+			err := Resize(t.Context(), p, 2*oneMiB)
 			if !errors.Is(err, ErrShrink) {
 				t.Fatalf("got %v, want an error wrapping ErrShrink", err)
 			}

@@ -1,6 +1,7 @@
 package qcow2
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -33,9 +34,17 @@ import (
 // Memory is bounded by the file size: one refcount of the image's width per
 // host cluster of the file, one cluster-sized buffer, and tables no larger
 // than the part of them that lies inside the file.
-func Check(f File, mode RepairMode) (*CheckResult, error) {
+//
+// Check stops soon after ctx is cancelled and returns ctx's error; a repair
+// so interrupted has written only whole refcount blocks and table entries,
+// each of which is a repair of its own, so the image is no worse than
+// before (the dirty and corrupt bits stay as they were).
+func Check(ctx context.Context, f File, mode RepairMode) (*CheckResult, error) {
 	if mode < RepairNone || mode > RepairAll {
 		return nil, fmt.Errorf("qcow2: check: unknown repair mode %d", mode)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	fi, err := f.Stat()
 	if err != nil {
@@ -52,7 +61,9 @@ func Check(f File, mode RepairMode) (*CheckResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.run()
+	if err := c.run(ctx); err != nil {
+		return nil, err
+	}
 	res := c.res
 	if mode == RepairNone {
 		return res, nil
@@ -69,7 +80,7 @@ func Check(f File, mode RepairMode) (*CheckResult, error) {
 		return res, fmt.Errorf("qcow2: check: the image has %d corruptions; repairing only leaks would leave it corrupt (use -r all)", res.Corruptions)
 	}
 	corruptionsBefore := res.Corruptions
-	fixed, err := c.repair(mode)
+	fixed, err := c.repair(ctx, mode)
 	if err != nil {
 		return res, err
 	}
@@ -82,7 +93,9 @@ func Check(f File, mode RepairMode) (*CheckResult, error) {
 		if err != nil {
 			return res, err
 		}
-		again.run()
+		if err := again.run(ctx); err != nil {
+			return nil, err
+		}
 		res = again.res
 		res.Messages = append(c.res.Messages, res.Messages...)
 		res.LeaksFixed = fixed.leaks
@@ -120,6 +133,7 @@ const (
 	checkBitmapReservedFlags = 0xfffffffc
 	checkBitmapDirEntry      = 24
 	checkSnapshotHeader      = 40
+	checkSnapshotMinExtra    = 16 // vm_state_size_large and disk_size
 
 	// checkMaxMessages bounds CheckResult.Messages on hostile images.
 	checkMaxMessages = 10000
@@ -190,10 +204,9 @@ func newChecker(f File, h *Header, fileSize int64) (*checker, error) {
 	c.computed = make([]byte, arrayBytes)
 	c.stored = make([]byte, arrayBytes)
 	c.meta = make([]uint64, (c.capacity+63)/64)
-	bufSize := cs
-	if fileSize < bufSize {
-		bufSize = fileSize
-	}
+	// An L2 entry cut by the end of the file is read with zeros: round
+	// up to the largest entry.
+	bufSize := min(cs, (fileSize+15)&^15)
 	c.buf = make([]byte, bufSize)
 	virt := h.Size &^ 511
 	total := virt / uint64(cs)
@@ -241,14 +254,16 @@ func (c *checker) readAt(p []byte, off int64) error {
 	return err
 }
 
-// readTable reads up to n bytes at off, but only the part inside the file:
-// the returned slice may be shorter than n, and what it lacks is zeros.
+// readTable reads up to n bytes of a table of 8-byte entries at off, but
+// only the entries that start inside the file: the returned slice may be
+// shorter than n, and what it lacks is zeros. An entry cut by the end of the
+// file is kept, its missing bytes zeros, as QEMU reads it.
 func (c *checker) readTable(off uint64, n int64) ([]byte, error) {
 	if off >= uint64(c.fileSize) || n <= 0 {
 		return nil, nil
 	}
 	if avail := c.fileSize - int64(off); n > avail {
-		n = avail
+		n = min(n, (avail+7)&^7)
 	}
 	b := make([]byte, n)
 	if err := c.readAt(b, int64(off)); err != nil {
@@ -317,82 +332,51 @@ func (c *checker) incRefs(off uint64, size int64) {
 	}
 }
 
-// run does one full check pass (qcow2_co_check_locked without repair).
-func (c *checker) run() {
-	c.readSnapshotTable()
-	c.calculate()
-	highest := c.compare()
-	c.checkCopied(false)
+// checkEvery is how many loop iterations of cheap work (refcounts
+// compared, table entries looked at) pass between two looks at the context.
+const checkEvery = 1 << 14
+
+// cancelled returns ctx's error on every checkEvery-th i.
+func cancelled(ctx context.Context, i int64) error {
+	if i%checkEvery != 0 {
+		return nil
+	}
+	return ctx.Err()
+}
+
+// run does one full check pass (qcow2_co_check_locked without repair). It
+// fails only when ctx is cancelled.
+func (c *checker) run(ctx context.Context) error {
+	if err := c.readSnapshotTable(ctx); err != nil {
+		return err
+	}
+	if err := c.calculate(ctx); err != nil {
+		return err
+	}
+	highest, err := c.compare(ctx)
+	if err != nil {
+		return err
+	}
+	if _, err := c.checkCopied(ctx, false); err != nil {
+		return err
+	}
 	c.res.ImageEndOffset = (highest + 1) * c.cs
 	if c.suppressed > 0 {
 		c.res.Messages = append(c.res.Messages, fmt.Sprintf("(%d more messages not shown)", c.suppressed))
 		c.suppressed = 0
 	}
-}
-
-// readSnapshotTable parses the snapshot table (qcow2_read_snapshots).
-func (c *checker) readSnapshotTable() {
-	h := c.h
-	if h.NbSnapshots == 0 {
-		return
-	}
-	var hdr [checkSnapshotHeader]byte
-	be := binary.BigEndian
-	off := int64(h.SnapshotsOffset)
-	for i := 0; i < int(h.NbSnapshots); i++ {
-		off = (off + 7) &^ 7
-		if off >= c.fileSize {
-			// The rest of the table lies past the end of the file and
-			// reads as zeros: entries without L1 tables, names or extra
-			// data. The reference check reports the overhang.
-			off += int64(int(h.NbSnapshots)-i) * checkSnapshotHeader
-			break
-		}
-		if err := c.readAt(hdr[:], off); err != nil {
-			c.checkError("ERROR: could not read snapshot table entry %d at %#x: %v", i, off, err)
-			return
-		}
-		sn := checkSnapshot{
-			l1Offset: be.Uint64(hdr[0:]),
-			l1Size:   be.Uint32(hdr[8:]),
-		}
-		idSize := int64(be.Uint16(hdr[12:]))
-		nameSize := int64(be.Uint16(hdr[14:]))
-		extra := int64(be.Uint32(hdr[36:]))
-		off += checkSnapshotHeader
-		if extra > checkMaxSnapshotExtra {
-			c.corruption("ERROR: Too much extra metadata in snapshot table entry %d (%d bytes)", i, extra)
-		}
-		off += extra
-		if idSize+nameSize > 0 && off+idSize+nameSize-int64(h.SnapshotsOffset) <= checkMaxSnapshotTable {
-			strs := make([]byte, idSize+nameSize) // at most 128 KiB
-			if err := c.readAt(strs, off); err != nil {
-				c.checkError("ERROR: could not read snapshot table entry %d at %#x: %v", i, off, err)
-				return
-			}
-			sn.id, sn.name = string(strs[:idSize]), string(strs[idSize:])
-		}
-		off += idSize + nameSize
-		if off-int64(h.SnapshotsOffset) > checkMaxSnapshotTable {
-			c.corruption("ERROR: snapshot table is too big (more than %d bytes)", checkMaxSnapshotTable)
-			return
-		}
-		c.snapshots = append(c.snapshots, sn)
-	}
-	if off-int64(h.SnapshotsOffset) > checkMaxSnapshotTable {
-		c.corruption("ERROR: snapshot table is too big (more than %d bytes)", checkMaxSnapshotTable)
-		return
-	}
-	c.snapshotsSize = off - int64(h.SnapshotsOffset)
+	return nil
 }
 
 // calculate builds the computed refcounts (calculate_refcounts).
-func (c *checker) calculate() {
+func (c *checker) calculate(ctx context.Context) error {
 	h := c.h
 	c.incRefs(0, c.cs)
 	c.markMeta(0, c.cs)
 
-	c.checkL1(h.L1TableOffset, h.L1Size, true)
+	if err := c.checkL1(ctx, h.L1TableOffset, h.L1Size, true); err != nil {
+		return err
+	}
 
 	for _, sn := range c.snapshots {
 		if sn.l1Offset%uint64(c.cs) != 0 {
@@ -403,7 +387,9 @@ func (c *checker) calculate() {
 			c.corruption("ERROR snapshot %s (%s) l1_size=%#x: L1 table is too large; snapshot table entry corrupted", sn.id, sn.name, sn.l1Size)
 			continue
 		}
-		c.checkL1(sn.l1Offset, sn.l1Size, false)
+		if err := c.checkL1(ctx, sn.l1Offset, sn.l1Size, false); err != nil {
+			return err
+		}
 	}
 	c.incRefs(h.SnapshotsOffset, c.snapshotsSize)
 	c.markMeta(h.SnapshotsOffset, c.snapshotsSize)
@@ -422,14 +408,16 @@ func (c *checker) calculate() {
 		c.reftable[i] = checkTableEntry(rt, int64(i))
 	}
 
-	c.checkBitmaps()
-	c.checkRefblocks()
+	if err := c.checkBitmaps(ctx); err != nil {
+		return err
+	}
+	return c.checkRefblocks(ctx)
 }
 
 // checkL1 counts an L1 table and everything it reaches (check_refcounts_l1).
-func (c *checker) checkL1(off uint64, size uint32, active bool) {
+func (c *checker) checkL1(ctx context.Context, off uint64, size uint32, active bool) error {
 	if size == 0 {
-		return
+		return nil
 	}
 	n := int64(size) * 8
 	c.incRefs(off, n)
@@ -437,13 +425,17 @@ func (c *checker) checkL1(off uint64, size uint32, active bool) {
 	l1, err := c.readTable(off, n)
 	if err != nil {
 		c.checkError("ERROR: I/O error in check_refcounts_l1: %v", err)
-		return
+		return nil
 	}
 	// Entries past the end of the file read as zero: unallocated.
 	for i := int64(0); i < int64(len(l1)/8); i++ {
 		e := l1Entry(checkTableEntry(l1, i))
 		if e == 0 {
 			continue
+		}
+		// Each L2 table is a cluster read and scanned: look every time.
+		if err := ctx.Err(); err != nil {
+			return err
 		}
 		if e.reserved() != 0 {
 			c.corruption("ERROR found L1 entry with reserved bits set: %x", uint64(e))
@@ -455,6 +447,7 @@ func (c *checker) checkL1(off uint64, size uint32, active bool) {
 		}
 		c.checkL2(l2, active)
 	}
+	return nil
 }
 
 // checkClusterType classifies an L2 entry as qcow2_get_cluster_type does.
@@ -484,14 +477,16 @@ func (c *checker) checkClusterType(e l2Entry) checkClusterType {
 }
 
 // readL2 reads the L2 table at off into c.buf; it returns the entries
-// inside the file (the rest are zero, hence unallocated).
+// that start inside the file, one cut by its end completed with zeros (the
+// rest are zero, hence unallocated).
 func (c *checker) readL2(off uint64) ([]byte, error) {
 	if off >= uint64(c.fileSize) {
 		return nil, nil
 	}
 	n := c.cs
 	if avail := c.fileSize - int64(off); n > avail {
-		n = avail
+		es := c.h.l2EntrySize()
+		n = min(n, (avail+es-1)/es*es, int64(len(c.buf)))
 	}
 	b := c.buf[:n]
 	if err := c.readAt(b, int64(off)); err != nil {
@@ -582,103 +577,13 @@ func (c *checker) checkL2(off uint64, active bool) {
 	}
 }
 
-// checkBitmaps counts the persistent bitmaps' clusters
-// (qcow2_check_bitmaps_refcounts). QEMU ignores the bitmaps extension when
-// the bitmaps autoclear bit is clear: a program without bitmap support
-// wrote the image, the bitmaps are stale and their clusters are leaks.
-func (c *checker) checkBitmaps() {
-	bm := c.h.Bitmaps
-	if bm == nil || c.h.AutoclearFeatures&AutoclearBitmaps == 0 {
-		return
-	}
-	if bm.Count == 0 || bm.Count > checkMaxBitmaps || bm.DirectorySize == 0 || bm.DirectorySize > checkMaxBitmapDir ||
-		bm.DirectoryOffset%uint64(c.cs) != 0 {
-		c.corruption("ERROR bitmaps extension: %d bitmaps, directory of %d bytes at %#x are invalid", bm.Count, bm.DirectorySize, bm.DirectoryOffset)
-		return
-	}
-	c.incRefs(bm.DirectoryOffset, int64(bm.DirectorySize))
-	c.markMeta(bm.DirectoryOffset, int64(bm.DirectorySize))
-	if !tableFits(bm.DirectoryOffset, bm.DirectorySize, 1, uint64(c.fileSize)) {
-		c.corruption("ERROR bitmap directory (%d bytes at %#x) extends past the end of the file", bm.DirectorySize, bm.DirectoryOffset)
-		return
-	}
-	dir, err := c.readTable(bm.DirectoryOffset, int64(bm.DirectorySize))
-	if err != nil {
-		c.checkError("ERROR: could not read the bitmap directory at %#x: %v", bm.DirectoryOffset, err)
-		return
-	}
-	type table struct {
-		off  uint64
-		size uint32
-	}
-	var tables []table
-	be := binary.BigEndian
-	pos := 0
-	for pos < len(dir) {
-		if pos+checkBitmapDirEntry > len(dir) {
-			c.corruption("ERROR broken bitmap directory at %#x", bm.DirectoryOffset+uint64(pos))
-			return
-		}
-		e := dir[pos:]
-		tOff := be.Uint64(e[0:])
-		tSize := be.Uint32(e[8:])
-		flags := be.Uint32(e[12:])
-		typ := e[16]
-		gran := e[17]
-		nameSize := int(be.Uint16(e[18:]))
-		extra := int(be.Uint32(e[20:]))
-		entrySize := (checkBitmapDirEntry + nameSize + extra + 7) &^ 7
-		if len(tables) >= int(bm.Count) {
-			c.corruption("ERROR more bitmaps found than the %d the header extension specifies", bm.Count)
-			return
-		}
-		if extra < 0 || pos+entrySize > len(dir) || entrySize < checkBitmapDirEntry {
-			c.corruption("ERROR broken bitmap directory at %#x", bm.DirectoryOffset+uint64(pos))
-			return
-		}
-		phys := uint64(tSize) * uint64(c.cs)
-		bad := extra != 0 || tSize == 0 || tOff == 0 || tOff%uint64(c.cs) != 0 || tSize > checkMaxBitmapTable ||
-			gran > 31 || gran < 9 || flags&checkBitmapReservedFlags != 0 || nameSize > 1023 || typ != 1 ||
-			phys > checkMaxBitmapPhys || c.h.Size > (phys*8)<<gran
-		if bad {
-			name := e[checkBitmapDirEntry+extra : checkBitmapDirEntry+extra+nameSize]
-			c.corruption("ERROR bitmap '%s' doesn't satisfy the constraints", name)
-			return
-		}
-		tables = append(tables, table{tOff, tSize})
-		pos += entrySize
-	}
-	if len(tables) != int(bm.Count) {
-		c.corruption("ERROR less bitmaps found than the %d the header extension specifies", bm.Count)
-		return
-	}
-	for _, t := range tables {
-		n := int64(t.size) * 8
-		c.incRefs(t.off, n)
-		c.markMeta(t.off, n)
-		tb, err := c.readTable(t.off, n)
-		if err != nil {
-			c.checkError("ERROR: could not read bitmap table at %#x: %v", t.off, err)
-			continue
-		}
-		for i := int64(0); i < int64(len(tb)/8); i++ {
-			e := checkTableEntry(tb, i)
-			off := e & checkBitmapOffsetMask
-			if e&checkBitmapReservedMask != 0 || (off != 0 && (e&checkBitmapAllOnes != 0 || off%uint64(c.cs) != 0)) {
-				c.corruption("ERROR bitmap table entry %d at %#x is invalid: %#x", i, t.off+uint64(i)*8, e)
-				continue
-			}
-			if off != 0 {
-				c.incRefs(off, c.cs)
-			}
-		}
-	}
-}
-
 // checkRefblocks counts the refcount blocks and checks the refcount table
 // (check_refblocks).
-func (c *checker) checkRefblocks() {
+func (c *checker) checkRefblocks(ctx context.Context) error {
 	for i, e := range c.reftable {
+		if err := cancelled(ctx, int64(i)); err != nil {
+			return err
+		}
 		off := e & rtOffsetMask
 		if e&rtReservedMask != 0 {
 			c.corruption("ERROR refcount table entry %d has reserved bits set", i)
@@ -705,6 +610,7 @@ func (c *checker) checkRefblocks() {
 			}
 		}
 	}
+	return nil
 }
 
 // blockEntries is the number of refcounts in one refcount block.
@@ -724,12 +630,15 @@ func (c *checker) refblockOffset(rt int64) (int64, error) {
 }
 
 // loadStored reads the stored refcounts of clusters [0, nb) into c.stored.
-func (c *checker) loadStored() {
+func (c *checker) loadStored(ctx context.Context) error {
 	per := c.blockEntries()
 	// Eight bytes of slack: the last entry of a short block may straddle
 	// the end of the file, past which it reads as zeros.
 	block := make([]byte, len(c.buf)+8)
 	for rt := int64(0); rt*per < c.nb; rt++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		off, err := c.refblockOffset(rt)
 		if err != nil {
 			c.badBlock[rt] = true
@@ -755,6 +664,7 @@ func (c *checker) loadStored() {
 			setRefcount(c.stored, rt*per+j, c.order, refcount(block, j, c.order))
 		}
 	}
+	return nil
 }
 
 // storedRefcount returns the stored refcount of host cluster k.
@@ -793,10 +703,15 @@ func (c *checker) storedRefcount(k int64) (uint64, error) {
 
 // compare compares computed and stored refcounts (compare_refcounts) and
 // returns the highest cluster in use.
-func (c *checker) compare() int64 {
-	c.loadStored()
+func (c *checker) compare(ctx context.Context) (int64, error) {
+	if err := c.loadStored(ctx); err != nil {
+		return 0, err
+	}
 	var highest int64
 	for i := int64(0); i < c.nb; i++ {
+		if err := cancelled(ctx, i); err != nil {
+			return 0, err
+		}
 		if c.badBlock[i/c.blockEntries()] {
 			c.checkError("Can't get refcount for cluster %d: Input/output error", i)
 			continue
@@ -817,7 +732,7 @@ func (c *checker) compare() int64 {
 			c.msg(fmt.Sprintf("Leaked cluster %d refcount=%d reference=%d", i, stored, computed))
 		}
 	}
-	return highest
+	return highest, nil
 }
 
 // checkFixed are what a repair fixed.

@@ -4,7 +4,9 @@ package qcow2
 // fixed, and the dirty and corrupt bits cleared once the image is consistent.
 
 import (
+	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 )
 
@@ -28,8 +30,9 @@ func checkClearIncompat(f File, h *Header, bits uint64) error {
 
 // checkCopied verifies OFLAG_COPIED in the active L1 and L2 tables against
 // the stored refcounts (check_oflag_copied); with repair it fixes them and
-// returns how many it fixed.
-func (c *checker) checkCopied(repair bool) (fixed int, err error) {
+// returns how many it fixed. It stops with ctx's error when ctx is
+// cancelled; each L1 entry and L2 table written before is a whole repair.
+func (c *checker) checkCopied(ctx context.Context, repair bool) (fixed int, err error) {
 	h := c.h
 	l1, rerr := c.readTable(h.L1TableOffset, int64(h.L1Size)*8)
 	if rerr != nil {
@@ -42,9 +45,16 @@ func (c *checker) checkCopied(repair bool) (fixed int, err error) {
 	}
 	for i := int64(0); i < int64(h.L1Size); i++ {
 		e := l1Entry(checkTableEntry(l1, i))
+		if err := cancelled(ctx, i); err != nil {
+			return fixed, err
+		}
 		l2 := e.l2Offset()
 		if l2 == 0 {
 			continue
+		}
+		// Each L2 table is a cluster read and scanned: look every time.
+		if err := ctx.Err(); err != nil {
+			return fixed, err
 		}
 		r, gerr := c.storedRefcount(l2 / c.cs)
 		if gerr != nil {
@@ -138,8 +148,9 @@ func (c *checker) blockWritable(rt int64) (int64, bool) {
 }
 
 // repair applies mode to the refcounts found by run, then (RepairAll) the
-// COPIED flags.
-func (c *checker) repair(mode RepairMode) (checkFixed, error) {
+// COPIED flags. Cancelled, it stops between two refcount blocks (or table
+// writes), syncs what it wrote and returns ctx's error.
+func (c *checker) repair(ctx context.Context, mode RepairMode) (checkFixed, error) {
 	var fixed checkFixed
 	per := c.blockEntries()
 	if mode == RepairAll {
@@ -150,6 +161,9 @@ func (c *checker) repair(mode RepairMode) (checkFixed, error) {
 				"check: the refcount table or a refcount block is damaged; the refcount structure must be rebuilt")
 		}
 		for i := int64(0); i < c.nb; i++ {
+			if err := cancelled(ctx, i); err != nil {
+				return fixed, err
+			}
 			s, cp := refcount(c.stored, i, c.order), refcount(c.computed, i, c.order)
 			if s < cp {
 				if _, ok := c.blockWritable(i / per); !ok {
@@ -163,7 +177,11 @@ func (c *checker) repair(mode RepairMode) (checkFixed, error) {
 	// Rewrite refcount blocks one at a time.
 	block := make([]byte, len(c.buf))
 	wrote := false
+	var stopped error
 	for rt := int64(0); rt*per < c.nb; rt++ {
+		if stopped = ctx.Err(); stopped != nil {
+			break
+		}
 		var changes []int64
 		for i := rt * per; i < (rt+1)*per && i < c.nb; i++ {
 			s, cp := refcount(c.stored, i, c.order), refcount(c.computed, i, c.order)
@@ -217,20 +235,23 @@ func (c *checker) repair(mode RepairMode) (checkFixed, error) {
 			return fixed, fmt.Errorf("qcow2: check: sync refcount blocks: %w", err)
 		}
 	}
+	if stopped != nil {
+		return fixed, stopped
+	}
 
 	if mode == RepairAll {
 		// Recount the COPIED errors against the repaired refcounts: the
 		// first pass counted them against the old ones.
 		c.res.Corruptions -= c.copiedErrs
-		n, err := c.checkCopied(true)
+		n, err := c.checkCopied(ctx, true)
 		fixed.corruptions += n
+		if n > 0 {
+			if serr := c.f.Sync(); serr != nil {
+				return fixed, errors.Join(err, fmt.Errorf("qcow2: check: sync L1/L2 tables: %w", serr))
+			}
+		}
 		if err != nil {
 			return fixed, err
-		}
-		if n > 0 {
-			if err := c.f.Sync(); err != nil {
-				return fixed, fmt.Errorf("qcow2: check: sync L1/L2 tables: %w", err)
-			}
 		}
 	}
 	return fixed, nil

@@ -473,7 +473,7 @@ func FuzzWriteRoundTrip(f *testing.F) {
 		if err := img.Close(); err != nil {
 			t.Fatalf("Close: %v", err)
 		}
-		r, err := qcow2.Check(&memRW{b: bytes.Clone(file.b)}, qcow2.RepairNone)
+		r, err := qcow2.Check(t.Context(), &memRW{b: bytes.Clone(file.b)}, qcow2.RepairNone)
 		if err != nil {
 			t.Fatalf("Check: %v", err)
 		}

@@ -142,7 +142,7 @@ func TestHostileHeaders(t *testing.T) {
 				var res *CheckResult
 				var err error
 				n := measureAlloc(func() {
-					res, err = Check(&checkMemFile{data: append([]byte(nil), hi.data...)}, mode)
+					res, err = Check(t.Context(), &checkMemFile{data: append([]byte(nil), hi.data...)}, mode)
 				})
 				var fe *FormatError
 				switch {

@@ -1,6 +1,7 @@
 package qcow2
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -28,7 +29,8 @@ func (img *Image) prepareWrite() error {
 	if img.hdr.Dirty() {
 		// Refcounts may be stale (lazy refcounts, and whoever wrote it
 		// crashed): rebuild them before allocating anything.
-		r, err := Check(img.f, RepairAll)
+		// Open takes no context: this repair runs to its end.
+		r, err := Check(context.Background(), img.f, RepairAll)
 		if err != nil {
 			return fmt.Errorf("qcow2: repair dirty image: %w", err)
 		}
@@ -541,6 +543,7 @@ func (img *Image) flushLocked() error {
 		}
 		// Freed clusters are free on disk now: allocation may reuse them
 		// once reads that looked them up before have finished.
+		//lint:ignore SA2001 a barrier: wait for the reads in flight to finish
 		img.ioGate.Lock()
 		img.ioGate.Unlock()
 		img.forgetDecompressed()
