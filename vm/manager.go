@@ -102,8 +102,9 @@ func (m *Manager) spec(def *config.VM) (Spec, error) {
 		}
 	}
 	for _, d := range def.Disks {
-		if _, err := os.Stat(d.Path); err != nil {
-			return s, fmt.Errorf("could not open disk image(s): %q: %w", d.Path, unwrapPath(err))
+		// A regular file or block device: a FIFO would hang the open.
+		if err := disk.CheckFile(d.Path); err != nil {
+			return s, fmt.Errorf("could not open disk image(s): %w", err)
 		}
 		f := d.Format
 		if f == "" {
