@@ -53,7 +53,7 @@ func (m Model) viewDetail() string {
 	s := m.styles
 	var lines []string
 	add := func(format string, args ...any) { lines = append(lines, fmt.Sprintf(format, args...)) }
-	head := fmt.Sprintf("%s %s (id %d)  %s", s.Title.Render("vmtui ›"), s.Label.Render(st.Name), st.ID, s.state(st.State).Render(string(st.State)))
+	head := fmt.Sprintf("%s %s (id %d)  %s", s.Title.Render("vmtui ›"), s.Label.Render(st.DisplayName()), st.ID, s.state(st.State).Render(string(st.State)))
 	if st.Running() {
 		head += fmt.Sprintf("  pid %d  %s  curmem %s", st.PID, st.TTYName(), disk.FormatSize(st.CurMem))
 	}
