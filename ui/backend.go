@@ -136,17 +136,19 @@ func (b *managerBackend) Unpause(ctx context.Context, name string) error {
 func (b *managerBackend) Create(def *config.VM) error { return b.m.Store().Create(def) }
 
 func (b *managerBackend) Remove(ctx context.Context, name string) error {
-	st, def, err := b.m.Status(ctx, name)
+	def, err := b.m.Store().Lookup(name)
 	if def == nil {
 		if errors.Is(err, config.ErrNotFound) {
 			return fmt.Errorf("%s: vm not found", name)
 		}
 		return err
 	}
-	if st.Running() {
+	// Under the VM's lock, so that a start cannot slip in (vm.Manager.Remove).
+	st, err := b.m.Remove(ctx, def)
+	if errors.Is(err, vm.ErrRunning) {
 		return fmt.Errorf("remove %s: vm is running (pid %d); stop it first", def.Name, st.PID)
 	}
-	return b.m.Store().Remove(def.Name)
+	return err
 }
 
 func (b *managerBackend) Console(name, tty string) tea.ExecCommand {
@@ -161,4 +163,7 @@ func (b *managerBackend) ConvertDisk(ctx context.Context, src, dst string, opts 
 	return disk.Convert(ctx, src, dst, opts)
 }
 
-func (b *managerBackend) DiskInfo(path string) (*disk.ImageInfo, error) { return disk.Info(path) }
+func (b *managerBackend) DiskInfo(path string) (*disk.ImageInfo, error) {
+	// Headers only: quick, and the TUI has no operation to cancel here.
+	return disk.Info(context.Background(), path, disk.InfoOptions{})
+}
