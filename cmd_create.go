@@ -76,7 +76,7 @@ func runCreate(ctx context.Context, e *env, args []string) error {
 			opts.BackingFile = backingName(path, *base)
 		}
 		if err := disk.Create(path, opts); err != nil {
-			return err
+			return explainInUse(err, false)
 		}
 	}
 	// vmctl reports success on standard error, as a diagnostic.
@@ -88,9 +88,9 @@ func runCreate(ctx context.Context, e *env, args []string) error {
 // to size when that is larger than the input.
 func importImage(ctx context.Context, input, path string, format disk.Format, size int64, compress bool) error {
 	if size != 0 {
-		info, err := disk.Info(input)
+		info, err := disk.Info(ctx, input, disk.InfoOptions{})
 		if err != nil {
-			return err
+			return explainInUse(err, false)
 		}
 		if size < info.VirtualSize {
 			return fmt.Errorf("create: size %s (%d bytes) cannot be smaller than input disk size %s (%d bytes)",
@@ -101,12 +101,12 @@ func importImage(ctx context.Context, input, path string, format disk.Format, si
 		}
 	}
 	if err := disk.Convert(ctx, input, path, disk.ConvertOptions{Format: format, Compress: compress}); err != nil {
-		return err
+		return explainInUse(err, false)
 	}
 	if size != 0 {
 		// The image is complete at its input's size; growing it is one
 		// more step, and the image stays usable if that step fails.
-		if err := disk.Resize(path, size); err != nil {
+		if err := disk.Resize(ctx, path, size); err != nil {
 			return err
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"math"
@@ -15,19 +16,21 @@ import (
 
 var diskInfoCommand = &command{
 	name:     "info",
-	synopsis: "[--json] disk",
+	synopsis: "[-U] [--json] disk",
 	about:    "Describe a disk image and its backing chain.",
 	run:      runDiskInfo,
 }
 
-func runDiskInfo(_ context.Context, e *env, args []string) error {
+func runDiskInfo(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet("disk info")
 	asJSON := fs.Bool("json", false, "print JSON with the keys of qemu-img info --output=json")
+	share := forceShareFlag(fs)
 	pos, err := parseFlags(fs, args)
 	if err == errHelp {
 		return e.help(fs, `
 The format is detected by content. Sizes are printed as qemu-img info prints
-them; --json gives them in bytes.`)
+them; --json gives them in bytes. An image that a running VM writes is
+refused, as qemu-img refuses it, unless -U.`)
 	}
 	if err != nil {
 		return err
@@ -35,9 +38,9 @@ them; --json gives them in bytes.`)
 	if len(pos) != 1 {
 		return &usageError{}
 	}
-	info, err := disk.Info(pos[0])
+	info, err := disk.Info(ctx, pos[0], disk.InfoOptions{ForceShare: *share})
 	if err != nil {
-		return err
+		return explainInUse(err, true)
 	}
 	if *asJSON {
 		b, err := json.MarshalIndent(info, "", "    ")
@@ -53,7 +56,7 @@ them; --json gives them in bytes.`)
 
 var diskCheckCommand = &command{
 	name:     "check",
-	synopsis: "[-r leaks|all] disk",
+	synopsis: "[-U | -r leaks|all] disk",
 	about:    "Check a qcow2 image for leaked clusters and corruptions, as qemu-img check does.",
 	run:      runDiskCheck,
 }
@@ -67,16 +70,20 @@ const (
 	checkNotSupported = 63
 )
 
-func runDiskCheck(_ context.Context, e *env, args []string) error {
+func runDiskCheck(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet("disk check")
 	repair := fs.String("r", "", "repair `what`: leaks (lower refcounts that are too high) or all (also corruptions)")
+	share := forceShareFlag(fs)
 	pos, err := parseFlags(fs, args)
 	if err == errHelp {
 		return e.help(fs, `
 Detail lines go to standard error, the summary to standard output. The exit
 status is 0 for a clean image, 2 when it has corruptions, 3 when it has only
 leaked clusters, 63 for a raw image (nothing to check) and 1 when the check
-itself failed. After a repair, the status describes the repaired image.`)
+itself failed. After a repair, the status describes the repaired image.
+An image that a running VM uses is refused a repair, and a check too when
+the VM writes it, unless -U: a check of an image that changes meanwhile
+may report errors that are none.`)
 	}
 	if err != nil {
 		return err
@@ -94,7 +101,11 @@ itself failed. After a repair, the status describes the repaired image.`)
 	default:
 		return &usageError{msg: fmt.Sprintf("disk check: -r %q: want leaks or all", *repair)}
 	}
-	res, err := disk.Check(pos[0], mode)
+	if *share && mode != qcow2.RepairNone {
+		return &usageError{msg: "disk check: -U cannot be used with -r: a repair needs the image to itself"}
+	}
+	res, err := disk.Check(ctx, pos[0], mode, disk.CheckOptions{ForceShare: *share})
+	err = explainInUse(err, true)
 	if res != nil {
 		for _, m := range res.Messages {
 			fmt.Fprintln(e.err, m)
@@ -148,7 +159,7 @@ func printCheckSummary(w io.Writer, r *qcow2.CheckResult) {
 
 var diskConvertCommand = &command{
 	name:     "convert",
-	synopsis: "[-cp] [-O qcow2|raw] [-t writeback|unsafe] [--compression-type zlib|zstd] input output",
+	synopsis: "[-cpU] [-O qcow2|raw] [-t writeback|unsafe] [--compression-type zlib|zstd] input output",
 	about:    "Copy an image, its backing chain flattened, into a new image of either format.",
 	run:      runDiskConvert,
 }
@@ -160,6 +171,7 @@ func runDiskConvert(ctx context.Context, e *env, args []string) error {
 	ctype := fs.String("compression-type", "", "the compression `type` of a qcow2 output: zlib (the default) or zstd")
 	progress := fs.Bool("p", false, "show the progress on standard error")
 	cache := fs.String("t", "writeback", "the output's cache `mode`: writeback (sync the output before it is renamed into place) or unsafe (never sync, as qemu-img's default)")
+	share := forceShareFlag(fs)
 	pos, err := parseFlags(fs, args)
 	if err == errHelp {
 		return e.help(fs, `
@@ -169,7 +181,8 @@ qcow2; .raw and .img are raw), else qcow2. Zeros are never written: the
 output is sparse. An interrupted conversion leaves no output behind. By
 default the output is on disk when convert returns; -t unsafe skips that
 sync, as qemu-img does by default, and a power cut soon after may then lose
-the output's data.`)
+the output's data. An input that a running VM writes is refused unless -U,
+which copies it as it is, however inconsistent.`)
 	}
 	if err != nil {
 		return err
@@ -181,7 +194,7 @@ the output's data.`)
 	if err != nil {
 		return err
 	}
-	opts := disk.ConvertOptions{Format: format, Compress: *compress}
+	opts := disk.ConvertOptions{Format: format, Compress: *compress, ForceShare: *share}
 	switch *cache {
 	case "writeback":
 	case "unsafe":
@@ -209,8 +222,58 @@ the output's data.`)
 	if bar != nil {
 		bar.end()
 	}
+	return explainInUse(err, true)
+}
+
+// forceShareFlag defines -U and --force-share, as qemu-img has them.
+func forceShareFlag(fs *flag.FlagSet) *bool {
+	share := fs.Bool("U", false, "read an image even when a running VM writes it (what is read may be inconsistent)")
+	fs.BoolVar(share, "force-share", false, "the same as -U")
+	return share
+}
+
+// explainInUse completes an error about an image in use: it names the VM
+// that uses the image when one does and, for a command with -U (canForce),
+// says how to read it anyway when vmtui only wanted to read it.
+func explainInUse(err error, canForce bool) error {
+	var iu *disk.InUseError
+	if !errors.As(err, &iu) {
+		return err
+	}
+	err = disk.NameHolder(err, vmDisks)
+	if iu.ReadOnly && canForce {
+		err = &hintError{err: err, hint: "-U reads it anyway, as it is at this moment"}
+	}
 	return err
 }
+
+// vmDisks returns the disks of each defined VM, by name.
+func vmDisks() (map[string][]string, error) {
+	m, err := manager()
+	if err != nil {
+		return nil, err
+	}
+	defs, err := m.Store().List()
+	if err != nil {
+		return nil, err
+	}
+	disks := make(map[string][]string, len(defs))
+	for _, def := range defs {
+		for _, d := range def.Disks {
+			disks[def.Name] = append(disks[def.Name], d.Path)
+		}
+	}
+	return disks, nil
+}
+
+// hintError is an error followed by what the user can do about it.
+type hintError struct {
+	err  error
+	hint string
+}
+
+func (e *hintError) Error() string { return e.err.Error() + "; " + e.hint }
+func (e *hintError) Unwrap() error { return e.err }
 
 // progressLine draws "    (45.12/100%)" on one line, as qemu-img -p does,
 // redrawing only when the hundredths change.
@@ -242,13 +305,14 @@ func (p *progressLine) end() {
 
 var diskCommitCommand = &command{
 	name:     "commit",
-	synopsis: "overlay",
+	synopsis: "[-p] overlay",
 	about:    "Write what a qcow2 overlay holds into its backing file.",
 	run:      runDiskCommit,
 }
 
-func runDiskCommit(_ context.Context, e *env, args []string) error {
+func runDiskCommit(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet("disk commit")
+	progress := fs.Bool("p", false, "show the progress on standard error")
 	pos, err := parseFlags(fs, args)
 	if err == errHelp {
 		return e.help(fs, `
@@ -262,8 +326,18 @@ is smaller; the overlay itself is left as it is.`)
 	if len(pos) != 1 {
 		return &usageError{}
 	}
-	if err := disk.Commit(pos[0]); err != nil {
-		return err
+	var opts disk.CommitOptions
+	var bar *progressLine
+	if *progress {
+		bar = &progressLine{w: e.err}
+		opts.Progress = bar.update
+	}
+	err = disk.Commit(ctx, pos[0], opts)
+	if bar != nil {
+		bar.end()
+	}
+	if err != nil {
+		return explainInUse(err, false)
 	}
 	fmt.Fprintln(e.out, "Image committed.")
 	return nil
@@ -276,7 +350,7 @@ var diskResizeCommand = &command{
 	run:      runDiskResize,
 }
 
-func runDiskResize(_ context.Context, e *env, args []string) error {
+func runDiskResize(ctx context.Context, e *env, args []string) error {
 	// No flags: a size such as -1G must reach the check below, not the
 	// flag parser, so only a lone -h or --help asks for help.
 	var pos []string
@@ -309,7 +383,8 @@ could lose data. A qcow2 image's size is rounded up to 512 bytes.`)
 		return fmt.Errorf("resize %q: %w", path, err)
 	}
 	if ok {
-		info, err := disk.Info(path)
+		// The size only: Resize takes the lock that matters.
+		info, err := disk.Info(ctx, path, disk.InfoOptions{ForceShare: true})
 		if err != nil {
 			return err
 		}
@@ -319,8 +394,8 @@ could lose data. A qcow2 image's size is rounded up to 512 bytes.`)
 		}
 		size += info.VirtualSize
 	}
-	if err := disk.Resize(path, size); err != nil {
-		return err
+	if err := disk.Resize(ctx, path, size); err != nil {
+		return explainInUse(err, false)
 	}
 	fmt.Fprintln(e.out, "Image resized.")
 	return nil

@@ -231,7 +231,7 @@ func TestUsage(t *testing.T) {
 		t.Errorf("vmtui help disk conv: %q, want the convert flags", r.stdout)
 	}
 	// A subcommand group alone: its usage, exit 1.
-	fails(t, dir, 1, "usage:\tvmtui disk check [-r leaks|all] disk\n\tvmtui disk commit overlay\n", "disk")
+	fails(t, dir, 1, "usage:\tvmtui disk check [-U | -r leaks|all] disk\n\tvmtui disk commit [-p] overlay\n", "disk")
 }
 
 func TestCommandPrefixes(t *testing.T) {
@@ -482,7 +482,7 @@ func TestDiskInfo(t *testing.T) {
 	}
 
 	fails(t, dir, 1, `vmtui: info "missing.qcow2"`, "disk", "info", "missing.qcow2")
-	fails(t, dir, 1, "usage:\tvmtui disk info [--json] disk", "disk", "info")
+	fails(t, dir, 1, "usage:\tvmtui disk info [-U] [--json] disk", "disk", "info")
 }
 
 // refcountBlock returns the offset of the first refcount block of a qcow2
@@ -669,7 +669,7 @@ func TestDiskCommit(t *testing.T) {
 	qemuIO(t, dir, "base.raw", "raw", "read -P 0x42 1M 8k")
 
 	fails(t, dir, 1, "no backing file", "disk", "commit", "base.qcow2")
-	fails(t, dir, 1, "usage:\tvmtui disk commit overlay", "disk", "commit")
+	fails(t, dir, 1, "usage:\tvmtui disk commit [-p] overlay", "disk", "commit")
 }
 
 func TestDiskResize(t *testing.T) {

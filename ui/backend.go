@@ -136,19 +136,17 @@ func (b *managerBackend) Unpause(ctx context.Context, name string) error {
 func (b *managerBackend) Create(def *config.VM) error { return b.m.Store().Create(def) }
 
 func (b *managerBackend) Remove(ctx context.Context, name string) error {
-	def, err := b.m.Store().Lookup(name)
+	st, def, err := b.m.Status(ctx, name)
 	if def == nil {
 		if errors.Is(err, config.ErrNotFound) {
 			return fmt.Errorf("%s: vm not found", name)
 		}
 		return err
 	}
-	// Under the VM's lock, so that a start cannot slip in (vm.Manager.Remove).
-	st, err := b.m.Remove(ctx, def)
-	if errors.Is(err, vm.ErrRunning) {
+	if st.Running() {
 		return fmt.Errorf("remove %s: vm is running (pid %d); stop it first", def.Name, st.PID)
 	}
-	return err
+	return b.m.Store().Remove(def.Name)
 }
 
 func (b *managerBackend) Console(name, tty string) tea.ExecCommand {
