@@ -136,17 +136,19 @@ func (b *managerBackend) Unpause(ctx context.Context, name string) error {
 func (b *managerBackend) Create(def *config.VM) error { return b.m.Store().Create(def) }
 
 func (b *managerBackend) Remove(ctx context.Context, name string) error {
-	st, def, err := b.m.Status(ctx, name)
+	def, err := b.m.Store().Lookup(name)
 	if def == nil {
 		if errors.Is(err, config.ErrNotFound) {
 			return fmt.Errorf("%s: vm not found", name)
 		}
 		return err
 	}
-	if st.Running() {
+	// Under the VM's lock, so that a start cannot slip in (vm.Manager.Remove).
+	st, err := b.m.Remove(ctx, def)
+	if errors.Is(err, vm.ErrRunning) {
 		return fmt.Errorf("remove %s: vm is running (pid %d); stop it first", def.Name, st.PID)
 	}
-	return b.m.Store().Remove(def.Name)
+	return err
 }
 
 func (b *managerBackend) Console(name, tty string) tea.ExecCommand {
