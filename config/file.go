@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/pelletier/go-toml/v2"
 
@@ -59,11 +61,18 @@ const fileHeader = "# vmtui VM definition. Edit it freely: vmtui checks it each 
 // error wraps fs.ErrNotExist when there is no such file.
 func readFile(path string) (*VM, error) {
 	vm := &VM{Name: strings.TrimSuffix(filepath.Base(path), DefinitionExt), File: path}
-	f, err := os.Open(path)
+	// O_NONBLOCK: opening a FIFO for reading would otherwise wait for a
+	// writer for ever. Only a regular file is read.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return vm, err
 	}
 	defer f.Close()
+	if fi, err := f.Stat(); err != nil {
+		return vm, fmt.Errorf("read %q: %w", path, err)
+	} else if !fi.Mode().IsRegular() {
+		return vm, &FieldError{File: path, Msg: "not a regular file (" + fileKind(fi.Mode()) + "): not a definition"}
+	}
 	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
 	if err != nil {
 		return vm, fmt.Errorf("read %q: %w", path, err)
@@ -72,6 +81,23 @@ func readFile(path string) (*VM, error) {
 		return vm, &FieldError{File: path, Msg: fmt.Sprintf("larger than %d bytes: not a definition", maxFileSize)}
 	}
 	return vm, decode(vm, data)
+}
+
+// fileKind names the type of a file that is not a regular one.
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&fs.ModeCharDevice != 0:
+		return "a character device"
+	case m&fs.ModeDevice != 0:
+		return "a block device"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	case m.IsDir():
+		return "a directory"
+	}
+	return "type " + m.Type().String()
 }
 
 // decode fills vm from the TOML in data and validates it. vm.Name and

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -219,6 +220,49 @@ func TestListBroken(t *testing.T) {
 	}
 	if err := s.Remove("Bad Name"); err != nil {
 		t.Errorf("Remove(Bad Name): %v", err)
+	}
+}
+
+// TestListSpecialFiles: a FIFO or a device among the definitions is
+// listed as broken, at once: opening a FIFO for reading would wait for a
+// writer for ever.
+func TestListSpecialFiles(t *testing.T) {
+	s := newStore(t)
+	create(t, s, "web")
+	dir := s.Paths().VMsDir()
+	if err := syscall.Mkfifo(filepath.Join(dir, "fifo.toml"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/dev/zero", filepath.Join(dir, "zero.toml")); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan []*VM, 1)
+	go func() {
+		vms, err := s.List()
+		if err != nil {
+			t.Error(err)
+		}
+		done <- vms
+	}()
+	var vms []*VM
+	select {
+	case vms = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("List hangs on a FIFO among the definitions")
+	}
+	errs := map[string]string{}
+	for _, vm := range vms {
+		if vm.Err != nil {
+			errs[vm.Name] = vm.Err.Error()
+		}
+	}
+	for _, name := range []string{"fifo", "zero"} {
+		if !strings.Contains(errs[name], "not a regular file") {
+			t.Errorf("List: %s: %q, want an error saying it is not a regular file", name, errs[name])
+		}
+	}
+	if vm, err := s.Lookup("fifo"); vm == nil || err == nil {
+		t.Errorf("Lookup(fifo) = %v, %v; want the definition and its error", vm, err)
 	}
 }
 
