@@ -228,7 +228,7 @@ func (m *Model) ask(verb, name string) {
 		prompt = fmt.Sprintf("remove the definition of %s (disks are kept)? (y/n)", name)
 	}
 	m.mode = modeConfirm
-	m.confirm = &confirmation{prompt: prompt, name: name, verb: verb}
+	m.confirm = &confirmation{prompt: printable(prompt), name: name, verb: verb}
 }
 
 // run starts operation verb on VM name, with the spinner.

@@ -13,8 +13,10 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/charmbracelet/bubbles/help"
 	"github.com/charmbracelet/bubbles/spinner"
@@ -279,10 +281,30 @@ func Run(ctx context.Context, b Backend) error {
 	return err
 }
 
-// setStatus puts a message in the status line.
+// setStatus puts a message in the status line. Control characters (of a
+// hostile definition file's name, say) are shown escaped, never sent to the
+// terminal.
 func (m *Model) setStatus(isErr bool, format string, args ...any) {
-	m.status = fmt.Sprintf(format, args...)
+	m.status = printable(fmt.Sprintf(format, args...))
 	m.statusErr = isErr
+}
+
+// printable returns s with its control characters escaped as Go escapes
+// them ("\x1b", "\n").
+func printable(s string) string {
+	if !strings.ContainsFunc(s, unicode.IsControl) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // current returns the VM under the cursor.
