@@ -104,3 +104,29 @@ func tail(s string) string {
 	}
 	return s
 }
+
+// TestDiskCheckTruncated: vmtui disk check of the first 100,000 bytes of an
+// image with data says what qemu-img check says, and exits as it does (2:
+// corruptions), rather than 1 ("the check itself failed").
+func TestDiskCheckTruncated(t *testing.T) {
+	requireQEMU(t)
+	dir := t.TempDir()
+	qemuImg(t, dir, "create", "-q", "-f", "qcow2", "full.qcow2", "64M")
+	qemuIO(t, dir, "full.qcow2", "qcow2", "write -P 0x55 0 3M")
+	b, err := os.ReadFile(filepath.Join(dir, "full.qcow2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "cut.qcow2"), b[:100000], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := vmtui(t, dir, "disk", "check", "cut.qcow2")
+	qout, qerr, qcode := tool(t, dir, "qemu-img", "check", "cut.qcow2")
+	if r.code != qcode || r.stdout != qout || r.stderr != qerr {
+		t.Errorf("disk check of a truncated image: exit %d\nstdout: %s\nstderr: %s\nqemu-img check: exit %d\nstdout: %s\nstderr: %s",
+			r.code, r.stdout, r.stderr, qcode, qout, qerr)
+	}
+	if qcode != 2 {
+		t.Errorf("qemu-img check exits %d, want 2: the image is not cut where it should be", qcode)
+	}
+}

@@ -26,10 +26,11 @@ type CheckOptions struct {
 //
 // Check stops soon after ctx is cancelled, with an error wrapping ctx's; an
 // interrupted repair leaves the image no worse than it was (see qcow2.Check).
+// A refused repair returns the check's result with its error.
 func Check(ctx context.Context, path string, mode qcow2.RepairMode, opts CheckOptions) (*qcow2.CheckResult, error) {
 	res, err := check(ctx, path, mode, opts)
 	if err != nil {
-		return nil, fmt.Errorf("check %q: %w", path, err)
+		return res, fmt.Errorf("check %q: %w", path, err)
 	}
 	return res, nil
 }
@@ -56,7 +57,7 @@ func check(ctx context.Context, path string, mode qcow2.RepairMode, opts CheckOp
 	}
 	res, err := qcow2.Check(ctx, f, mode)
 	if err != nil {
-		return nil, err
+		return res, err
 	}
 	if mode != qcow2.RepairNone {
 		if err := f.Sync(); err != nil {
