@@ -46,6 +46,10 @@ func vmHome(t *testing.T) string {
 			t.Logf("cleanup: killing QEMU %d left running", pid)
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
+		// Once they are gone (qemusUnder skips zombies).
+		for deadline := time.Now().Add(time.Minute); len(qemusUnder(home)) > 0 && time.Now().Before(deadline); {
+			time.Sleep(20 * time.Millisecond)
+		}
 		// Let vmtui remove the stale runtime files (sockets may live
 		// outside home).
 		vmcli(t, home, "--list")
@@ -63,7 +67,7 @@ func qemusUnder(dir string) []int {
 			continue
 		}
 		b, err := os.ReadFile("/proc/" + ent.Name() + "/cmdline")
-		if err != nil {
+		if err != nil || len(b) == 0 { // gone, or a zombie
 			continue
 		}
 		argv := strings.Split(string(b), "\x00")

@@ -56,7 +56,7 @@ func newGuestEnv(t *testing.T) *guestEnv {
 		killQEMUs(t, home)
 		// Let the Manager remove the stale runtime files, sockets in the
 		// shared fallback directory included.
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		e.m.List(ctx)
 	})
@@ -237,7 +237,7 @@ func killQEMUs(t *testing.T, dir string) {
 	for _, pid := range qemuPIDs(dir, true) {
 		t.Logf("cleanup: killing QEMU %d left running", pid)
 		syscall.Kill(pid, syscall.SIGKILL)
-		if err := waitGone(pid, 10*time.Second); err != nil {
+		if err := waitGone(pid, time.Minute); err != nil {
 			t.Errorf("cleanup: %v", err)
 		}
 	}
@@ -248,17 +248,52 @@ func readFile(path string) string {
 	return string(b)
 }
 
-var tickRE = regexp.MustCompile(`vmtui tick (\d+) `)
+// tick is one line "vmtui tick N UPTIME" of a guest booted with
+// testguest.TickParam.
+type tick struct {
+	n  int
+	up float64 // the guest's uptime (its own clock), in seconds
+}
 
-// lastTick returns the number of the last tick line in a serial log, 0
-// when there is none.
-func lastTick(log string) int {
-	m := tickRE.FindAllStringSubmatch(log, -1)
-	if len(m) == 0 {
-		return 0
+var tickRE = regexp.MustCompile(`vmtui tick (\d+) (\d+\.\d+)\r?\n`)
+
+// ticks returns the complete tick lines of a serial log.
+func ticks(log string) []tick {
+	var out []tick
+	for _, m := range tickRE.FindAllStringSubmatch(log, -1) {
+		n, _ := strconv.Atoi(m[1])
+		up, _ := strconv.ParseFloat(m[2], 64)
+		out = append(out, tick{n, up})
 	}
-	n, _ := strconv.Atoi(m[len(m)-1][1])
-	return n
+	return out
+}
+
+// lastTick returns the last complete tick line of a serial log, the zero
+// tick when there is none.
+func lastTick(log string) tick {
+	t := ticks(log)
+	if len(t) == 0 {
+		return tick{}
+	}
+	return t[len(t)-1]
+}
+
+// waitTick waits until the VM's serial log holds the complete tick line n
+// and returns its ticks.
+func (e *guestEnv) waitTick(name string, n int, timeout time.Duration) []tick {
+	e.t.Helper()
+	path := e.paths.SerialLog(name)
+	deadline := time.Now().Add(timeout)
+	for {
+		log := readFile(path)
+		if t := ticks(log); len(t) > 0 && t[len(t)-1].n >= n {
+			return t
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("vm %s: no tick %d in the serial log after %v:\n%s", name, n, timeout, log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // The vmtui binary, for the tests that run the command line as a separate

@@ -178,11 +178,17 @@ func TestStoppedQEMU(t *testing.T) {
 	}
 	defer syscall.Kill(st.PID, syscall.SIGCONT)
 	waitProcState(t, st.PID, 'T')
-	begin := time.Now()
 	got := e.status(e.m, "frozen")
-	took := time.Since(begin)
-	if got.State != vm.StateBroken || !strings.Contains(got.Err, "is stopped (SIGSTOP)") || !strings.Contains(got.Err, "SIGCONT") || took > 2*time.Second {
-		t.Errorf("SIGSTOPped QEMU: state %s, err %q after %v; want broken, saying it is stopped, at once", got.State, got.Err, took)
+	if got.State != vm.StateBroken || !strings.Contains(got.Err, "is stopped (SIGSTOP)") || !strings.Contains(got.Err, "SIGCONT") {
+		t.Errorf("SIGSTOPped QEMU: state %s, err %q; want broken, saying it is stopped", got.State, got.Err)
+	}
+	// At once: the answer does not wait on the monitor (a stopped QEMU
+	// never answers), so a query whose context has already ended gets it
+	// too.
+	ended, endNow := context.WithCancel(context.Background())
+	endNow()
+	if got, _, err := e.m.Status(ended, "frozen"); err != nil || got.State != vm.StateBroken || !strings.Contains(got.Err, "is stopped (SIGSTOP)") {
+		t.Errorf("SIGSTOPped QEMU, queried with an ended context: state %s, err %q (%v); want broken, saying it is stopped", got.State, got.Err, err)
 	}
 	if err := syscall.Kill(st.PID, syscall.SIGCONT); err != nil {
 		t.Fatal(err)
@@ -212,7 +218,7 @@ func TestStoppedQEMU(t *testing.T) {
 // of /proc/PID/stat).
 func waitProcState(t *testing.T, pid int, states ...byte) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for {
 		b := []byte(readFile("/proc/" + strconv.Itoa(pid) + "/stat"))
 		if i := strings.LastIndexByte(string(b), ')'); i >= 0 && i+2 < len(b) {

@@ -33,7 +33,7 @@ func TestSignalChecksTheProcess(t *testing.T) {
 	})
 	pid := fake.Process.Pid
 	var p *procInfo
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for {
 		if p, err = readProc(pid); err == nil && argValue(p.Cmdline, "-pidfile") == pidfile {
 			break

@@ -16,7 +16,7 @@ func Example() {
 	defer fake.Close()
 	fake.EmulateVM(&qmptest.VM{PTY: "/dev/pts/3"})
 
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c, err := qmp.New(ctx, fake.Pipe())
 	if err != nil {
