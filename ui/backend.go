@@ -165,5 +165,7 @@ func (b *managerBackend) ConvertDisk(ctx context.Context, src, dst string, opts 
 
 func (b *managerBackend) DiskInfo(path string) (*disk.ImageInfo, error) {
 	// Headers only: quick, and the TUI has no operation to cancel here.
-	return disk.Info(context.Background(), path, disk.InfoOptions{})
+	// The detail view shows the disks of running VMs too: their headers
+	// are read as qemu-img info -U reads them.
+	return disk.Info(context.Background(), path, disk.InfoOptions{ForceShare: true})
 }

@@ -144,7 +144,32 @@ func diskCreateCmd(b Backend, path string, opts disk.CreateOptions) tea.Cmd {
 		if opts.BackingFile != "" {
 			verb = "created overlay"
 		}
-		return diskDoneMsg{path: path, verb: verb, err: b.CreateDisk(path, opts)}
+		err := disk.NameHolder(b.CreateDisk(path, opts), definedDisks(b))
+		return diskDoneMsg{path: path, verb: verb, err: err}
+	}
+}
+
+// definedDisks returns a function that lists the disks of each VM b
+// defines, by name, for disk.NameHolder to say which VM holds an image.
+func definedDisks(b Backend) func() (map[string][]string, error) {
+	return func() (map[string][]string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		list, err := b.List(ctx)
+		if err != nil {
+			return nil, err
+		}
+		disks := make(map[string][]string, len(list))
+		for _, s := range list {
+			def, _ := b.Definition(s.Name)
+			if def == nil {
+				continue
+			}
+			for _, d := range def.Disks {
+				disks[s.Name] = append(disks[s.Name], d.Path)
+			}
+		}
+		return disks, nil
 	}
 }
 
@@ -180,7 +205,7 @@ func convertCmd(ctx context.Context, b Backend, job *importJob, src, dst string,
 				}
 			},
 		})
-		return diskDoneMsg{path: dst, verb: "imported", err: err}
+		return diskDoneMsg{path: dst, verb: "imported", err: disk.NameHolder(err, definedDisks(b))}
 	}
 }
 

@@ -1,0 +1,67 @@
+package ui
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"vmtui/config"
+	"vmtui/disk"
+	"vmtui/internal/qemuimg"
+)
+
+// realDisks is the fake backend, but for disks, which it really makes.
+type realDisks struct{ *fakeBackend }
+
+func (b realDisks) CreateDisk(path string, opts disk.CreateOptions) error {
+	return disk.Create(path, opts)
+}
+
+// TestDiskCreateNamesTheVM: an overlay on a base that a running VM writes
+// is refused, and the TUI's error names the VM.
+func TestDiskCreateNamesTheVM(t *testing.T) {
+	qemuimg.Require(t)
+	dir := t.TempDir()
+	base := filepath.Join(dir, "web.qcow2")
+	qemuimg.Run(t, "create", "-f", "qcow2", base, "1M")
+
+	// qemu-io holds the image for writing, as web's QEMU would.
+	cmd := exec.Command("qemu-io", "-f", "qcow2", base)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stdin.Close(); cmd.Wait() })
+	// Held once qemu-img info fails on it.
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if _, err := qemuimg.Output("info", base); err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("qemu-io did not lock the image within 30 s")
+		}
+		time.Sleep(10 * time.Millisecond) // polling for qemu-io's lock
+	}
+
+	fake := newFake()
+	fake.defs["web"] = &config.VM{ID: 1, Name: "web", Disks: []config.Disk{{Path: base}}}
+	overlay := filepath.Join(dir, "overlay.qcow2")
+	msg := diskCreateCmd(realDisks{fake}, overlay, disk.CreateOptions{BackingFile: "web.qcow2"})()
+	done, ok := msg.(diskDoneMsg)
+	if !ok {
+		t.Fatalf("got %T, want diskDoneMsg", msg)
+	}
+	want := `image is in use by vm web (Failed to get shared "write" lock)`
+	if done.err == nil || !strings.Contains(done.err.Error(), want) {
+		t.Errorf("got %v, want an error containing %q", done.err, want)
+	}
+	if _, err := os.Stat(overlay); err == nil {
+		t.Error("the refused overlay was left behind")
+	}
+}
