@@ -131,8 +131,9 @@ func convert(ctx context.Context, src, dst string, opts ConvertOptions) (err err
 		}
 		out = &rawTarget{f: f, path: tmp, sync: !opts.NoSync}
 	case FormatQcow2:
-		// The output is garbage until renamed, so the engine's ordered
-		// syncs buy nothing: one fsync at the end makes it durable.
+		// The output is garbage until it is given its name, so the ordered
+		// syncs of the engine buy nothing: one fsync at the end makes it
+		// durable.
 		img, err := qcow2.Create(unsyncedFile{f}, qcow2.CreateOptions{
 			Size:            size,
 			ClusterSize:     opts.ClusterSize,
