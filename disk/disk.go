@@ -16,7 +16,14 @@
 // resolved relative to the directory of the image that names it, so an image
 // can make vmtui read any file the user can read, as it can make QEMU do; the
 // backing format recorded in the image is honoured, so a raw backing file is
-// never probed as qcow2.
+// never probed as qcow2. Only regular files and block devices are opened, in
+// a way that cannot block: a FIFO or another special file, as an image or a
+// backing file, is refused at once.
+//
+// Every image file is locked while it is open as QEMU locks the images it
+// uses (lock.go), so that vmtui never writes an image a running QEMU uses,
+// nor reads one it writes (but with ForceShare), and QEMU does not start on
+// an image vmtui is writing.
 package disk
 
 import (
