@@ -7,7 +7,7 @@ GO       ?= go
 FUZZTIME ?= 1m
 FUZZMINIMIZETIME ?= 10x
 
-.PHONY: all build test fmt-check vet guest demo bench fuzz clean clean-guest help
+.PHONY: all build test fmt-check vet lint guest demo bench fuzz clean clean-guest help
 
 all: build
 
@@ -15,9 +15,9 @@ all: build
 build:
 	$(GO) build -o vmtui .
 
-## test: gofmt check, go vet, the test guest, and every test with the race detector (fuzz seeds included)
+## test: gofmt check, go vet, staticcheck, the test guest, and every test with the race detector (fuzz seeds included)
 # Guests run under TCG: KVM guests hang on the machines this is tested on.
-test: fmt-check vet guest
+test: fmt-check vet lint guest
 	VMTUI_ACCEL=tcg $(GO) test -race -timeout 30m ./...
 
 ## demo: build vmtui and the test guest, define a VM named demo (not started) if none exists, open the TUI
@@ -35,6 +35,11 @@ fmt-check:
 
 vet:
 	$(GO) vet ./...
+
+# staticcheck, fetched through the module proxy at a fixed version (nothing to install by hand).
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+lint:
+	$(GO) run $(STATICCHECK) ./...
 
 ## bench: run every benchmark script in bench/ (not tests: they print timings)
 bench: build

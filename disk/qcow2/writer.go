@@ -543,8 +543,9 @@ func (img *Image) flushLocked() error {
 		}
 		// Freed clusters are free on disk now: allocation may reuse them
 		// once reads that looked them up before have finished.
-		//lint:ignore SA2001 a barrier: wait for the reads in flight to finish
+		// A barrier: wait for the reads in flight to finish.
 		img.ioGate.Lock()
+		//lint:ignore SA2001 the empty critical section is the barrier
 		img.ioGate.Unlock()
 		img.forgetDecompressed()
 		for _, c := range free {
