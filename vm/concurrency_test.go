@@ -516,14 +516,18 @@ func dialing() (in, retrying int) {
 }
 
 // waitDialing waits until n goroutines wait in busyDial or busyStatus for
-// the monitor, and at least retrying of them after a full backlog.
-func waitDialing(t *testing.T, n, retrying int) {
+// the monitor, and at least retrying of them after a full backlog. It fails
+// as soon as one has returned (answered: the count of answers).
+func waitDialing(t *testing.T, n, retrying int, answered func() int) {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)
 	for {
 		in, r := dialing()
 		if in == n && r >= retrying {
 			return
+		}
+		if a := answered(); a > 0 {
+			t.Fatalf("%d clients returned while another held the monitor", a)
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%d clients wait for the monitor (%d to connect again) after a minute; want %d (%d)", in, r, n, retrying)
@@ -592,7 +596,7 @@ func TestConcurrentQueries(t *testing.T) {
 				errs <- busyDial(dctx, qmpPath)
 			}()
 		}
-		waitDialing(t, clients, 1)
+		waitDialing(t, clients, 1, func() int { return len(errs) })
 		holder.Close()
 		for range clients {
 			if err := <-errs; err != nil {
@@ -615,7 +619,7 @@ func TestConcurrentQueries(t *testing.T) {
 			m := e.newManager()
 			go func() { states <- busyStatus(ctx, m, "popular") }()
 		}
-		waitDialing(t, clients, 0)
+		waitDialing(t, clients, 0, func() int { return len(states) })
 		holder.Close()
 		for range clients {
 			if st := <-states; st.State != vm.StatePaused {

@@ -184,11 +184,19 @@ func TestStoppedQEMU(t *testing.T) {
 	}
 	// At once: the answer does not wait on the monitor (a stopped QEMU
 	// never answers), so a query whose context has already ended gets it
-	// too.
+	// too, and no query connected to it (a connection would wait in the
+	// backlog of its listener until QEMU runs again).
 	ended, endNow := context.WithCancel(context.Background())
 	endNow()
 	if got, _, err := e.m.Status(ended, "frozen"); err != nil || got.State != vm.StateBroken || !strings.Contains(got.Err, "is stopped (SIGSTOP)") {
 		t.Errorf("SIGSTOPped QEMU, queried with an ended context: state %s, err %q (%v); want broken, saying it is stopped", got.State, got.Err, err)
+	}
+	qmpPath, err := e.paths.QMPSocket("frozen")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := queuedConns(qmpPath); n != 0 {
+		t.Errorf("the queries of a SIGSTOPped QEMU connected to its monitor (%d connections wait)", n)
 	}
 	if err := syscall.Kill(st.PID, syscall.SIGCONT); err != nil {
 		t.Fatal(err)
