@@ -4,12 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
-	"vmtui/disk"
 	"vmtui/disk/qcow2"
 )
 
@@ -90,72 +88,6 @@ func TestParseFlags(t *testing.T) {
 	}
 	if _, err := parseFlags(newFlagSet("test"), []string{"a", "-h"}); err != errHelp {
 		t.Errorf("parseFlags(-h) = %v, want errHelp", err)
-	}
-}
-
-func TestDiskFormat(t *testing.T) {
-	tests := []struct {
-		name, flag string
-		format     disk.Format
-		path       string
-		errText    string
-	}{
-		{"a.qcow2", "", disk.FormatQcow2, "a.qcow2", ""},
-		{"a.QCOW2", "", disk.FormatQcow2, "a.QCOW2", ""},
-		{"a.raw", "", disk.FormatRaw, "a.raw", ""},
-		{"a.img", "", disk.FormatRaw, "a.img", ""},
-		{"dir.img/a", "", disk.FormatQcow2, "dir.img/a", ""},
-		{"a", "", disk.FormatQcow2, "a", ""},
-		{"a.iso", "", disk.FormatQcow2, "a.iso", ""},
-		{"a.img", "qcow2", disk.FormatQcow2, "a.img", ""},
-		{"a.qcow2", "RAW", disk.FormatRaw, "a.qcow2", ""},
-		{"raw:a.qcow2", "", disk.FormatRaw, "a.qcow2", ""},
-		{"qcow2:a.img", "", disk.FormatQcow2, "a.img", ""},
-		{"qcow2:a.img", "qcow2", disk.FormatQcow2, "a.img", ""},
-		{"raw:", "", disk.FormatQcow2, "raw:", ""}, // no name after the prefix: the whole is a name
-		{"raw:a", "qcow2", "", "", "raw:a: the raw: prefix conflicts with the format qcow2"},
-		{"a", "vmdk", "", "", `unknown image format "vmdk" (want qcow2 or raw)`},
-	}
-	for _, tt := range tests {
-		format, path, err := diskFormat(tt.name, tt.flag)
-		if tt.errText != "" {
-			if err == nil || err.Error() != tt.errText {
-				t.Errorf("diskFormat(%q, %q) error = %v, want %q", tt.name, tt.flag, err, tt.errText)
-			}
-			continue
-		}
-		if err != nil || format != tt.format || path != tt.path {
-			t.Errorf("diskFormat(%q, %q) = %s, %q, %v; want %s, %q", tt.name, tt.flag, format, path, err, tt.format, tt.path)
-		}
-	}
-}
-
-func TestBackingName(t *testing.T) {
-	tests := []struct{ path, base, want string }{
-		{"new.qcow2", "base.qcow2", "base.qcow2"},
-		{"sub/new.qcow2", "base.qcow2", "../base.qcow2"},
-		{"sub/new.qcow2", "sub/base.qcow2", "base.qcow2"},
-		{"a/b/new.qcow2", "c/base.qcow2", "../../c/base.qcow2"},
-		{"new.qcow2", "images/base.qcow2", "images/base.qcow2"},
-		{"new.qcow2", "/srv/base.qcow2", "/srv/base.qcow2"},
-	}
-	for _, tt := range tests {
-		if got := backingName(tt.path, tt.base); got != tt.want {
-			t.Errorf("backingName(%q, %q) = %q, want %q", tt.path, tt.base, got, tt.want)
-		}
-	}
-	// An overlay elsewhere names a base in the current directory by the
-	// way from its own directory.
-	abs, err := filepath.Abs("base.qcow2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	want, err := filepath.Rel("/tmp", abs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := backingName("/tmp/new.qcow2", "base.qcow2"); got != want {
-		t.Errorf("backingName(/tmp/new.qcow2, base.qcow2) = %q, want %q", got, want)
 	}
 }
 

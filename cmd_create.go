@@ -3,10 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
-	"path/filepath"
-	"strings"
+	"os"
 
 	"vmtui/disk"
+	"vmtui/internal/imageformat"
+	"vmtui/internal/units"
 )
 
 var createCommand = &command{
@@ -42,13 +43,13 @@ func runCreate(ctx context.Context, e *env, args []string) error {
 	if len(pos) != 1 {
 		return &usageError{}
 	}
-	format, path, err := diskFormat(pos[0], *formatArg)
+	format, path, err := imageformat.ForNewImage(pos[0], *formatArg)
 	if err != nil {
 		return err
 	}
 	var size int64
 	if *sizeArg != "" {
-		if size, err = disk.ParseSize(*sizeArg); err != nil {
+		if size, err = units.ParseSize(*sizeArg); err != nil {
 			return fmt.Errorf("create: %w", err)
 		}
 		if size == 0 {
@@ -73,7 +74,11 @@ func runCreate(ctx context.Context, e *env, args []string) error {
 	default:
 		opts := disk.CreateOptions{Format: format, Size: size}
 		if *base != "" {
-			opts.BackingFile = backingName(path, *base)
+			cwd, err := os.Getwd()
+			if err != nil {
+				return err
+			}
+			opts.BackingFile = disk.BackingName(cwd, path, *base)
 		}
 		if err := disk.Create(path, opts); err != nil {
 			return explainInUse(err, false)
@@ -94,7 +99,7 @@ func importImage(ctx context.Context, input, path string, format disk.Format, si
 		}
 		if size < info.VirtualSize {
 			return fmt.Errorf("create: size %s (%d bytes) cannot be smaller than input disk size %s (%d bytes)",
-				disk.FormatSize(size), size, disk.FormatSize(info.VirtualSize), info.VirtualSize)
+				units.FormatSize(size), size, units.FormatSize(info.VirtualSize), info.VirtualSize)
 		}
 		if size == info.VirtualSize {
 			size = 0
@@ -111,65 +116,4 @@ func importImage(ctx context.Context, input, path string, format disk.Format, si
 		}
 	}
 	return nil
-}
-
-// diskFormat returns the format of the image a command creates and its
-// path. The format is the one flag names, else the one a "qcow2:" or "raw:"
-// prefix of name gives (the prefix is removed, as vmctl does), else the
-// name's extension's (.qcow2; .raw or .img), else qcow2.
-func diskFormat(name, flag string) (disk.Format, string, error) {
-	path := name
-	var prefixed disk.Format
-	for _, f := range []disk.Format{disk.FormatQcow2, disk.FormatRaw} {
-		if p, ok := strings.CutPrefix(name, string(f)+":"); ok && p != "" {
-			prefixed, path = f, p
-		}
-	}
-	if flag != "" {
-		f, err := parseFormat(flag)
-		if err != nil {
-			return "", "", err
-		}
-		if prefixed != "" && prefixed != f {
-			return "", "", fmt.Errorf("%s: the %s: prefix conflicts with the format %s", name, prefixed, f)
-		}
-		return f, path, nil
-	}
-	if prefixed != "" {
-		return prefixed, path, nil
-	}
-	switch strings.ToLower(filepath.Ext(path)) {
-	case ".raw", ".img":
-		return disk.FormatRaw, path, nil
-	}
-	return disk.FormatQcow2, path, nil
-}
-
-// parseFormat maps a format name given on the command line to a format.
-func parseFormat(s string) (disk.Format, error) {
-	switch f := disk.Format(strings.ToLower(s)); f {
-	case disk.FormatQcow2, disk.FormatRaw:
-		return f, nil
-	}
-	return "", fmt.Errorf("unknown image format %q (want qcow2 or raw)", s)
-}
-
-// backingName is the name to store in a new overlay at path for the base
-// image the user named: a relative name is taken, as the user means it,
-// relative to the current directory, and stored relative to the overlay's
-// directory, which is how qcow2 readers (vmtui, QEMU, vmd) resolve it.
-func backingName(path, base string) string {
-	if filepath.IsAbs(base) {
-		return base
-	}
-	absBase, err1 := filepath.Abs(base)
-	absDir, err2 := filepath.Abs(filepath.Dir(path))
-	if err1 != nil || err2 != nil {
-		return base
-	}
-	rel, err := filepath.Rel(absDir, absBase)
-	if err != nil {
-		return absBase
-	}
-	return rel
 }

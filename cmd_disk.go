@@ -12,6 +12,8 @@ import (
 
 	"vmtui/disk"
 	"vmtui/disk/qcow2"
+	"vmtui/internal/imageformat"
+	"vmtui/internal/units"
 )
 
 var diskInfoCommand = &command{
@@ -190,7 +192,7 @@ which copies it as it is, however inconsistent.`)
 	if len(pos) != 2 {
 		return &usageError{}
 	}
-	format, out, err := diskFormat(pos[1], *formatArg)
+	format, out, err := imageformat.ForNewImage(pos[1], *formatArg)
 	if err != nil {
 		return err
 	}
@@ -375,9 +377,9 @@ could lose data. A qcow2 image's size is rounded up to 512 bytes.`)
 		return fmt.Errorf("resize %q to %s: %w", path, arg, disk.ErrShrink)
 	}
 	grow, ok := strings.CutPrefix(arg, "+")
-	size, err := disk.ParseSize(grow)
+	size, err := units.ParseSize(grow)
 	if err == nil && ok && strings.HasPrefix(grow, "+") {
-		err = fmt.Errorf("%w %q: more than one sign", disk.ErrSize, arg)
+		err = fmt.Errorf("%w %q: more than one sign", units.ErrSize, arg)
 	}
 	if err != nil {
 		return fmt.Errorf("resize %q: %w", path, err)
@@ -390,7 +392,7 @@ could lose data. A qcow2 image's size is rounded up to 512 bytes.`)
 		}
 		if size > math.MaxInt64-info.VirtualSize {
 			return fmt.Errorf("resize %q: %s (%d bytes) plus %s is too large", path,
-				disk.FormatSize(info.VirtualSize), info.VirtualSize, arg)
+				units.FormatSize(info.VirtualSize), info.VirtualSize, arg)
 		}
 		size += info.VirtualSize
 	}

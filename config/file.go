@@ -13,7 +13,8 @@ import (
 
 	"github.com/pelletier/go-toml/v2"
 
-	"vmtui/disk"
+	"vmtui/internal/imageformat"
+	"vmtui/internal/units"
 )
 
 // maxFileSize bounds what is read of a definition file: a definition is a
@@ -185,7 +186,7 @@ func fillVM(vm *VM, fv *fileVM, c *checker) {
 	case nil:
 		vm.Memory = DefaultMemory
 	case string:
-		n, err := disk.ParseSize(m)
+		n, err := units.ParseSize(m)
 		if err != nil {
 			c.add("memory", "%s", err)
 		} else {
@@ -212,7 +213,7 @@ func fillVM(vm *VM, fv *fileVM, c *checker) {
 	}
 	vm.Disks = nil
 	for _, d := range fv.Disks {
-		vm.Disks = append(vm.Disks, Disk{Path: d.Path, Format: disk.Format(d.Format)})
+		vm.Disks = append(vm.Disks, Disk{Path: d.Path, Format: imageformat.Format(d.Format)})
 	}
 	vm.Networks = nil
 	for _, n := range fv.Networks {

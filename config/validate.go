@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"strings"
 
-	"vmtui/disk"
+	"vmtui/internal/units"
 )
 
 // FieldError is a problem with one field of a definition. Validate and the
@@ -116,9 +116,7 @@ func (vm *VM) validate(checkID bool) error {
 				seenDisk[filepath.Clean(d.Path)] = i
 			}
 		}
-		switch d.Format {
-		case "", disk.FormatQcow2, disk.FormatRaw:
-		default:
+		if d.Format != "" && !d.Format.IsKnown() {
 			c.add(field+".format", "unknown format %q (want qcow2, raw, or none to detect it)", d.Format)
 		}
 	}
@@ -316,11 +314,11 @@ func ValidAccel(a string) error {
 }
 
 // ParseMemory parses a memory size given in scan_scaled(3) syntax
-// (disk.ParseSize) and checks it as Validate does: a whole number of MiB,
+// (units.ParseSize) and checks it as Validate does: a whole number of MiB,
 // from MinMemory to MaxMemory. Where vmctl rounds a size down to the MiB with
 // a warning, ParseMemory refuses it.
 func ParseMemory(s string) (int64, error) {
-	n, err := disk.ParseSize(s)
+	n, err := units.ParseSize(s)
 	if err != nil {
 		return 0, err
 	}

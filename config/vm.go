@@ -3,7 +3,7 @@ package config
 import (
 	"strconv"
 
-	"vmtui/disk"
+	"vmtui/internal/imageformat"
 )
 
 // Limits and defaults, following vmctl(8) and vm.conf(5) where they have
@@ -78,7 +78,7 @@ type Disk struct {
 	Path string
 	// Format is the image format, or "" to detect it from the image's
 	// content (disk.DetectFormat).
-	Format disk.Format
+	Format imageformat.Format
 }
 
 // Boot names the device a VM boots from, with vmctl's names for them.

@@ -167,3 +167,25 @@ func createQcow2(path string, opts CreateOptions) error {
 	}
 	return nil
 }
+
+// BackingName is the name to record in a new overlay at overlay for the
+// base image a person named base, from the directory cwd: an absolute name
+// as it is; a relative one, meant from cwd, rewritten relative to the
+// overlay's directory, which is how qcow2 readers (vmtui, QEMU, vmd)
+// resolve it. The command line and the TUI both make overlays this way.
+func BackingName(cwd, overlay, base string) string {
+	if filepath.IsAbs(base) {
+		return base
+	}
+	abs := func(p string) string {
+		if filepath.IsAbs(p) {
+			return filepath.Clean(p)
+		}
+		return filepath.Join(cwd, p)
+	}
+	rel, err := filepath.Rel(filepath.Dir(abs(overlay)), abs(base))
+	if err != nil {
+		return abs(base)
+	}
+	return rel
+}

@@ -145,3 +145,20 @@ func TestCreateThenWrite(t *testing.T) {
 		t.Errorf("compression type: got %s, want zstd", got)
 	}
 }
+
+func TestBackingName(t *testing.T) {
+	for _, tt := range []struct{ cwd, overlay, base, want string }{
+		{"/w", "new.qcow2", "base.qcow2", "base.qcow2"},
+		{"/w", "sub/new.qcow2", "base.qcow2", "../base.qcow2"},
+		{"/w", "sub/new.qcow2", "sub/base.qcow2", "base.qcow2"},
+		{"/w", "a/b/new.qcow2", "c/base.qcow2", "../../c/base.qcow2"},
+		{"/w", "new.qcow2", "images/base.qcow2", "images/base.qcow2"},
+		{"/w", "new.qcow2", "/srv/base.qcow2", "/srv/base.qcow2"},
+		{"/home/u", "/tmp/new.qcow2", "base.qcow2", "../home/u/base.qcow2"},
+		{"/home/u", "/tmp/new.qcow2", "../v/base.qcow2", "../home/v/base.qcow2"},
+	} {
+		if got := BackingName(tt.cwd, tt.overlay, tt.base); got != tt.want {
+			t.Errorf("BackingName(%q, %q, %q) = %q, want %q", tt.cwd, tt.overlay, tt.base, got, tt.want)
+		}
+	}
+}

@@ -31,14 +31,16 @@ import (
 	"io"
 
 	"vmtui/disk/qcow2"
+	"vmtui/internal/imageformat"
 )
 
-// Format is an image format.
-type Format string
+// Format is an image format (the names are package imageformat's, which
+// config shares without importing the engine).
+type Format = imageformat.Format
 
 const (
-	FormatQcow2 Format = "qcow2"
-	FormatRaw   Format = "raw"
+	FormatQcow2 = imageformat.Qcow2
+	FormatRaw   = imageformat.Raw
 )
 
 // MaxChainDepth bounds the images in a backing chain, the top one included.

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"vmtui/disk/qcow2"
+	"vmtui/internal/imageformat"
 )
 
 // OpenOptions control Open.
@@ -83,14 +84,9 @@ func probe(r io.ReaderAt) (Format, error) {
 	return FormatRaw, nil
 }
 
-// parseFormat maps a backing format name to a Format; "" means probe.
-func parseFormat(s string) (Format, error) {
-	switch Format(s) {
-	case "", FormatQcow2, FormatRaw:
-		return Format(s), nil
-	}
-	return "", fmt.Errorf("unsupported image format %q (want qcow2 or raw)", s)
-}
+// parseFormat maps a backing format name, as an image records it, to a
+// Format; "" means probe.
+func parseFormat(s string) (Format, error) { return imageformat.ParseExact(s) }
 
 // fileID identifies a file whatever its name.
 type fileID struct{ dev, ino uint64 }

@@ -8,7 +8,7 @@ import (
 	"github.com/charmbracelet/x/ansi"
 
 	"vmtui/config"
-	"vmtui/disk"
+	"vmtui/internal/units"
 )
 
 // The detail view of the selected VM: its definition, disks with their
@@ -55,7 +55,7 @@ func (m Model) viewDetail() string {
 	add := func(format string, args ...any) { lines = append(lines, fmt.Sprintf(format, args...)) }
 	head := fmt.Sprintf("%s %s (id %d)  %s", s.Title.Render("vmtui ›"), s.Label.Render(st.DisplayName()), st.ID, s.state(st.State).Render(string(st.State)))
 	if st.Running() {
-		head += fmt.Sprintf("  pid %d  %s  curmem %s", st.PID, st.TTYName(), disk.FormatSize(st.CurMem))
+		head += fmt.Sprintf("  pid %d  %s  curmem %s", st.PID, st.TTYName(), units.FormatSize(st.CurMem))
 	}
 	if len(m.busy) > 0 {
 		head += "  " + m.spin.View() + " " + m.busyText()
@@ -75,7 +75,7 @@ func (m Model) viewDetail() string {
 	default:
 		add("%s", s.Section.Render("Definition"))
 		def := d.def
-		add("  memory %s  vcpus %d  accel %s  machine %s  boot %s", disk.FormatSize(def.Memory), def.CPUs,
+		add("  memory %s  vcpus %d  accel %s  machine %s  boot %s", units.FormatSize(def.Memory), def.CPUs,
 			orDash(def.Accel), orDash(def.Machine), orDash(string(def.Boot)))
 		if d.defErr != nil {
 			add("  %s", s.Error.Render(oneLine(d.defErr)))
@@ -104,7 +104,7 @@ func (m Model) viewDetail() string {
 			memNow = h.mem[len(h.mem)-1]
 		}
 		add("%s %-*s %5.1f%%", s.Label.Render("CPU"), sparkWidth, sparkline(h.cpu, sparkWidth, max(100, maxOf(h.cpu))), cpuNow)
-		add("%s %-*s %s", s.Label.Render("MEM"), sparkWidth, sparkline(h.mem, sparkWidth, maxOf(h.mem)), disk.FormatSize(int64(memNow)))
+		add("%s %-*s %s", s.Label.Render("MEM"), sparkWidth, sparkline(h.mem, sparkWidth, maxOf(h.mem)), units.FormatSize(int64(memNow)))
 	}
 	if len(st.Cmdline) > 0 {
 		add("%s", s.Section.Render("QEMU command line"))
@@ -137,7 +137,7 @@ func diskLines(dd diskDetail, s Styles) []string {
 	indent := "  "
 	for info := dd.info; info != nil; info = info.BackingImage {
 		out = append(out, fmt.Sprintf("%s%s  %s  %s (on disk %s)", indent, info.Filename, info.Format,
-			disk.FormatSize(info.VirtualSize), disk.FormatSize(info.ActualSize)))
+			units.FormatSize(info.VirtualSize), units.FormatSize(info.ActualSize)))
 		if info.BackingError != "" {
 			out = append(out, indent+"  "+s.Error.Render("backing: "+info.BackingError))
 		}

@@ -4,13 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"strings"
 
 	"github.com/charmbracelet/bubbles/progress"
 	tea "github.com/charmbracelet/bubbletea"
 
 	"vmtui/disk"
+	"vmtui/internal/imageformat"
+	"vmtui/internal/units"
 )
 
 // The disk screen: a form that makes a new image (a size), an overlay on a
@@ -48,18 +49,18 @@ func newDiskForm(cwd string) *diskForm {
 				}
 				return nil
 			}),
-			newField("format", "qcow2", "qcow2 or raw; empty: from the name (.raw/.img are raw)", func(v string) error {
-				switch disk.Format(v) {
-				case "", disk.FormatQcow2, disk.FormatRaw:
+			newField("format", "qcow2", "qcow2 or raw; empty: from the name (a raw: prefix, .raw/.img)", func(v string) error {
+				if strings.TrimSpace(v) == "" {
 					return nil
 				}
-				return fmt.Errorf("format %q: want qcow2 or raw", v)
+				_, err := imageformat.Parse(v)
+				return err
 			}),
 			newField("size", "1G", "for a new image: 512M, 20G, ...", func(v string) error {
 				if v == "" {
 					return nil
 				}
-				n, err := disk.ParseSize(v)
+				n, err := units.ParseSize(v)
 				if err == nil && n <= 0 {
 					err = fmt.Errorf("size %q: must be more than 0", v)
 				}
@@ -75,16 +76,10 @@ func newDiskForm(cwd string) *diskForm {
 	return f
 }
 
-// format is the format the new image will have.
-func (f *diskForm) format() disk.Format {
-	if v := f.value(diskFormat); v != "" {
-		return disk.Format(v)
-	}
-	switch strings.ToLower(filepath.Ext(f.value(diskPath))) {
-	case ".raw", ".img":
-		return disk.FormatRaw
-	}
-	return disk.FormatQcow2
+// target is the format the new image will have and the path to make it at,
+// by the rule the command line follows (imageformat.ForNewImage).
+func (f *diskForm) target() (disk.Format, string, error) {
+	return imageformat.ForNewImage(f.value(diskPath), f.value(diskFormat))
 }
 
 // check says whether the fields make one kind of disk.
@@ -95,7 +90,12 @@ func (f *diskForm) check() error {
 		return errors.New("give a base image or an image to import, not both")
 	case imp != "" && size != "":
 		return errors.New("an import takes the size of its image: leave size empty")
-	case base != "" && f.format() != disk.FormatQcow2:
+	}
+	format, _, err := f.target()
+	switch {
+	case err != nil:
+		return err
+	case base != "" && format != disk.FormatQcow2:
 		return errors.New("an overlay is a qcow2 image")
 	case base == "" && imp == "" && size == "":
 		return errors.New("give a size, a base image or an image to import")
@@ -128,8 +128,12 @@ func (m Model) updateDiskForm(msg tea.Msg) (tea.Model, tea.Cmd) {
 		m.diskForm, m.screen = nil, screenTable
 		return m, nil
 	case formSubmit:
-		path := absPath(f.cwd, f.value(diskPath))
-		format := f.format()
+		format, path, err := f.target()
+		if err != nil { // the form checked it: not reached
+			m.setStatus(true, "new disk: %v", err)
+			return m, nil
+		}
+		path = absPath(f.cwd, path)
 		if src := f.value(diskImport); src != "" {
 			ctx, cancel := context.WithCancel(context.Background())
 			f.job = &importJob{progress: make(chan progressMsg, 1), done: make(chan struct{}), cancel: cancel}
@@ -138,10 +142,10 @@ func (m Model) updateDiskForm(msg tea.Msg) (tea.Model, tea.Cmd) {
 		}
 		opts := disk.CreateOptions{Format: format}
 		if v := f.value(diskSize); v != "" {
-			opts.Size, _ = disk.ParseSize(v)
+			opts.Size, _ = units.ParseSize(v)
 		}
 		if base := f.value(diskBase); base != "" {
-			opts.BackingFile = absPath(f.cwd, base)
+			opts.BackingFile = disk.BackingName(f.cwd, path, base)
 		}
 		f.busy = true
 		return m, diskCreateCmd(m.b, path, opts)
@@ -191,7 +195,7 @@ func (m Model) viewDisk() string {
 	out := m.viewForm(f.form)
 	if f.job != nil {
 		out += fmt.Sprintf("importing %s: %s / %s\n%s\n", f.value(diskImport),
-			disk.FormatSize(f.done), disk.FormatSize(f.total), f.bar.View())
+			units.FormatSize(f.done), units.FormatSize(f.total), f.bar.View())
 		out += m.styles.Faint.Render("esc: cancel the import")
 	} else {
 		out += m.styles.Faint.Render("tab/↑↓ move  enter next/submit  ctrl+s submit  esc cancel")

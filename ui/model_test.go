@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"sync"
@@ -118,7 +119,7 @@ func (f *fakeBackend) Remove(_ context.Context, name string) error {
 }
 func (f *fakeBackend) Console(name, tty string) tea.ExecCommand { return nil }
 func (f *fakeBackend) CreateDisk(path string, opts disk.CreateOptions) error {
-	f.record("create disk " + path)
+	f.record(fmt.Sprintf("create disk %s %s base=%s", path, opts.Format, opts.BackingFile))
 	return f.err
 }
 func (f *fakeBackend) ConvertDisk(ctx context.Context, src, dst string, opts disk.ConvertOptions) error {
@@ -242,6 +243,30 @@ func TestDiskFormGolden(t *testing.T) {
 	m := keys(t, loaded(t, newFake(), 80, 24), "d")
 	m = keys(t, m, "new.img<tab>vmdk<tab>12X<tab>base.qcow2")
 	golden.RequireEqual(t, []byte(m.View()))
+}
+
+// TestDiskFormOverlay: the TUI makes images by the command line's rules: a
+// raw: prefix names the format, and an overlay records its base relative to
+// its own directory (the base named from the directory vmtui runs in).
+func TestDiskFormOverlay(t *testing.T) {
+	for _, tc := range []struct{ keys, want string }{
+		{"vms/new.qcow2<tab><tab><tab>base.qcow2", "create disk /home/user/vms/new.qcow2 qcow2 base=../base.qcow2"},
+		{"new.qcow2<tab><tab><tab>/srv/base.qcow2", "create disk /home/user/new.qcow2 qcow2 base=/srv/base.qcow2"},
+		{"raw:scratch<tab><tab>1G", "create disk /home/user/scratch raw base="},
+		{"a.img<tab>QCOW2<tab>1G", "create disk /home/user/a.img qcow2 base="},
+	} {
+		f := newFake()
+		m := keys(t, loaded(t, f, 80, 24), "d")
+		m = keys(t, m, tc.keys)
+		_, cmd := m.Update(tea.KeyMsg{Type: tea.KeyCtrlS})
+		if cmd == nil {
+			t.Fatalf("%q: ctrl+s gave no command; form:\n%s", tc.keys, m.View())
+		}
+		cmd()
+		if got := f.Calls(); len(got) != 1 || got[0] != tc.want {
+			t.Errorf("%q: calls %q, want %q", tc.keys, got, tc.want)
+		}
+	}
 }
 
 func TestDiskImportProgress(t *testing.T) {

@@ -7,7 +7,7 @@ import (
 
 	"github.com/charmbracelet/x/ansi"
 
-	"vmtui/disk"
+	"vmtui/internal/units"
 	"vmtui/vm"
 )
 
@@ -33,8 +33,8 @@ var columns = []column{
 	{"ID", 5, func(s vm.Status) string { return strconv.Itoa(s.ID) }},
 	{"PID", 5, func(s vm.Status) string { return ifRunning(s, strconv.Itoa(s.PID)) }},
 	{"VCPUS", 5, func(s vm.Status) string { return strconv.Itoa(s.VCPUs) }},
-	{"MAXMEM", 7, func(s vm.Status) string { return disk.FormatSize(s.MaxMem) }},
-	{"CURMEM", 7, func(s vm.Status) string { return ifRunning(s, disk.FormatSize(s.CurMem)) }},
+	{"MAXMEM", 7, func(s vm.Status) string { return units.FormatSize(s.MaxMem) }},
+	{"CURMEM", 7, func(s vm.Status) string { return ifRunning(s, units.FormatSize(s.CurMem)) }},
 	{"TTY", 7, func(s vm.Status) string { return ifRunning(s, s.TTYName()) }},
 	{"OWNER", 12, func(s vm.Status) string { return s.Owner }},
 }

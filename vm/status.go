@@ -9,7 +9,7 @@ import (
 	"unicode/utf8"
 
 	"vmtui/config"
-	"vmtui/disk"
+	"vmtui/internal/units"
 )
 
 // State is a VM's state as the status table shows it.
@@ -81,11 +81,11 @@ func WriteTable(w io.Writer, list []Status) error {
 		pid, curmem, tty := "-", "-", "-"
 		if s.Running() {
 			pid = strconv.Itoa(s.PID)
-			curmem = disk.FormatSize(s.CurMem)
+			curmem = units.FormatSize(s.CurMem)
 			tty = s.TTYName()
 		}
 		if _, err := fmt.Fprintf(w, tableFormat, strconv.Itoa(s.ID), pid, strconv.Itoa(s.VCPUs),
-			disk.FormatSize(s.MaxMem), curmem, tty, s.Owner, string(s.State), s.DisplayName()); err != nil {
+			units.FormatSize(s.MaxMem), curmem, tty, s.Owner, string(s.State), s.DisplayName()); err != nil {
 			return err
 		}
 	}

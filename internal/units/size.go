@@ -1,4 +1,7 @@
-package disk
+// Package units reads and writes sizes as OpenBSD's scan_scaled(3) and
+// fmt_scaled(3) do, so that sizes are written as vmctl(8) users know them:
+// "512M", "10G", "1.5G". It imports nothing of vmtui's.
+package units
 
 import (
 	"errors"
