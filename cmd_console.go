@@ -91,7 +91,7 @@ func (cf consoleFlags) options() (console.Options, error) {
 // of the guest, or another session taking the console, is reported but is
 // not a failure.
 func attach(ctx context.Context, e *env, paths *config.Paths, name, tty string, flags console.Options) error {
-	opts := console.ForVM(paths, name, tty)
+	opts := console.Options{Name: name, TTY: tty, SerialLog: paths.SerialLog(name), LockFile: paths.ConsoleLockFile(name)}
 	opts.Escape, opts.DetachKey, opts.Takeover = flags.Escape, flags.DetachKey, flags.Takeover
 	opts.Stdin, opts.Stdout, opts.Stderr = os.Stdin, e.out, e.err
 	err := console.Attach(ctx, opts)

@@ -48,6 +48,10 @@ const (
 	// vmtui processes never start the same VM twice.
 	LockFileName = "lock"
 
+	// ConsoleLockName is flocked by the interactive console session
+	// attached to the VM (package console says what it holds).
+	ConsoleLockName = "console.lock"
+
 	// PTYFileName records the path of the serial console's pty
 	// (/dev/pts/N), as QEMU reported it.
 	PTYFileName = "pty"
@@ -199,6 +203,9 @@ func (p *Paths) PIDFile(name string) string { return p.RuntimeFile(name, PIDFile
 
 // LockFile is the file locked while the VM is started.
 func (p *Paths) LockFile(name string) string { return p.RuntimeFile(name, LockFileName) }
+
+// ConsoleLockFile is the lock of VM name's interactive console.
+func (p *Paths) ConsoleLockFile(name string) string { return p.RuntimeFile(name, ConsoleLockName) }
 
 // PTYFile records the serial console's pty.
 func (p *Paths) PTYFile(name string) string { return p.RuntimeFile(name, PTYFileName) }

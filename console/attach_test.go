@@ -137,7 +137,7 @@ func userOpts(vm *fakeVM, u *userTerm, dir string) Options {
 	return Options{
 		Name: "t", TTY: vm.tty,
 		SerialLog: filepath.Join(dir, "serial.log"),
-		LockFile:  filepath.Join(dir, "run", LockFileName),
+		LockFile:  filepath.Join(dir, "run", "console.lock"),
 		Stdin:     u.slave, Stdout: u.slave, Stderr: u.slave,
 	}
 }

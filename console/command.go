@@ -8,7 +8,7 @@ import (
 // Cmd runs Attach as a bubbletea tea.ExecCommand, so that the TUI can hand
 // the terminal to the console and get it back when the user detaches:
 //
-//	cmd := console.Command(console.ForVM(paths, st.Name, st.TTY))
+//	cmd := console.Command(console.Options{Name: name, TTY: tty, SerialLog: log, LockFile: lock})
 //	return tea.Exec(cmd, func(err error) tea.Msg { return consoleDoneMsg{err} })
 //
 // tea.Exec releases the terminal (bubbletea's raw mode and input reader),

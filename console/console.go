@@ -15,7 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 
-	"vmtui/config"
+	"vmtui/internal/seriallog"
 )
 
 // Errors that end a session other than by detaching.
@@ -41,8 +41,9 @@ const defaultRows = 24
 // of guest output in one read and one write.
 const relayBufSize = 64 << 10
 
-// Options say which console to attach to and how. [ForVM] fills in the
-// paths of a VM.
+// Options say which console to attach to and how: the caller names the
+// VM's files (the store's paths), so that this package knows nothing of
+// where they live.
 type Options struct {
 	// Name is the VM's name, for messages.
 	Name string
@@ -67,17 +68,6 @@ type Options struct {
 	// guest's output goes to Stdout, vmtui's messages to Stderr.
 	Stdin          io.Reader
 	Stdout, Stderr io.Writer
-}
-
-// ForVM returns the Options for VM name, whose serial pty is tty, with the
-// files of paths.
-func ForVM(paths *config.Paths, name, tty string) Options {
-	return Options{
-		Name:      name,
-		TTY:       tty,
-		SerialLog: paths.SerialLog(name),
-		LockFile:  paths.RuntimeFile(name, LockFileName),
-	}
 }
 
 func (o *Options) defaults() {
@@ -180,8 +170,8 @@ func Attach(ctx context.Context, opts Options) (err error) {
 			// A screenful, less the two lines above.
 			n = max(1, rows-2)
 		}
-		if b, err := Tail(opts.SerialLog, n); err == nil && len(b) > 0 {
-			s.stdout.Write(replayable(b))
+		if b, err := seriallog.Tail(opts.SerialLog, n); err == nil && len(b) > 0 {
+			s.stdout.Write(seriallog.Replayable(b))
 		}
 	}
 

@@ -16,13 +16,13 @@
 // detach key (Ctrl-] by default) detaches anywhere in a line.
 //
 // One interactive session per VM holds the console at a time, through a
-// flock(2) on [LockFileName] in the VM's runtime directory, which records
+// flock(2) on its lock file (Options.LockFile), which records
 // the holder's PID; a second attach is refused with an [*InUseError] unless
 // it takes over. [Watch] follows the serial log read-only and takes
 // nothing.
 //
 // [Command] wraps Attach as a bubbletea tea.ExecCommand, for tea.Exec.
 //
-// The serial log grows for the life of a VM's definition; [CapLog] trims it
-// from the front before each start, and [Tail] and [TailText] read its end.
+// The serial log is read through package seriallog, which package vm also
+// uses to cap it before each start.
 package console

@@ -23,6 +23,7 @@ import (
 	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
 
+	"vmtui/internal/seriallog"
 	"vmtui/internal/testguest"
 )
 
@@ -230,7 +231,7 @@ func (p *termProc) readScreen() {
 				}
 			}
 			seen = len(screen)
-			rest := terminalQuery.ReplaceAllString(strings.ReplaceAll(screen, "\x1b]11;?\x1b\\", ""), "")
+			rest := string(seriallog.StripQueries([]byte(strings.ReplaceAll(screen, "\x1b]11;?\x1b\\", ""))))
 			answering = rest == ""
 		}
 		if err != nil {
@@ -422,7 +423,7 @@ func TestConsoleStartAndPowerOff(t *testing.T) {
 	if err := os.MkdirAll(filepath.Dir(g.serialLog()), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	old := strings.Repeat("old output\r\n", 2*DefaultLogCap/12)
+	old := strings.Repeat("old output\r\n", 2*seriallog.DefaultCap/12)
 	if err := os.WriteFile(g.serialLog(), []byte(old), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -431,7 +432,7 @@ func TestConsoleStartAndPowerOff(t *testing.T) {
 	g.waitLog(t, guestPrompt)
 	log, _ := os.ReadFile(g.serialLog())
 	if !regexp.MustCompile(`^\[vmtui: \d+ bytes of older serial output dropped\]\r\n(old output\r\n)+`).Match(log) ||
-		len(log) > DefaultLogCap || !bytes.Contains(log, []byte(guestBanner)) {
+		len(log) > seriallog.DefaultCap || !bytes.Contains(log, []byte(guestBanner)) {
 		t.Errorf("serial log after start (%d bytes) is not the capped old log and the new output: %q...", len(log), log[:min(len(log), 100)])
 	}
 	p.roundTrip("echo $((6*7))", fortyTwo)

@@ -13,13 +13,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// LockFileName is the file in a VM's runtime directory (config.Paths.
-// RuntimeFile) that an interactive console holds an exclusive flock(2) on
-// while it is attached. While held, it contains the holder's PID in decimal
-// and a newline, written once the holder is ready to be asked to detach;
-// the holder empties it when it lets go. The lock belongs to the open file,
-// so it is released when the holder exits, however it exits.
-const LockFileName = "console.lock"
+// An interactive console holds an exclusive flock(2) on its lock file
+// (Options.LockFile; in a VM's runtime directory) while it is attached.
+// While held, the file contains the holder's PID in decimal and a newline,
+// written once the holder is ready to be asked to detach; the holder
+// empties it when it lets go. The lock belongs to the open file, so it is
+// released when the holder exits, however it exits.
 
 // InUseError is returned when another process is attached to the console.
 type InUseError struct {

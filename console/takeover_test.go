@@ -28,7 +28,7 @@ const earlyTakeoverEnv = "CONSOLE_EARLY_TAKEOVER_DIR"
 // SIGUSR1 before.
 func TestAttachEarlyTakeover(t *testing.T) {
 	vm, dir := newFakeVM(t), t.TempDir()
-	lockFile := filepath.Join(dir, "run", LockFileName)
+	lockFile := filepath.Join(dir, "run", "console.lock")
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), earlyTakeoverEnv+"="+dir, "CONSOLE_EARLY_TAKEOVER_TTY="+vm.tty)
 	stdin, err := cmd.StdinPipe() // kept open: no end of input
@@ -103,7 +103,7 @@ func earlyTakeoverChild(dir string) {
 	}
 	err := Attach(context.Background(), Options{
 		Name: "e", TTY: os.Getenv("CONSOLE_EARLY_TAKEOVER_TTY"),
-		LockFile:  filepath.Join(dir, "run", LockFileName),
+		LockFile:  filepath.Join(dir, "run", "console.lock"),
 		TailLines: -1,
 		Stdin:     os.Stdin, Stdout: io.Discard, Stderr: io.Discard,
 	})

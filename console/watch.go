@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+
+	"vmtui/internal/seriallog"
 )
 
 // WatchOptions say which serial log to follow.
@@ -30,14 +32,14 @@ func Watch(ctx context.Context, opts WatchOptions) error {
 	if opts.Stderr != nil {
 		fmt.Fprintf(opts.Stderr, "Watching the serial log of vm %s (read-only); interrupt to stop.\n", opts.Name)
 	}
-	b, off, err := tail(opts.SerialLog, n)
+	b, off, err := seriallog.TailOffset(opts.SerialLog, n)
 	if err != nil {
 		return fmt.Errorf("vm %s: %w", opts.Name, err)
 	}
-	if _, err := opts.Stdout.Write(terminalQuery.ReplaceAll(b, nil)); err != nil {
+	if _, err := opts.Stdout.Write(seriallog.StripQueries(b)); err != nil {
 		return err
 	}
-	if err := follow(ctx, opts.SerialLog, off, queryFilter{opts.Stdout}); err != nil {
+	if err := seriallog.Follow(ctx, opts.SerialLog, off, queryFilter{opts.Stdout}); err != nil {
 		return fmt.Errorf("vm %s: %w", opts.Name, err)
 	}
 	return nil
@@ -49,7 +51,7 @@ func Watch(ctx context.Context, opts WatchOptions) error {
 type queryFilter struct{ w io.Writer }
 
 func (q queryFilter) Write(p []byte) (int, error) {
-	if _, err := q.w.Write(terminalQuery.ReplaceAll(p, nil)); err != nil {
+	if _, err := q.w.Write(seriallog.StripQueries(p)); err != nil {
 		return 0, err
 	}
 	return len(p), nil

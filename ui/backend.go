@@ -152,7 +152,8 @@ func (b *managerBackend) Remove(ctx context.Context, name string) error {
 }
 
 func (b *managerBackend) Console(name, tty string) tea.ExecCommand {
-	return console.Command(console.ForVM(b.m.Store().Paths(), name, tty))
+	p := b.m.Store().Paths()
+	return console.Command(console.Options{Name: name, TTY: tty, SerialLog: p.SerialLog(name), LockFile: p.ConsoleLockFile(name)})
 }
 
 func (b *managerBackend) CreateDisk(path string, opts disk.CreateOptions) error {

@@ -10,8 +10,8 @@ import (
 	tea "github.com/charmbracelet/bubbletea"
 
 	"vmtui/config"
-	"vmtui/console"
 	"vmtui/disk"
+	"vmtui/internal/seriallog"
 )
 
 // The tea.Cmds that do the TUI's I/O. Each closes over copies of what it
@@ -114,7 +114,7 @@ func detailCmd(b Backend, name string) tea.Cmd {
 				msg.disks = append(msg.disks, diskDetail{path: d.Path, info: info, err: err})
 			}
 		}
-		if lines, err := console.TailText(b.SerialLog(name), serialTailLines); err == nil {
+		if lines, err := seriallog.TailText(b.SerialLog(name), serialTailLines); err == nil {
 			msg.serial = lines
 		}
 		return msg

@@ -26,8 +26,8 @@ import (
 	"time"
 
 	"vmtui/config"
-	"vmtui/console"
 	"vmtui/disk"
+	"vmtui/internal/seriallog"
 	"vmtui/vm/qmp"
 )
 
@@ -221,7 +221,7 @@ func (m *Manager) Start(ctx context.Context, def *config.VM, opts StartOptions) 
 	spec.Paused = opts.Paused
 	spec.PIDFile = m.paths.PIDFile(def.Name)
 	spec.SerialLog = m.paths.SerialLog(def.Name)
-	console.CapLog(spec.SerialLog, console.DefaultLogCap) // best effort: an untrimmed log still works
+	seriallog.Cap(spec.SerialLog, seriallog.DefaultCap) // best effort: an untrimmed log still works
 	argv, err := Cmdline(spec)
 	if err != nil {
 		return Status{}, err
@@ -270,7 +270,7 @@ func (m *Manager) Start(ctx context.Context, def *config.VM, opts StartOptions) 
 	c, err := dialUntilExit(sctx, qmpPath, exited)
 	if err != nil {
 		if errors.Is(err, errExited) {
-			last, _ := console.Tail(logPath, 20) // QEMU's own error text
+			last, _ := seriallog.Tail(logPath, 20) // QEMU's own error text
 			msg := strings.TrimSpace(string(last))
 			if msg == "" {
 				msg = "qemu exited during start-up"

@@ -1,4 +1,10 @@
-package console
+// Package seriallog reads and trims a VM's serial log, the file QEMU
+// writes everything the guest prints to (its serial chardev's logfile=):
+// capping it before a start, showing its tail, following it, and making its
+// text safe to replay on a terminal. Package vm caps the log and shows
+// QEMU's last words from it; package console replays and follows it. It
+// imports nothing of vmtui's.
+package seriallog
 
 import (
 	"bytes"
@@ -14,18 +20,18 @@ import (
 	"time"
 )
 
-// DefaultLogCap is the size above which CapLog trims a serial log.
-const DefaultLogCap = 1 << 20
+// DefaultCap is the size above which Cap trims a serial log.
+const DefaultCap = 1 << 20
 
 // tailChunk bounds how much of a log Tail reads from its end.
 const tailChunk = 256 << 10
 
-// CapLog keeps the serial log at path under limit bytes: when it is larger,
+// Cap keeps the serial log at path under limit bytes: when it is larger,
 // it is cut from the front, keeping the last half of limit (from a line
 // start), after a line that says how much was dropped. A missing log is not
 // an error. Call it only while QEMU does not write the log: the vm package
 // calls it before each start.
-func CapLog(path string, limit int64) error {
+func Cap(path string, limit int64) error {
 	fi, err := os.Stat(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -77,12 +83,13 @@ func CapLog(path string, limit int64) error {
 // them (CR LF line ends, escape sequences included), reading at most the
 // last 256 KiB. A missing log has no lines.
 func Tail(path string, n int) ([]byte, error) {
-	b, _, err := tail(path, n)
+	b, _, err := TailOffset(path, n)
 	return b, err
 }
 
-// tail is Tail that also returns the size of the log when it was read.
-func tail(path string, n int) ([]byte, int64, error) {
+// TailOffset is Tail that also returns the size of the log when it was
+// read: the offset to Follow it from.
+func TailOffset(path string, n int) ([]byte, int64, error) {
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, 0, nil
@@ -158,10 +165,13 @@ func TailText(path string, n int) ([]string, error) {
 // log they would make the user's terminal answer into the guest's input.
 var terminalQuery = regexp.MustCompile(`\x1b\[[0-9;>=?]*[nc]`)
 
-// replayable prepares log text for the user's terminal: no queries, and
+// StripQueries removes from b the terminal queries a guest printed.
+func StripQueries(b []byte) []byte { return terminalQuery.ReplaceAll(b, nil) }
+
+// Replayable prepares log text for the user's terminal: no queries, and
 // every LF preceded by a CR (the terminal is in raw mode).
-func replayable(b []byte) []byte {
-	b = terminalQuery.ReplaceAll(b, nil)
+func Replayable(b []byte) []byte {
+	b = StripQueries(b)
 	var out []byte
 	for i, c := range b {
 		if c == '\n' && (i == 0 || b[i-1] != '\r') {
@@ -178,7 +188,7 @@ const followInterval = 50 * time.Millisecond
 // follow copies what is appended to the log at path from offset off to w
 // until ctx ends. A log that shrank (capped before a new start) is read
 // again from its start; a log that does not exist yet is waited for.
-func follow(ctx context.Context, path string, off int64, w io.Writer) error {
+func Follow(ctx context.Context, path string, off int64, w io.Writer) error {
 	buf := make([]byte, 64<<10)
 	var f *os.File
 	defer func() {
@@ -194,7 +204,7 @@ func follow(ctx context.Context, path string, off int64, w io.Writer) error {
 		case err == nil:
 			if f != nil {
 				if cur, err := f.Stat(); err != nil || !os.SameFile(cur, fi) {
-					f.Close() // replaced by CapLog
+					f.Close() // replaced by Cap
 					f, off = nil, 0
 				}
 			}
