@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"os"
 
-	"vmtui/config"
+	"vmtui/config/store"
 	"vmtui/console"
 )
 
@@ -54,12 +54,12 @@ func runConsole(ctx context.Context, e *env, args []string) error {
 	}
 	st, def, err := m.Status(ctx, target)
 	if def == nil {
-		if errors.Is(err, config.ErrNotFound) {
+		if errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("%s: vm not found", target)
 		}
 		return err
 	}
-	paths, err := config.DefaultPaths()
+	paths, err := store.DefaultPaths()
 	if err != nil {
 		return err
 	}
@@ -90,7 +90,7 @@ func (cf consoleFlags) options() (console.Options, error) {
 // attach connects the terminal to the console of VM name at tty. The end
 // of the guest, or another session taking the console, is reported but is
 // not a failure.
-func attach(ctx context.Context, e *env, paths *config.Paths, name, tty string, flags console.Options) error {
+func attach(ctx context.Context, e *env, paths *store.Paths, name, tty string, flags console.Options) error {
 	opts := console.Options{Name: name, TTY: tty, SerialLog: paths.SerialLog(name), LockFile: paths.ConsoleLockFile(name)}
 	opts.Escape, opts.DetachKey, opts.Takeover = flags.Escape, flags.DetachKey, flags.Takeover
 	opts.Stdin, opts.Stdout, opts.Stderr = os.Stdin, e.out, e.err

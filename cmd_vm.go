@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"vmtui/config"
+	"vmtui/config/store"
 	"vmtui/console"
 	"vmtui/vm"
 )
@@ -77,11 +78,11 @@ var (
 
 // manager opens the store of the environment's state root.
 func manager() (*vm.Manager, error) {
-	paths, err := config.DefaultPaths()
+	paths, err := store.DefaultPaths()
 	if err != nil {
 		return nil, err
 	}
-	store, err := config.Open(paths)
+	store, err := store.Open(paths)
 	if err != nil {
 		return nil, err
 	}
@@ -91,7 +92,7 @@ func manager() (*vm.Manager, error) {
 // lookupVM finds a definition, with vmctl's "vm not found".
 func lookupVM(m *vm.Manager, nameOrID string) (*config.VM, error) {
 	def, err := m.Store().Lookup(nameOrID)
-	if errors.Is(err, config.ErrNotFound) {
+	if errors.Is(err, store.ErrNotFound) {
 		return nil, fmt.Errorf("%s: vm not found", nameOrID)
 	}
 	return def, err
@@ -220,11 +221,11 @@ $VMTUI_ACCEL, else KVM with a fallback to TCG.`)
 	}
 	def, err := m.Store().Lookup(target)
 	switch {
-	case errors.Is(err, config.ErrNotFound) && df.given() > 0:
+	case errors.Is(err, store.ErrNotFound) && df.given() > 0:
 		if def, err = df.define(m, "start", target); err != nil {
 			return err
 		}
-	case errors.Is(err, config.ErrNotFound):
+	case errors.Is(err, store.ErrNotFound):
 		return fmt.Errorf("%s: vm not found", target)
 	case err != nil:
 		return err
@@ -232,7 +233,7 @@ $VMTUI_ACCEL, else KVM with a fallback to TCG.`)
 		return fmt.Errorf("start %s: vm is already defined (in %s); flags only define new VMs", target, def.File)
 	}
 	st, err := m.Start(ctx, def, vm.StartOptions{})
-	if errors.Is(err, config.ErrNotFound) {
+	if errors.Is(err, store.ErrNotFound) {
 		// Removed while the start waited for the VM's lock.
 		return fmt.Errorf("%s: vm not found", target)
 	}
@@ -246,7 +247,7 @@ $VMTUI_ACCEL, else KVM with a fallback to TCG.`)
 	if !*connect {
 		return nil
 	}
-	paths, err := config.DefaultPaths()
+	paths, err := store.DefaultPaths()
 	if err != nil {
 		return err
 	}
@@ -448,7 +449,7 @@ func listVMs(ctx context.Context, e *env, only []string, asJSON bool) error {
 	if len(only) == 1 {
 		st, def, err := m.Status(ctx, only[0])
 		if def == nil {
-			if errors.Is(err, config.ErrNotFound) {
+			if errors.Is(err, store.ErrNotFound) {
 				return fmt.Errorf("%s: vm not found", only[0])
 			}
 			return err
@@ -498,7 +499,7 @@ reused or touched.`)
 	}
 	def, err := m.Store().Lookup(target)
 	if def == nil {
-		if errors.Is(err, config.ErrNotFound) {
+		if errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("%s: vm not found", target)
 		}
 		return err
@@ -508,7 +509,7 @@ reused or touched.`)
 	switch {
 	case errors.Is(err, vm.ErrRunning):
 		return fmt.Errorf("remove %s: vm is running (pid %d); stop it first", def.Name, st.PID)
-	case errors.Is(err, config.ErrNotFound):
+	case errors.Is(err, store.ErrNotFound):
 		return fmt.Errorf("%s: vm not found", target)
 	case err != nil:
 		return err

@@ -1,8 +1,8 @@
-// Package config owns vmtui's state root and the VM definitions in it.
-//
-// Paths says where everything lives: under $VMTUI_HOME when it is set,
-// otherwise in the XDG base directories (see Paths for both layouts, and the
-// *Name constants for the files of a VM's runtime and log directories).
+// Package config is a VM definition: its schema (VM), its TOML file
+// format (Decode, Encode) and its rules (Validate). Where definitions are
+// kept, and the files of running VMs, are package store's business (lima
+// keeps its limatype apart from its store the same way); config imports
+// only leaves.
 //
 // A VM is defined by one human-editable TOML file, vms/NAME.toml:
 //
@@ -39,9 +39,4 @@
 // a directory the person editing the file may not have in mind. Paths and
 // the kernel command line may not contain NUL bytes or line breaks; escaping
 // commas for QEMU is the vm package's business.
-//
-// Store reads and writes the definitions. It assigns each new VM an ID
-// higher than any assigned before, under a lock that makes this safe across
-// processes, and writes files atomically, so that a crash never leaves a
-// half-written definition.
 package config

@@ -4,22 +4,14 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
-	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 
 	"github.com/pelletier/go-toml/v2"
 
 	"vmtui/internal/imageformat"
 	"vmtui/internal/units"
 )
-
-// maxFileSize bounds what is read of a definition file: a definition is a
-// few hundred bytes, so a larger file is something else.
-const maxFileSize = 1 << 20
 
 // fileVM is a definition as it is written in its TOML file. It is kept apart
 // from VM so that the file can hold what VM does not (memory as a scaled
@@ -56,55 +48,11 @@ type fileNetwork struct {
 // fileHeader starts every definition file vmtui writes.
 const fileHeader = "# vmtui VM definition. Edit it freely: vmtui checks it each time it reads it.\n\n"
 
-// readFile reads the definition at path. It always returns a VM with Name
-// (from the file's name) and File set, and as many other fields as could be
-// read; the error says what is wrong, as *FieldErrors naming the file. The
-// error wraps fs.ErrNotExist when there is no such file.
-func readFile(path string) (*VM, error) {
-	vm := &VM{Name: strings.TrimSuffix(filepath.Base(path), DefinitionExt), File: path}
-	// O_NONBLOCK: opening a FIFO for reading would otherwise wait for a
-	// writer for ever. Only a regular file is read.
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return vm, err
-	}
-	defer f.Close()
-	if fi, err := f.Stat(); err != nil {
-		return vm, fmt.Errorf("read %q: %w", path, err)
-	} else if !fi.Mode().IsRegular() {
-		return vm, &FieldError{File: path, Msg: "not a regular file (" + fileKind(fi.Mode()) + "): not a definition"}
-	}
-	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
-	if err != nil {
-		return vm, fmt.Errorf("read %q: %w", path, err)
-	}
-	if len(data) > maxFileSize {
-		return vm, &FieldError{File: path, Msg: fmt.Sprintf("larger than %d bytes: not a definition", maxFileSize)}
-	}
-	return vm, decode(vm, data)
-}
-
-// fileKind names the type of a file that is not a regular one.
-func fileKind(m fs.FileMode) string {
-	switch {
-	case m&fs.ModeNamedPipe != 0:
-		return "a FIFO"
-	case m&fs.ModeCharDevice != 0:
-		return "a character device"
-	case m&fs.ModeDevice != 0:
-		return "a block device"
-	case m&fs.ModeSocket != 0:
-		return "a socket"
-	case m.IsDir():
-		return "a directory"
-	}
-	return "type " + m.Type().String()
-}
-
-// decode fills vm from the TOML in data and validates it. vm.Name and
+// Decode fills vm from the TOML in data (a definition file's content) and
+// validates it. vm.Name and
 // vm.File must be set (from the file's name); the name in the file must
 // match.
-func decode(vm *VM, data []byte) error {
+func Decode(vm *VM, data []byte) error {
 	var fv fileVM
 	var errs []error
 	dec := toml.NewDecoder(bytes.NewReader(data)).DisallowUnknownFields()
@@ -228,8 +176,8 @@ func fillVM(vm *VM, fv *fileVM, c *checker) {
 	}
 }
 
-// encode renders vm as the TOML of its definition file.
-func encode(vm *VM) ([]byte, error) {
+// Encode renders vm as the TOML of its definition file.
+func Encode(vm *VM) ([]byte, error) {
 	cpus := int64(vm.CPUs)
 	fv := fileVM{
 		ID:        int64(vm.ID),
@@ -258,69 +206,4 @@ func encode(vm *VM) ([]byte, error) {
 		return nil, fmt.Errorf("encode %s: %w", vm.Name, err)
 	}
 	return buf.Bytes(), nil
-}
-
-// testHookBeforeCommit, when set by a test, runs after the temporary file
-// is written and synced and before it is put in place; its error fails the
-// write.
-var testHookBeforeCommit func(tmp string) error
-
-// writeFileAtomic puts a file with the given content at path, mode 0600, so
-// that path never holds part of it: it writes a temporary file in the same
-// directory, syncs it, renames it over path (or, with noReplace, links it
-// to path, which fails if path exists) and syncs the directory. On failure
-// path is left as it was and the temporary file is removed.
-func writeFileAtomic(path string, data []byte, noReplace bool) (err error) {
-	dir, base := filepath.Split(path)
-	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %q: %w", path, err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-			err = fmt.Errorf("write %q: %w", path, err)
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Chmod(0o600); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if testHookBeforeCommit != nil {
-		if err := testHookBeforeCommit(tmp); err != nil {
-			return err
-		}
-	}
-	if noReplace {
-		if err := os.Link(tmp, path); err != nil {
-			return err
-		}
-		os.Remove(tmp)
-	} else if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-// syncDir makes a change to dir's entries durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }

@@ -28,12 +28,12 @@ func TestRoundTrip(t *testing.T) {
 	for _, want := range tests {
 		t.Run(want.Name, func(t *testing.T) {
 			want.File = "/c/vms/" + want.Name + ".toml"
-			data, err := encode(want)
+			data, err := Encode(want)
 			if err != nil {
 				t.Fatal(err)
 			}
 			got := &VM{Name: want.Name, File: want.File}
-			if err := decode(got, data); err != nil {
+			if err := Decode(got, data); err != nil {
 				t.Fatalf("decode:\n%s\nof\n%s", err, data)
 			}
 			if !reflect.DeepEqual(got, want) {
@@ -44,7 +44,7 @@ func TestRoundTrip(t *testing.T) {
 }
 
 func TestEncode(t *testing.T) {
-	data, err := encode(&VM{ID: 3, Name: "web", Memory: 1 << 30, CPUs: 2,
+	data, err := Encode(&VM{ID: 3, Name: "web", Memory: 1 << 30, CPUs: 2,
 		Disks:    []Disk{{Path: "/vm/web.qcow2"}},
 		Networks: []Network{{Type: NetUser, HostFwd: []string{"tcp::2222-:22"}}}})
 	if err != nil {
@@ -114,7 +114,7 @@ func TestDecode(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			vm := &VM{Name: "web", File: file}
 			got := ""
-			if err := decode(vm, []byte(tt.toml)); err != nil {
+			if err := Decode(vm, []byte(tt.toml)); err != nil {
 				got = err.Error()
 			}
 			if got != tt.want {
@@ -126,7 +126,7 @@ func TestDecode(t *testing.T) {
 
 func TestDecodeDefaults(t *testing.T) {
 	vm := &VM{Name: "web", File: "/c/vms/web.toml"}
-	if err := decode(vm, []byte("id = 2\nkernel = '/k'\n[[networks]]\n")); err != nil {
+	if err := Decode(vm, []byte("id = 2\nkernel = '/k'\n[[networks]]\n")); err != nil {
 		t.Fatal(err)
 	}
 	want := &VM{ID: 2, Name: "web", File: "/c/vms/web.toml", Memory: DefaultMemory, CPUs: 1, Kernel: "/k", Networks: []Network{{Type: NetUser}}}
@@ -137,7 +137,7 @@ func TestDecodeDefaults(t *testing.T) {
 
 func TestDecodeKeepsWhatItCanRead(t *testing.T) {
 	vm := &VM{Name: "web", File: "/c/vms/web.toml"}
-	err := decode(vm, []byte("id = 9\nmemroy = '1G'\ncpus = 2\n[[disks]]\npath = '/a'\n"))
+	err := Decode(vm, []byte("id = 9\nmemroy = '1G'\ncpus = 2\n[[disks]]\npath = '/a'\n"))
 	if err == nil || !strings.Contains(err.Error(), "memroy: unknown key") {
 		t.Fatalf("got %v, want the unknown key", err)
 	}

@@ -35,15 +35,15 @@ mac = "52:54:00:12:34:56"
 `))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		vm := &VM{Name: "web", File: "/c/vms/web.toml"}
-		if err := decode(vm, data); err != nil {
+		if err := Decode(vm, data); err != nil {
 			return
 		}
-		out, err := encode(vm)
+		out, err := Encode(vm)
 		if err != nil {
 			t.Fatalf("encode of a decoded definition: %v", err)
 		}
 		again := &VM{Name: "web", File: "/c/vms/web.toml"}
-		if err := decode(again, out); err != nil {
+		if err := Decode(again, out); err != nil {
 			t.Fatalf("decode of an encoded definition: %v\n%s", err, out)
 		}
 		if !reflect.DeepEqual(vm, again) {

@@ -73,6 +73,13 @@ func (vm *VM) Validate() error {
 	return vm.validate(true)
 }
 
+// ValidateNew checks a definition that is yet to be created: as Validate,
+// except that it has no ID yet (the store assigns one). The new-VM form of
+// the TUI checks its fields with it, the store before it creates the VM.
+func (vm *VM) ValidateNew() error {
+	return vm.validate(false)
+}
+
 func (vm *VM) validate(checkID bool) error {
 	c := &checker{file: vm.File}
 	if checkID && vm.ID <= 0 {

@@ -9,6 +9,7 @@ import (
 	tea "github.com/charmbracelet/bubbletea"
 
 	"vmtui/config"
+	"vmtui/config/store"
 	"vmtui/console"
 	"vmtui/disk"
 	"vmtui/vm"
@@ -67,7 +68,7 @@ func (b *managerBackend) List(ctx context.Context) ([]vm.Status, error) { return
 func (b *managerBackend) Definition(name string) (*config.VM, error) {
 	def, err := b.m.Store().Lookup(name)
 	if def == nil && err == nil {
-		err = config.ErrNotFound
+		err = store.ErrNotFound
 	}
 	return def, err
 }
@@ -82,7 +83,7 @@ func (b *managerBackend) SerialLog(name string) string {
 
 func (b *managerBackend) lookup(name string) (*config.VM, error) {
 	def, err := b.m.Store().Lookup(name)
-	if errors.Is(err, config.ErrNotFound) {
+	if errors.Is(err, store.ErrNotFound) {
 		return nil, fmt.Errorf("%s: vm not found", name)
 	}
 	if err != nil {
@@ -138,7 +139,7 @@ func (b *managerBackend) Create(def *config.VM) error { return b.m.Store().Creat
 func (b *managerBackend) Remove(ctx context.Context, name string) error {
 	def, err := b.m.Store().Lookup(name)
 	if def == nil {
-		if errors.Is(err, config.ErrNotFound) {
+		if errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("%s: vm not found", name)
 		}
 		return err

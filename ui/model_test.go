@@ -18,6 +18,7 @@ import (
 	"github.com/muesli/termenv"
 
 	"vmtui/config"
+	"vmtui/config/store"
 	"vmtui/disk"
 	"vmtui/vm"
 )
@@ -84,7 +85,7 @@ func (f *fakeBackend) Definition(name string) (*config.VM, error) {
 		c := *d
 		return &c, nil
 	}
-	return nil, config.ErrNotFound
+	return nil, store.ErrNotFound
 }
 func (f *fakeBackend) DefinitionFile(name string) string { return "/etc/vmtui/vms/" + name + ".toml" }
 func (f *fakeBackend) SerialLog(name string) string      { return "/nonexistent/" + name + "/serial.log" }

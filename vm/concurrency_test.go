@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"vmtui/config"
+	"vmtui/config/store"
 	"vmtui/vm"
 	"vmtui/vm/qmp"
 )
@@ -334,12 +334,12 @@ func waitUnlocked(t *testing.T, path string) {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)
 	for {
-		l, err := config.TryLock(path)
+		l, err := store.TryLock(path)
 		if err == nil {
 			l.Unlock()
 			return
 		}
-		if !errors.Is(err, config.ErrLocked) {
+		if !errors.Is(err, store.ErrLocked) {
 			return // no runtime directory: nothing was started
 		}
 		if time.Now().After(deadline) {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"vmtui/config"
+	"vmtui/config/store"
 	"vmtui/vm/qmp"
 )
 
@@ -111,7 +112,7 @@ func (m *Manager) waitExit(ctx context.Context, name string, pid int) error {
 			gone = true
 		}
 		if gone {
-			if lock, err := config.TryLock(m.paths.LockFile(name)); err == nil {
+			if lock, err := store.TryLock(m.paths.LockFile(name)); err == nil {
 				// Unless a new QEMU was started meanwhile.
 				if p, _ := m.find(name, nil); p == nil {
 					m.cleanup(name)
@@ -171,7 +172,7 @@ func (m *Manager) Remove(ctx context.Context, def *config.VM) (Status, error) {
 		return Status{}, err
 	}
 	lctx, cancel := context.WithTimeout(ctx, startTimeout+forceGrace)
-	lock, err := config.Lock(lctx, m.paths.LockFile(def.Name))
+	lock, err := store.Lock(lctx, m.paths.LockFile(def.Name))
 	cancel()
 	if err != nil {
 		return Status{}, fmt.Errorf("remove %s: %w", def.Name, err)

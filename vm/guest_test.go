@@ -17,12 +17,13 @@ import (
 	"time"
 
 	"vmtui/config"
+	"vmtui/config/store"
 	"vmtui/internal/testguest"
 	"vmtui/vm"
 )
 
 // The test guests of the integration tests: each test gets a state root of
-// its own (config.HomePaths of a temporary directory), defines guests of the
+// its own (store.HomePaths of a temporary directory), defines guests of the
 // test guest's kernel and initramfs in it, and kills whatever QEMU still
 // runs under that root when it ends, however it ends.
 
@@ -33,7 +34,7 @@ const opTimeout = 90 * time.Second
 type guestEnv struct {
 	t              *testing.T
 	home           string
-	paths          *config.Paths
+	paths          *store.Paths
 	m              *vm.Manager
 	kernel, initrd string
 }
@@ -49,7 +50,7 @@ func newGuestEnv(t *testing.T) *guestEnv {
 	testguest.QEMU(t)
 	kernel, initrd := testguest.Paths(t)
 	home := t.TempDir()
-	e := &guestEnv{t: t, home: home, paths: config.HomePaths(home), kernel: kernel, initrd: initrd}
+	e := &guestEnv{t: t, home: home, paths: store.HomePaths(home), kernel: kernel, initrd: initrd}
 	e.m = e.newManager()
 	// Registered after TempDir, so it runs before the directory is removed.
 	t.Cleanup(func() {
@@ -67,7 +68,7 @@ func newGuestEnv(t *testing.T) *guestEnv {
 // of its own, as another vmtui process would have.
 func (e *guestEnv) newManager() *vm.Manager {
 	e.t.Helper()
-	store, err := config.Open(e.paths)
+	store, err := store.Open(e.paths)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -148,7 +149,7 @@ func (e *guestEnv) requireNoRuntimeFiles(name string) {
 	files := []string{
 		e.paths.PIDFile(name), e.paths.PTYFile(name), e.paths.BootIDFile(name),
 		e.paths.RuntimeFile(name, "stopping"),
-		e.paths.RuntimeFile(name, config.QMPSocketName), e.paths.RuntimeFile(name, config.EventsSocketName),
+		e.paths.RuntimeFile(name, store.QMPSocketName), e.paths.RuntimeFile(name, store.EventsSocketName),
 	}
 	for _, sock := range []func(string) (string, error){e.paths.QMPSocket, e.paths.EventsSocket} {
 		p, err := sock(name)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"vmtui/config"
+	"vmtui/config/store"
 	"vmtui/vm/qmp"
 )
 
@@ -61,7 +62,7 @@ func (m *Manager) List(ctx context.Context) ([]Status, error) {
 
 // Status returns the status of the VM named by nameOrID (a name, or an ID
 // when all digits), without waiting for a start in progress. It returns
-// config.ErrNotFound for an unknown VM.
+// store.ErrNotFound for an unknown VM.
 func (m *Manager) Status(ctx context.Context, nameOrID string) (Status, *config.VM, error) {
 	def, err := m.store.Lookup(nameOrID)
 	if def == nil {
@@ -120,7 +121,7 @@ var errStarting = errors.New("a start is in progress")
 // fs.ErrNotExist when the VM has no runtime directory, and errStarting when
 // a start holds the lock and wait is not set. Other holders (a remove, the
 // cleanup after an exit) are brief and waited for.
-func (m *Manager) lockShared(ctx context.Context, name string, wait bool) (*config.FileLock, error) {
+func (m *Manager) lockShared(ctx context.Context, name string, wait bool) (*store.FileLock, error) {
 	path := m.paths.LockFile(name)
 	limit := startWait
 	if wait {
@@ -129,8 +130,8 @@ func (m *Manager) lockShared(ctx context.Context, name string, wait bool) (*conf
 	deadline := time.Now().Add(limit)
 	delay := time.Millisecond
 	for {
-		l, err := config.TryLockShared(path)
-		if !errors.Is(err, config.ErrLocked) {
+		l, err := store.TryLockShared(path)
+		if !errors.Is(err, store.ErrLocked) {
 			return l, err
 		}
 		if _, serr := os.Stat(m.paths.RuntimeFile(name, startingFileName)); serr == nil && !wait {

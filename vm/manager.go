@@ -2,7 +2,7 @@
 // over QMP: start, stop, pause, unpause, wait, and the status table.
 //
 // QEMU runs in a session of its own, so guests outlive vmtui; what vmtui
-// needs to find one again lives in the VM's runtime directory (config.Paths):
+// needs to find one again lives in the VM's runtime directory (store.Paths):
 // QEMU's pidfile, the boot ID of the host when it started, the serial pty,
 // and two QMP sockets, one for short-lived clients (connect, ask, disconnect)
 // and one for a long-lived watcher, since QEMU serves one client per socket.
@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"vmtui/config"
+	"vmtui/config/store"
 	"vmtui/disk"
 	"vmtui/internal/seriallog"
 	"vmtui/vm/qmp"
@@ -58,8 +59,8 @@ const (
 
 // Manager starts and controls the VMs of one store.
 type Manager struct {
-	store *config.Store
-	paths *config.Paths
+	store *store.Store
+	paths *store.Paths
 	// Binary is the QEMU system emulator ($VMTUI_QEMU, else DefaultBinary).
 	Binary string
 	// Accel is the accelerator preference when a definition names none
@@ -71,7 +72,7 @@ type Manager struct {
 }
 
 // NewManager returns a Manager for the VMs of store, configured from the environment.
-func NewManager(store *config.Store) *Manager {
+func NewManager(store *store.Store) *Manager {
 	return &Manager{
 		store:    store,
 		paths:    store.Paths(),
@@ -82,7 +83,7 @@ func NewManager(store *config.Store) *Manager {
 }
 
 // Store returns the store of definitions.
-func (m *Manager) Store() *config.Store { return m.store }
+func (m *Manager) Store() *store.Store { return m.store }
 
 // spec resolves a definition into a Spec, checking first what vmd checks:
 // the disks, CD-ROM and kernel must exist.
@@ -170,7 +171,7 @@ func (m *Manager) Start(ctx context.Context, def *config.VM, opts StartOptions) 
 	if _, err := m.paths.EnsureLogDir(def.Name); err != nil {
 		return Status{}, err
 	}
-	lock, err := config.Lock(ctx, m.paths.LockFile(def.Name))
+	lock, err := store.Lock(ctx, m.paths.LockFile(def.Name))
 	if err != nil {
 		return Status{}, err
 	}
@@ -296,13 +297,13 @@ func (m *Manager) Start(ctx context.Context, def *config.VM, opts StartOptions) 
 }
 
 // current reads def's definition again, under the VM's lock: it returns
-// config.ErrNotFound if it was removed (or removed and defined again: another
+// store.ErrNotFound if it was removed (or removed and defined again: another
 // VM, with another ID), and refuses a VM whose ID another definition has.
 func (m *Manager) current(def *config.VM) (*config.VM, error) {
 	cur, err := m.store.Lookup(def.Name)
 	switch {
-	case errors.Is(err, config.ErrNotFound) || cur != nil && cur.ID != def.ID:
-		return nil, fmt.Errorf("start vm %s: %w", def.Name, config.ErrNotFound)
+	case errors.Is(err, store.ErrNotFound) || cur != nil && cur.ID != def.ID:
+		return nil, fmt.Errorf("start vm %s: %w", def.Name, store.ErrNotFound)
 	case err != nil:
 		return nil, err
 	}
@@ -409,7 +410,7 @@ func readPIDFile(path string) int {
 // cleanup removes a stopped VM's runtime files (the lock file stays: it
 // may be held).
 func (m *Manager) cleanup(name string) {
-	for _, f := range []string{config.PIDFileName, config.PTYFileName, config.BootIDFileName, stoppingFileName} {
+	for _, f := range []string{store.PIDFileName, store.PTYFileName, store.BootIDFileName, stoppingFileName} {
 		os.Remove(m.paths.RuntimeFile(name, f))
 	}
 	for _, sock := range []func(string) (string, error){m.paths.QMPSocket, m.paths.EventsSocket} {

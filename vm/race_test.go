@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"vmtui/config"
+	"vmtui/config/store"
 	"vmtui/vm"
 )
 
@@ -104,8 +104,8 @@ func waitLocked(t *testing.T, path string) {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)
 	for {
-		l, err := config.TryLockShared(path)
-		if errors.Is(err, config.ErrLocked) {
+		l, err := store.TryLockShared(path)
+		if errors.Is(err, store.ErrLocked) {
 			return
 		}
 		if err == nil {
@@ -201,8 +201,8 @@ func TestStartOfRemovedVM(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	_, err = m2.Start(ctx, def, vm.StartOptions{Paused: true})
-	if !errors.Is(err, config.ErrNotFound) {
-		t.Errorf("start of a vm removed since it was looked up: %v, want %v", err, config.ErrNotFound)
+	if !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("start of a vm removed since it was looked up: %v, want %v", err, store.ErrNotFound)
 	}
 	if pids := qemuPIDs(e.paths.PIDFile("doomed"), false); len(pids) != 0 {
 		t.Errorf("QEMUs %v run for a removed vm", pids)
@@ -212,8 +212,8 @@ func TestStartOfRemovedVM(t *testing.T) {
 	// the old lookup still does not start it.
 	e.define("doomed")
 	_, err = m2.Start(ctx, def, vm.StartOptions{Paused: true})
-	if !errors.Is(err, config.ErrNotFound) {
-		t.Errorf("start by a stale lookup of a vm defined again: %v, want %v", err, config.ErrNotFound)
+	if !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("start by a stale lookup of a vm defined again: %v, want %v", err, store.ErrNotFound)
 	}
 	if pids := qemuPIDs(e.paths.PIDFile("doomed"), false); len(pids) != 0 {
 		t.Errorf("QEMUs %v run after a stale start", pids)
@@ -282,8 +282,8 @@ func waitLockedOrExited(t *testing.T, path string, pid int) {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)
 	for alive(pid) {
-		l, err := config.TryLockShared(path)
-		if errors.Is(err, config.ErrLocked) {
+		l, err := store.TryLockShared(path)
+		if errors.Is(err, store.ErrLocked) {
 			return
 		}
 		if err == nil {

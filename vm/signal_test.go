@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"vmtui/config"
+	"vmtui/config/store"
 )
 
 // TestSignalChecksTheProcess: a signal goes to a VM's QEMU only while the
@@ -15,8 +15,8 @@ import (
 // (its pidfile) and of ours: a forced stop checks before every signal, its
 // SIGTERM as much as its SIGKILL.
 func TestSignalChecksTheProcess(t *testing.T) {
-	paths := config.HomePaths(t.TempDir())
-	store, err := config.Open(paths)
+	paths := store.HomePaths(t.TempDir())
+	store, err := store.Open(paths)
 	if err != nil {
 		t.Fatal(err)
 	}

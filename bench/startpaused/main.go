@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"vmtui/config"
+	"vmtui/config/store"
 	"vmtui/vm"
 )
 
@@ -51,25 +52,25 @@ func run(prefix, kernel, initrd, appendLine, mem string, n, jobs int) error {
 	if err != nil {
 		return err
 	}
-	paths, err := config.DefaultPaths()
+	paths, err := store.DefaultPaths()
 	if err != nil {
 		return err
 	}
-	store, err := config.Open(paths)
+	st, err := store.Open(paths)
 	if err != nil {
 		return err
 	}
-	m := vm.NewManager(store)
+	m := vm.NewManager(st)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 
 	var defs []*config.VM
 	for i := 1; i <= n; i++ {
 		name := prefix + strconv.Itoa(i)
-		def, err := store.Lookup(name)
-		if errors.Is(err, config.ErrNotFound) {
+		def, err := st.Lookup(name)
+		if errors.Is(err, store.ErrNotFound) {
 			def = &config.VM{Name: name, Memory: memory, CPUs: 1, Kernel: kernel, Initrd: initrd, Append: appendLine}
-			err = store.Create(def)
+			err = st.Create(def)
 		}
 		if err != nil {
 			return fmt.Errorf("define %s: %w", name, err)

@@ -1,4 +1,4 @@
-package config
+package store
 
 import (
 	"cmp"
@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"vmtui/config"
 )
 
 var (
@@ -53,12 +55,12 @@ func (s *Store) Paths() *Paths { return s.paths }
 // readable, else 0, and those come last), so that a broken file is shown
 // rather than hidden. Definitions that share an ID all get an Err saying
 // so. The error is for the directory itself.
-func (s *Store) List() ([]*VM, error) {
+func (s *Store) List() ([]*config.VM, error) {
 	entries, err := os.ReadDir(s.paths.VMsDir())
 	if err != nil {
 		return nil, fmt.Errorf("list definitions: %w", err)
 	}
-	var vms []*VM
+	var vms []*config.VM
 	for _, e := range entries {
 		name := e.Name()
 		if strings.HasPrefix(name, ".") || !strings.HasSuffix(name, DefinitionExt) || e.IsDir() {
@@ -71,7 +73,7 @@ func (s *Store) List() ([]*VM, error) {
 		vm.Err = err
 		vms = append(vms, vm)
 	}
-	byID := map[int][]*VM{}
+	byID := map[int][]*config.VM{}
 	for _, vm := range vms {
 		if vm.ID > 0 {
 			byID[vm.ID] = append(byID[vm.ID], vm)
@@ -88,11 +90,11 @@ func (s *Store) List() ([]*VM, error) {
 					others = append(others, strconv.Quote(o.File))
 				}
 			}
-			dup := &FieldError{File: vm.File, Field: "id", Msg: fmt.Sprintf("%d is also the id of %s", id, strings.Join(others, ", "))}
+			dup := &config.FieldError{File: vm.File, Field: "id", Msg: fmt.Sprintf("%d is also the id of %s", id, strings.Join(others, ", "))}
 			vm.Err = errors.Join(vm.Err, dup)
 		}
 	}
-	slices.SortFunc(vms, func(a, b *VM) int {
+	slices.SortFunc(vms, func(a, b *config.VM) int {
 		if (a.ID == 0) != (b.ID == 0) {
 			return cmp.Compare(b.ID, a.ID) // ID 0 last
 		}
@@ -108,8 +110,8 @@ func (s *Store) List() ([]*VM, error) {
 // Lookup returns it, with its Err set, together with that same error.
 //
 // A lookup by name reads that one file; a lookup by ID reads them all.
-func (s *Store) Lookup(nameOrID string) (*VM, error) {
-	if IsID(nameOrID) {
+func (s *Store) Lookup(nameOrID string) (*config.VM, error) {
+	if config.IsID(nameOrID) {
 		id, err := strconv.Atoi(nameOrID)
 		if err != nil || id == 0 {
 			return nil, ErrNotFound
@@ -118,7 +120,7 @@ func (s *Store) Lookup(nameOrID string) (*VM, error) {
 		if err != nil {
 			return nil, err
 		}
-		var found []*VM
+		var found []*config.VM
 		for _, vm := range vms {
 			if vm.ID == id {
 				found = append(found, vm)
@@ -156,10 +158,10 @@ func isStem(s string) bool {
 // writes the definition file, setting vm.File. It returns ErrExists when a
 // definition with the name exists, and the validation errors (naming no
 // file) when the definition is not valid.
-func (s *Store) Create(vm *VM) (err error) {
+func (s *Store) Create(vm *config.VM) (err error) {
 	vm.SetDefaults()
 	vm.File = ""
-	if err := vm.validate(false); err != nil {
+	if err := vm.ValidateNew(); err != nil {
 		return err
 	}
 	path := s.paths.DefinitionFile(vm.Name)
@@ -188,7 +190,7 @@ func (s *Store) Create(vm *VM) (err error) {
 	}
 	next := *vm
 	next.ID, next.File = id, path
-	data, err := encode(&next)
+	data, err := config.Encode(&next)
 	if err != nil {
 		return err
 	}
@@ -230,7 +232,7 @@ func (s *Store) nextID() (int, error) {
 // vm.ID must be the ID that definition has; renaming a VM is not
 // supported. Save fills in the defaults and validates before writing, and
 // sets vm.File.
-func (s *Store) Save(vm *VM) (err error) {
+func (s *Store) Save(vm *config.VM) (err error) {
 	vm.SetDefaults()
 	if !isStem(vm.Name) {
 		return ErrNotFound
@@ -257,7 +259,7 @@ func (s *Store) Save(vm *VM) (err error) {
 	if old.ID != 0 && old.ID != vm.ID {
 		return fmt.Errorf("save %s: %s has id %d, not %d", vm.Name, path, old.ID, vm.ID)
 	}
-	data, err := encode(vm)
+	data, err := config.Encode(vm)
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package config
+package store
 
 import (
 	"errors"
@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"vmtui/config"
 )
 
 func newStore(t *testing.T) *Store {
@@ -28,7 +30,7 @@ func newStore(t *testing.T) *Store {
 // create defines a small VM called name and returns its ID.
 func create(t *testing.T, s *Store, name string) int {
 	t.Helper()
-	vm := &VM{Name: name, Kernel: "/boot/vmlinuz"}
+	vm := &config.VM{Name: name, Kernel: "/boot/vmlinuz"}
 	if err := s.Create(vm); err != nil {
 		t.Fatalf("Create(%s): %v", name, err)
 	}
@@ -68,13 +70,13 @@ func assertNoTemp(t *testing.T, dir string) {
 
 func TestCreateLookup(t *testing.T) {
 	s := newStore(t)
-	vm := &VM{Name: "web", Memory: 1 << 30, Disks: []Disk{{Path: "/vm/web.qcow2"}},
-		Networks: []Network{{HostFwd: []string{"tcp::2222-:22"}}}}
+	vm := &config.VM{Name: "web", Memory: 1 << 30, Disks: []config.Disk{{Path: "/vm/web.qcow2"}},
+		Networks: []config.Network{{HostFwd: []string{"tcp::2222-:22"}}}}
 	if err := s.Create(vm); err != nil {
 		t.Fatal(err)
 	}
-	want := &VM{ID: 1, Name: "web", Memory: 1 << 30, CPUs: 1, Disks: []Disk{{Path: "/vm/web.qcow2"}},
-		Networks: []Network{{Type: NetUser, HostFwd: []string{"tcp::2222-:22"}}},
+	want := &config.VM{ID: 1, Name: "web", Memory: 1 << 30, CPUs: 1, Disks: []config.Disk{{Path: "/vm/web.qcow2"}},
+		Networks: []config.Network{{Type: config.NetUser, HostFwd: []string{"tcp::2222-:22"}}},
 		File:     s.Paths().DefinitionFile("web")}
 	if !reflect.DeepEqual(vm, want) {
 		t.Errorf("Create left\n%+v\nwant\n%+v", vm, want)
@@ -90,10 +92,10 @@ func TestCreateLookup(t *testing.T) {
 			t.Errorf("Lookup(%q) = %v, %v; want ErrNotFound", key, got, err)
 		}
 	}
-	if err := s.Create(&VM{Name: "web", Kernel: "/k"}); err != ErrExists {
+	if err := s.Create(&config.VM{Name: "web", Kernel: "/k"}); err != ErrExists {
 		t.Errorf("Create of an existing name: got %v, want ErrExists", err)
 	}
-	if err := s.Create(&VM{Name: "-web"}); err == nil || err.Error() != "name: invalid VM name \"-web\": starts with '-'\nno kernel or disk/cdrom specified" {
+	if err := s.Create(&config.VM{Name: "-web"}); err == nil || err.Error() != "name: invalid VM name \"-web\": starts with '-'\nno kernel or disk/cdrom specified" {
 		t.Errorf("Create of an invalid VM: got %v", err)
 	}
 
@@ -236,7 +238,7 @@ func TestListSpecialFiles(t *testing.T) {
 	if err := os.Symlink("/dev/zero", filepath.Join(dir, "zero.toml")); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan []*VM, 1)
+	done := make(chan []*config.VM, 1)
 	go func() {
 		vms, err := s.List()
 		if err != nil {
@@ -244,7 +246,7 @@ func TestListSpecialFiles(t *testing.T) {
 		}
 		done <- vms
 	}()
-	var vms []*VM
+	var vms []*config.VM
 	select {
 	case vms = <-done:
 	case <-time.After(10 * time.Second):
@@ -375,7 +377,7 @@ func TestConcurrentCreate(t *testing.T) {
 				return
 			}
 			for i := range each {
-				if err := s.Create(&VM{Name: fmt.Sprintf("w%d-%d", w, i), Kernel: "/k"}); err != nil {
+				if err := s.Create(&config.VM{Name: fmt.Sprintf("w%d-%d", w, i), Kernel: "/k"}); err != nil {
 					errs <- err
 				}
 			}
@@ -467,7 +469,7 @@ func TestHelperCreate(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range n {
-		if err := s.Create(&VM{Name: fmt.Sprintf("%s%d", prefix, i), Kernel: "/k"}); err != nil {
+		if err := s.Create(&config.VM{Name: fmt.Sprintf("%s%d", prefix, i), Kernel: "/k"}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -1,4 +1,4 @@
-package config
+package store
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 )
 
 // ErrLocked is returned by TryLock when another open file holds the lock.
-var ErrLocked = errors.New("config: file is locked")
+var ErrLocked = errors.New("store: file is locked")
 
 // FileLock is an exclusive flock(2) lock, held until Unlock or until the
 // process exits. flock locks belong to an open file, so two FileLocks on
