@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"vmtui/disk/qcow2"
+	"github.com/vmtui/vmtui/disk/qcow2"
 )
 
 // In-process tests of the command-line plumbing; main_test.go runs the

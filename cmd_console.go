@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"os"
 
-	"vmtui/config/store"
-	"vmtui/console"
+	"github.com/vmtui/vmtui/config/store"
+	"github.com/vmtui/vmtui/console"
 )
 
 var consoleCommand = &command{

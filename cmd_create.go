@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"os"
 
-	"vmtui/disk"
-	"vmtui/internal/imageformat"
-	"vmtui/internal/units"
+	"github.com/vmtui/vmtui/disk"
+	"github.com/vmtui/vmtui/internal/imageformat"
+	"github.com/vmtui/vmtui/internal/units"
 )
 
 var createCommand = &command{

@@ -10,10 +10,10 @@ import (
 	"math"
 	"strings"
 
-	"vmtui/disk"
-	"vmtui/disk/qcow2"
-	"vmtui/internal/imageformat"
-	"vmtui/internal/units"
+	"github.com/vmtui/vmtui/disk"
+	"github.com/vmtui/vmtui/disk/qcow2"
+	"github.com/vmtui/vmtui/internal/imageformat"
+	"github.com/vmtui/vmtui/internal/units"
 )
 
 var diskInfoCommand = &command{

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"vmtui/disk"
+	"github.com/vmtui/vmtui/disk"
 )
 
 // TestCommitInterrupted interrupts a long commit as Ctrl-C does, once it has

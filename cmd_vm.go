@@ -9,10 +9,10 @@ import (
 	"strconv"
 	"strings"
 
-	"vmtui/config"
-	"vmtui/config/store"
-	"vmtui/console"
-	"vmtui/vm"
+	"github.com/vmtui/vmtui/config"
+	"github.com/vmtui/vmtui/config/store"
+	"github.com/vmtui/vmtui/console"
+	"github.com/vmtui/vmtui/vm"
 )
 
 // The VM commands, with vmctl's verbs, flags and messages. Like vmctl,

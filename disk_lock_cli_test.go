@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"vmtui/disk"
-	"vmtui/internal/testguest"
+	"github.com/vmtui/vmtui/disk"
+	"github.com/vmtui/vmtui/internal/testguest"
 )
 
 // Images in use: vmtui and QEMU keep out of each other's images, and

@@ -1,4 +1,4 @@
-module vmtui
+module github.com/vmtui/vmtui
 
 go 1.26.8
 

@@ -18,7 +18,7 @@ import (
 
 	"golang.org/x/term"
 
-	"vmtui/ui"
+	"github.com/vmtui/vmtui/ui"
 )
 
 const progName = "vmtui"

@@ -15,7 +15,7 @@ import (
 	"strings"
 	"testing"
 
-	"vmtui/internal/qemuimg"
+	"github.com/vmtui/vmtui/internal/qemuimg"
 )
 
 // These tests build the vmtui binary once and run it as a user would,

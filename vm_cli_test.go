@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"vmtui/internal/testguest"
+	"github.com/vmtui/vmtui/internal/testguest"
 )
 
 // Tests of the VM commands boot the test guest (internal/testguest) under

@@ -9,8 +9,8 @@ import (
 
 	"github.com/pelletier/go-toml/v2"
 
-	"vmtui/internal/imageformat"
-	"vmtui/internal/units"
+	"github.com/vmtui/vmtui/internal/imageformat"
+	"github.com/vmtui/vmtui/internal/units"
 )
 
 // fileVM is a definition as it is written in its TOML file. It is kept apart

@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"strings"
 
-	"vmtui/internal/units"
+	"github.com/vmtui/vmtui/internal/units"
 )
 
 // FieldError is a problem with one field of a definition. Validate and the

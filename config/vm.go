@@ -3,7 +3,7 @@ package config
 import (
 	"strconv"
 
-	"vmtui/internal/imageformat"
+	"github.com/vmtui/vmtui/internal/imageformat"
 )
 
 // Limits and defaults, following vmctl(8) and vm.conf(5) where they have

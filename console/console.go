@@ -15,7 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 
-	"vmtui/internal/seriallog"
+	"github.com/vmtui/vmtui/internal/seriallog"
 )
 
 // Errors that end a session other than by detaching.

@@ -23,8 +23,8 @@ import (
 	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
 
-	"vmtui/internal/seriallog"
-	"vmtui/internal/testguest"
+	"github.com/vmtui/vmtui/internal/seriallog"
+	"github.com/vmtui/vmtui/internal/testguest"
 )
 
 // The test guest's facts (internal/testguest).

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"vmtui/internal/seriallog"
+	"github.com/vmtui/vmtui/internal/seriallog"
 )
 
 func writeLog(t *testing.T, content string) string {

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"io"
 
-	"vmtui/internal/seriallog"
+	"github.com/vmtui/vmtui/internal/seriallog"
 )
 
 // WatchOptions say which serial log to follow.

@@ -7,8 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 
-	"vmtui/disk/qcow2"
-	"vmtui/internal/qemuimg"
+	"github.com/vmtui/vmtui/disk/qcow2"
+	"github.com/vmtui/vmtui/internal/qemuimg"
 )
 
 // TestCommitCancel cancels a commit from its progress callback once part

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 
-	"vmtui/disk/qcow2"
+	"github.com/vmtui/vmtui/disk/qcow2"
 )
 
 // CheckOptions control Check.

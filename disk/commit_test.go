@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"vmtui/internal/qemuimg"
+	"github.com/vmtui/vmtui/internal/qemuimg"
 )
 
 func TestCommit(t *testing.T) {

@@ -17,7 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"vmtui/disk/qcow2"
+	"github.com/vmtui/vmtui/disk/qcow2"
 )
 
 // ConvertOptions control Convert.

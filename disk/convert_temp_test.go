@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"vmtui/internal/qemuimg"
+	"github.com/vmtui/vmtui/internal/qemuimg"
 )
 
 // names lists the entries of dir.

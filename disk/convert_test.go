@@ -11,8 +11,8 @@ import (
 	"strings"
 	"testing"
 
-	"vmtui/disk/qcow2"
-	"vmtui/internal/qemuimg"
+	"github.com/vmtui/vmtui/disk/qcow2"
+	"github.com/vmtui/vmtui/internal/qemuimg"
 )
 
 func TestConvert(t *testing.T) {

@@ -7,7 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"vmtui/disk/qcow2"
+	"github.com/vmtui/vmtui/disk/qcow2"
 )
 
 // CreateOptions describe a new image.

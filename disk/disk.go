@@ -30,8 +30,8 @@ import (
 	"errors"
 	"io"
 
-	"vmtui/disk/qcow2"
-	"vmtui/internal/imageformat"
+	"github.com/vmtui/vmtui/disk/qcow2"
+	"github.com/vmtui/vmtui/internal/imageformat"
 )
 
 // Format is an image format (the names are package imageformat's, which

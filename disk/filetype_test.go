@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"vmtui/disk/qcow2"
-	"vmtui/internal/qemuimg"
+	"github.com/vmtui/vmtui/disk/qcow2"
+	"github.com/vmtui/vmtui/internal/qemuimg"
 )
 
 // promptly runs fn and fails the test if it has not returned within a

@@ -16,9 +16,9 @@ import (
 	"strings"
 	"testing"
 
-	"vmtui/disk"
-	"vmtui/internal/qemuimg"
-	"vmtui/internal/testguest"
+	"github.com/vmtui/vmtui/disk"
+	"github.com/vmtui/vmtui/internal/qemuimg"
+	"github.com/vmtui/vmtui/internal/testguest"
 )
 
 // This file tests vmtui's images through a real guest: the test guest reads
@@ -400,7 +400,7 @@ func guestRandom(seed uint64, n int) []byte {
 func buildVMTUI(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "vmtui")
-	if out, err := exec.Command("go", "build", "-o", bin, "vmtui").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/vmtui/vmtui").CombinedOutput(); err != nil {
 		t.Fatalf("go build vmtui: %v\n%s", err, out)
 	}
 	return bin

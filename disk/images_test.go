@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"vmtui/internal/qemuimg"
+	"github.com/vmtui/vmtui/internal/qemuimg"
 )
 
 // This file builds the images the tests of this package share.

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"syscall"
 
-	"vmtui/disk/qcow2"
+	"github.com/vmtui/vmtui/disk/qcow2"
 )
 
 // ImageInfo describes an image and its backing chain. The JSON keys are

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"vmtui/internal/qemuimg"
+	"github.com/vmtui/vmtui/internal/qemuimg"
 )
 
 func TestInfoMatchesQemuImg(t *testing.T) {

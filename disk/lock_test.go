@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"vmtui/disk/qcow2"
-	"vmtui/internal/qemuimg"
+	"github.com/vmtui/vmtui/disk/qcow2"
+	"github.com/vmtui/vmtui/internal/qemuimg"
 )
 
 // These tests check vmtui's image locks against QEMU's own: QEMU's tools

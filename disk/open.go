@@ -12,8 +12,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"vmtui/disk/qcow2"
-	"vmtui/internal/imageformat"
+	"github.com/vmtui/vmtui/disk/qcow2"
+	"github.com/vmtui/vmtui/internal/imageformat"
 )
 
 // OpenOptions control Open.

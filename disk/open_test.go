@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"vmtui/internal/qemuimg"
+	"github.com/vmtui/vmtui/internal/qemuimg"
 )
 
 func TestOpenDetectsFormatByContent(t *testing.T) {

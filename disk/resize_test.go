@@ -5,7 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"vmtui/internal/qemuimg"
+	"github.com/vmtui/vmtui/internal/qemuimg"
 )
 
 func TestResize(t *testing.T) {

@@ -8,11 +8,11 @@ import (
 
 	tea "github.com/charmbracelet/bubbletea"
 
-	"vmtui/config"
-	"vmtui/config/store"
-	"vmtui/console"
-	"vmtui/disk"
-	"vmtui/vm"
+	"github.com/vmtui/vmtui/config"
+	"github.com/vmtui/vmtui/config/store"
+	"github.com/vmtui/vmtui/console"
+	"github.com/vmtui/vmtui/disk"
+	"github.com/vmtui/vmtui/vm"
 )
 
 // Backend is everything the TUI reads and does. The model only calls it

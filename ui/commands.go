@@ -9,9 +9,9 @@ import (
 
 	tea "github.com/charmbracelet/bubbletea"
 
-	"vmtui/config"
-	"vmtui/disk"
-	"vmtui/internal/seriallog"
+	"github.com/vmtui/vmtui/config"
+	"github.com/vmtui/vmtui/disk"
+	"github.com/vmtui/vmtui/internal/seriallog"
 )
 
 // The tea.Cmds that do the TUI's I/O. Each closes over copies of what it

@@ -7,8 +7,8 @@ import (
 
 	"github.com/charmbracelet/x/ansi"
 
-	"vmtui/config"
-	"vmtui/internal/units"
+	"github.com/vmtui/vmtui/config"
+	"github.com/vmtui/vmtui/internal/units"
 )
 
 // The detail view of the selected VM: its definition, disks with their

@@ -9,9 +9,9 @@ import (
 	"github.com/charmbracelet/bubbles/progress"
 	tea "github.com/charmbracelet/bubbletea"
 
-	"vmtui/disk"
-	"vmtui/internal/imageformat"
-	"vmtui/internal/units"
+	"github.com/vmtui/vmtui/disk"
+	"github.com/vmtui/vmtui/internal/imageformat"
+	"github.com/vmtui/vmtui/internal/units"
 )
 
 // The disk screen: a form that makes a new image (a size), an overlay on a

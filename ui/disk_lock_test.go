@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"vmtui/config"
-	"vmtui/disk"
-	"vmtui/internal/qemuimg"
+	"github.com/vmtui/vmtui/config"
+	"github.com/vmtui/vmtui/disk"
+	"github.com/vmtui/vmtui/internal/qemuimg"
 )
 
 // realDisks is the fake backend, but for disks, which it really makes.

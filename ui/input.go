@@ -9,7 +9,7 @@ import (
 	"github.com/charmbracelet/bubbles/key"
 	tea "github.com/charmbracelet/bubbletea"
 
-	"vmtui/vm"
+	"github.com/vmtui/vmtui/vm"
 )
 
 // Keys and the mouse: what each does on each screen, the confirmations,

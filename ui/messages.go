@@ -3,9 +3,9 @@ package ui
 import (
 	"time"
 
-	"vmtui/config"
-	"vmtui/disk"
-	"vmtui/vm"
+	"github.com/vmtui/vmtui/config"
+	"github.com/vmtui/vmtui/disk"
+	"github.com/vmtui/vmtui/vm"
 )
 
 // tickMsg asks for the next refresh of the VM list; gen tells stale ticks apart.

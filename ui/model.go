@@ -24,7 +24,7 @@ import (
 	tea "github.com/charmbracelet/bubbletea"
 	"github.com/charmbracelet/lipgloss"
 
-	"vmtui/vm"
+	"github.com/vmtui/vmtui/vm"
 )
 
 // screen is what the TUI shows.

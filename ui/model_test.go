@@ -17,10 +17,10 @@ import (
 	"github.com/charmbracelet/x/exp/teatest"
 	"github.com/muesli/termenv"
 
-	"vmtui/config"
-	"vmtui/config/store"
-	"vmtui/disk"
-	"vmtui/vm"
+	"github.com/vmtui/vmtui/config"
+	"github.com/vmtui/vmtui/config/store"
+	"github.com/vmtui/vmtui/disk"
+	"github.com/vmtui/vmtui/vm"
 )
 
 func init() {

@@ -8,7 +8,7 @@ import (
 
 	tea "github.com/charmbracelet/bubbletea"
 
-	"vmtui/config"
+	"github.com/vmtui/vmtui/config"
 )
 
 // The new VM form: every field checked as it is typed, with the config

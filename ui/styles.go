@@ -6,7 +6,7 @@ import (
 
 	"github.com/charmbracelet/lipgloss"
 
-	"vmtui/vm"
+	"github.com/vmtui/vmtui/vm"
 )
 
 // Styles are every style the TUI draws with. Colours go through lipgloss,

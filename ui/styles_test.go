@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"vmtui/vm"
+	"github.com/vmtui/vmtui/vm"
 )
 
 func TestDarkBackground(t *testing.T) {

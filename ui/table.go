@@ -7,8 +7,8 @@ import (
 
 	"github.com/charmbracelet/x/ansi"
 
-	"vmtui/internal/units"
-	"vmtui/vm"
+	"github.com/vmtui/vmtui/internal/units"
+	"github.com/vmtui/vmtui/vm"
 )
 
 // The table screen: a title line, the header, the rows, a status line and

@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"strings"
 
-	"vmtui/config"
+	"github.com/vmtui/vmtui/config"
 )
 
 // The QEMU command line is built from typed devices, each rendering its own

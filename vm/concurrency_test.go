@@ -14,9 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"vmtui/config/store"
-	"vmtui/vm"
-	"vmtui/vm/qmp"
+	"github.com/vmtui/vmtui/config/store"
+	"github.com/vmtui/vmtui/vm"
+	"github.com/vmtui/vmtui/vm/qmp"
 )
 
 // Integration tests of several vmtui processes working on one VM at once:
@@ -501,7 +501,7 @@ func dialing() (in, retrying int) {
 		buf = make([]byte, 2*len(buf))
 	}
 	for _, g := range strings.Split(string(buf), "\n\n") {
-		if !strings.Contains(g, "vmtui/vm/qmp.Dial(") ||
+		if !strings.Contains(g, "github.com/vmtui/vmtui/vm/qmp.Dial(") ||
 			!strings.Contains(g, "vm_test.busyDial(") && !strings.Contains(g, "vm_test.busyStatus(") {
 			continue
 		}

@@ -8,9 +8,9 @@ import (
 	"syscall"
 	"time"
 
-	"vmtui/config"
-	"vmtui/config/store"
-	"vmtui/vm/qmp"
+	"github.com/vmtui/vmtui/config"
+	"github.com/vmtui/vmtui/config/store"
+	"github.com/vmtui/vmtui/vm/qmp"
 )
 
 // ErrRunning is returned by Remove for a VM that runs.

@@ -16,10 +16,10 @@ import (
 	"testing"
 	"time"
 
-	"vmtui/config"
-	"vmtui/config/store"
-	"vmtui/internal/testguest"
-	"vmtui/vm"
+	"github.com/vmtui/vmtui/config"
+	"github.com/vmtui/vmtui/config/store"
+	"github.com/vmtui/vmtui/internal/testguest"
+	"github.com/vmtui/vmtui/vm"
 )
 
 // The test guests of the integration tests: each test gets a state root of
@@ -315,7 +315,7 @@ func vmtuiBinary(t *testing.T) string {
 			return
 		}
 		cli.path = filepath.Join(cli.dir, "vmtui")
-		out, err := exec.Command("go", "build", "-o", cli.path, "vmtui").CombinedOutput()
+		out, err := exec.Command("go", "build", "-o", cli.path, "github.com/vmtui/vmtui").CombinedOutput()
 		if err != nil {
 			cli.err = fmt.Errorf("go build vmtui: %v\n%s", err, out)
 		}

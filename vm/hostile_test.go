@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"vmtui/internal/testguest"
-	"vmtui/vm"
+	"github.com/vmtui/vmtui/internal/testguest"
+	"github.com/vmtui/vmtui/vm"
 )
 
 // Hostile processes and definitions: another user's fake QEMU, duplicated

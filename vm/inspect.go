@@ -15,9 +15,9 @@ import (
 	"syscall"
 	"time"
 
-	"vmtui/config"
-	"vmtui/config/store"
-	"vmtui/vm/qmp"
+	"github.com/vmtui/vmtui/config"
+	"github.com/vmtui/vmtui/config/store"
+	"github.com/vmtui/vmtui/vm/qmp"
 )
 
 // How a status query finds a VM's state. The VM's lock file (in its

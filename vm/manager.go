@@ -25,11 +25,11 @@ import (
 	"syscall"
 	"time"
 
-	"vmtui/config"
-	"vmtui/config/store"
-	"vmtui/disk"
-	"vmtui/internal/seriallog"
-	"vmtui/vm/qmp"
+	"github.com/vmtui/vmtui/config"
+	"github.com/vmtui/vmtui/config/store"
+	"github.com/vmtui/vmtui/disk"
+	"github.com/vmtui/vmtui/internal/seriallog"
+	"github.com/vmtui/vmtui/vm/qmp"
 )
 
 // Errors with vmctl's words.

@@ -13,10 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"vmtui/config"
-	"vmtui/internal/testguest"
-	"vmtui/vm"
-	"vmtui/vm/qmp"
+	"github.com/vmtui/vmtui/config"
+	"github.com/vmtui/vmtui/internal/testguest"
+	"github.com/vmtui/vmtui/vm"
+	"github.com/vmtui/vmtui/vm/qmp"
 )
 
 // Integration tests of the Manager: they boot the test guest under TCG

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"vmtui/config/store"
-	"vmtui/vm"
+	"github.com/vmtui/vmtui/config/store"
+	"github.com/vmtui/vmtui/vm"
 )
 
 // Races between vmtui commands on one VM: status queries during a first

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"vmtui/config/store"
+	"github.com/vmtui/vmtui/config/store"
 )
 
 // TestSignalChecksTheProcess: a signal goes to a VM's QEMU only while the

@@ -8,8 +8,8 @@ import (
 	"strconv"
 	"unicode/utf8"
 
-	"vmtui/config"
-	"vmtui/internal/units"
+	"github.com/vmtui/vmtui/config"
+	"github.com/vmtui/vmtui/internal/units"
 )
 
 // State is a VM's state as the status table shows it.

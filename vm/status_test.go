@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"testing"
 
-	"vmtui/vm"
+	"github.com/vmtui/vmtui/vm"
 )
 
 // TestWriteTable checks the status table byte for byte on fixed data:

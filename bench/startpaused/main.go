@@ -20,9 +20,9 @@ import (
 	"sync"
 	"time"
 
-	"vmtui/config"
-	"vmtui/config/store"
-	"vmtui/vm"
+	"github.com/vmtui/vmtui/config"
+	"github.com/vmtui/vmtui/config/store"
+	"github.com/vmtui/vmtui/vm"
 )
 
 func main() {

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"syscall"
 
-	"vmtui/config"
+	"github.com/vmtui/vmtui/config"
 )
 
 // maxFileSize bounds what is read of a definition file: a definition is a

@@ -11,7 +11,7 @@ import (
 	"strconv"
 	"strings"
 
-	"vmtui/config"
+	"github.com/vmtui/vmtui/config"
 )
 
 var (

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"vmtui/config"
+	"github.com/vmtui/vmtui/config"
 )
 
 func newStore(t *testing.T) *Store {

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"vmtui/internal/qemuimg"
+	"github.com/vmtui/vmtui/internal/qemuimg"
 )
 
 // cancelFile is a File that cancels a context at its n-th read or write

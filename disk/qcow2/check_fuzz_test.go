@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"vmtui/internal/qemuimg"
+	"github.com/vmtui/vmtui/internal/qemuimg"
 )
 
 // TestCheckRefusesNonQcow2 and other header failures come back as errors.

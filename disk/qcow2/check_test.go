@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"vmtui/internal/qemuimg"
+	"github.com/vmtui/vmtui/internal/qemuimg"
 )
 
 // checkSpec describes an image made with qemu-img and qemu-io.

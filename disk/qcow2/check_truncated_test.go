@@ -8,7 +8,7 @@ import (
 	"sort"
 	"testing"
 
-	"vmtui/internal/qemuimg"
+	"github.com/vmtui/vmtui/internal/qemuimg"
 )
 
 // truncationPoints returns where to cut the image in b: inside each kind of

@@ -33,8 +33,8 @@ import (
 	"testing"
 	"time"
 
-	"vmtui/disk/qcow2"
-	"vmtui/internal/qemuimg"
+	"github.com/vmtui/vmtui/disk/qcow2"
+	"github.com/vmtui/vmtui/internal/qemuimg"
 )
 
 const crashChildEnv = "VMTUI_QCOW2_CRASH_CHILD"

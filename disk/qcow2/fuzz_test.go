@@ -19,8 +19,8 @@ import (
 	"testing"
 	"time"
 
-	"vmtui/disk/qcow2"
-	"vmtui/internal/qemuimg"
+	"github.com/vmtui/vmtui/disk/qcow2"
+	"github.com/vmtui/vmtui/internal/qemuimg"
 )
 
 // memFile is an in-memory, read-only qcow2.File.

@@ -15,8 +15,8 @@ import (
 	"runtime/debug"
 	"testing"
 
-	"vmtui/disk/qcow2"
-	"vmtui/internal/qemuimg"
+	"github.com/vmtui/vmtui/disk/qcow2"
+	"github.com/vmtui/vmtui/internal/qemuimg"
 )
 
 // noPanic turns a panic in the engine into a test failure with its stack, so

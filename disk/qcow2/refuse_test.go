@@ -10,8 +10,8 @@ import (
 	"strings"
 	"testing"
 
-	"vmtui/disk/qcow2"
-	"vmtui/internal/qemuimg"
+	"github.com/vmtui/vmtui/disk/qcow2"
+	"github.com/vmtui/vmtui/internal/qemuimg"
 )
 
 // refuseBase makes a 64 KiB-cluster v3 image with data at virtual 0..200000,

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"vmtui/disk/qcow2"
-	"vmtui/internal/qemuimg"
+	"github.com/vmtui/vmtui/disk/qcow2"
+	"github.com/vmtui/vmtui/internal/qemuimg"
 )
 
 func TestWriteCompressed(t *testing.T) {

@@ -12,8 +12,8 @@ import (
 	"sync"
 	"testing"
 
-	"vmtui/disk/qcow2"
-	"vmtui/internal/qemuimg"
+	"github.com/vmtui/vmtui/disk/qcow2"
+	"github.com/vmtui/vmtui/internal/qemuimg"
 )
 
 // TestConcurrentWrites: goroutines writing disjoint pieces of the same

@@ -14,8 +14,8 @@ import (
 	"strings"
 	"testing"
 
-	"vmtui/disk/qcow2"
-	"vmtui/internal/qemuimg"
+	"github.com/vmtui/vmtui/disk/qcow2"
+	"github.com/vmtui/vmtui/internal/qemuimg"
 )
 
 // TestResize: growing needs a larger L1 table (512-byte clusters: from 32

@@ -14,8 +14,8 @@ import (
 	"strings"
 	"testing"
 
-	"vmtui/disk/qcow2"
-	"vmtui/internal/qemuimg"
+	"github.com/vmtui/vmtui/disk/qcow2"
+	"github.com/vmtui/vmtui/internal/qemuimg"
 )
 
 // createImage creates a new image at path; a backing file named in opts is

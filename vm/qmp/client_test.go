@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"vmtui/vm/qmp"
-	"vmtui/vm/qmp/qmptest"
+	"github.com/vmtui/vmtui/vm/qmp"
+	"github.com/vmtui/vmtui/vm/qmp/qmptest"
 )
 
 // timeout bounds every step of these tests; generous, for loaded machines.

@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"time"
 
-	"vmtui/vm/qmp"
-	"vmtui/vm/qmp/qmptest"
+	"github.com/vmtui/vmtui/vm/qmp"
+	"github.com/vmtui/vmtui/vm/qmp/qmptest"
 )
 
 // Pause a guest, and see the STOP event that QEMU sent before its reply.

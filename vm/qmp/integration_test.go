@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"vmtui/vm/qmp"
+	"github.com/vmtui/vmtui/vm/qmp"
 )
 
 // qemuBinary returns the path of qemu-system-x86_64, skipping the test

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"vmtui/vm/qmp"
-	"vmtui/vm/qmp/qmptest"
+	"github.com/vmtui/vmtui/vm/qmp"
+	"github.com/vmtui/vmtui/vm/qmp/qmptest"
 )
 
 // TestDialBusy checks QEMU's one-client rule against the fake, which

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"vmtui/vm/qmp/qmptest"
+	"github.com/vmtui/vmtui/vm/qmp/qmptest"
 )
 
 // TestNegotiation speaks raw QMP to the fake and checks that it answers as
