@@ -15,13 +15,26 @@ import (
 )
 
 var (
-	// ErrNotFound is returned when no definition has the name or ID
-	// asked for. Its text is vmctl's.
+	// ErrNotFound is what every *NotFoundError matches: no definition
+	// has the name or ID asked for. Its text is vmctl's.
 	ErrNotFound = errors.New("vm not found")
 	// ErrExists is returned by Create when a definition with the name
 	// already exists. Its text is vmctl's.
 	ErrExists = errors.New("vm already exists")
 )
+
+// NotFoundError is the error of a lookup, save or removal of a VM that has
+// no definition: Name is what was asked for, a name or an ID. It matches
+// ErrNotFound (errors.Is), and reads as vmctl's "NAME: vm not found", so
+// that callers return it as it is.
+type NotFoundError struct {
+	Name string
+}
+
+func (e *NotFoundError) Error() string { return e.Name + ": " + ErrNotFound.Error() }
+
+// Is reports whether target is ErrNotFound.
+func (e *NotFoundError) Is(target error) bool { return target == ErrNotFound }
 
 // Store is the set of VM definitions, one file per VM in Paths.VMsDir.
 // Several Stores, in one process or several, may work on the same
@@ -105,16 +118,17 @@ func (s *Store) List() ([]*config.VM, error) {
 
 // Lookup returns the definition named by nameOrID: an ID when it is all
 // digits (IsID), a name otherwise, as vmctl reads its arguments. It returns
-// ErrNotFound when there is no such definition, and an error when several
-// definitions share the ID. When the definition exists but is broken,
-// Lookup returns it, with its Err set, together with that same error.
+// a *NotFoundError when there is no such definition, and an error when
+// several definitions share the ID. When the definition exists but is
+// broken, Lookup returns it, with its Err set, together with that same
+// error.
 //
 // A lookup by name reads that one file; a lookup by ID reads them all.
 func (s *Store) Lookup(nameOrID string) (*config.VM, error) {
 	if config.IsID(nameOrID) {
 		id, err := strconv.Atoi(nameOrID)
 		if err != nil || id == 0 {
-			return nil, ErrNotFound
+			return nil, &NotFoundError{Name: nameOrID}
 		}
 		vms, err := s.List()
 		if err != nil {
@@ -128,7 +142,7 @@ func (s *Store) Lookup(nameOrID string) (*config.VM, error) {
 		}
 		switch len(found) {
 		case 0:
-			return nil, ErrNotFound
+			return nil, &NotFoundError{Name: nameOrID}
 		case 1:
 			return found[0], found[0].Err
 		default:
@@ -136,11 +150,11 @@ func (s *Store) Lookup(nameOrID string) (*config.VM, error) {
 		}
 	}
 	if !isStem(nameOrID) {
-		return nil, ErrNotFound
+		return nil, &NotFoundError{Name: nameOrID}
 	}
 	vm, err := readFile(s.paths.DefinitionFile(nameOrID))
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, ErrNotFound
+		return nil, &NotFoundError{Name: nameOrID}
 	}
 	vm.Err = err
 	return vm, err
@@ -228,14 +242,14 @@ func (s *Store) nextID() (int, error) {
 
 // Save writes an existing definition back to its file, atomically: the
 // file holds either the old definition or the new one, never part of
-// either. vm.Name must name an existing definition (else ErrNotFound), and
-// vm.ID must be the ID that definition has; renaming a VM is not
-// supported. Save fills in the defaults and validates before writing, and
-// sets vm.File.
+// either. vm.Name must name an existing definition (else a
+// *NotFoundError), and vm.ID must be the ID that definition has; renaming
+// a VM is not supported. Save fills in the defaults and validates before
+// writing, and sets vm.File.
 func (s *Store) Save(vm *config.VM) (err error) {
 	vm.SetDefaults()
 	if !isStem(vm.Name) {
-		return ErrNotFound
+		return &NotFoundError{Name: vm.Name}
 	}
 	path := s.paths.DefinitionFile(vm.Name)
 	vm.File = path
@@ -253,7 +267,7 @@ func (s *Store) Save(vm *config.VM) (err error) {
 	}()
 	old, err := readFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return ErrNotFound
+		return &NotFoundError{Name: vm.Name}
 	}
 	// A broken file may be overwritten, but not one whose ID is another.
 	if old.ID != 0 && old.ID != vm.ID {
@@ -269,12 +283,12 @@ func (s *Store) Save(vm *config.VM) (err error) {
 	return nil
 }
 
-// Remove deletes the definition called name, or returns ErrNotFound. It
+// Remove deletes the definition called name, or returns a *NotFoundError. It
 // touches neither the VM's disks nor its logs and runtime files: stopping
 // the VM first and cleaning up after it is the caller's business.
 func (s *Store) Remove(name string) (err error) {
 	if !isStem(name) {
-		return ErrNotFound
+		return &NotFoundError{Name: name}
 	}
 	lock, err := s.lock()
 	if err != nil {
@@ -286,7 +300,7 @@ func (s *Store) Remove(name string) (err error) {
 		}
 	}()
 	if err := os.Remove(s.paths.DefinitionFile(name)); errors.Is(err, fs.ErrNotExist) {
-		return ErrNotFound
+		return &NotFoundError{Name: name}
 	} else if err != nil {
 		return fmt.Errorf("remove %s: %w", name, err)
 	}

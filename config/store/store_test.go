@@ -88,8 +88,9 @@ func TestCreateLookup(t *testing.T) {
 		}
 	}
 	for _, key := range []string{"db", "2", "0", "", "99999999999999999999999", "../web", ".web", "web/x", "/etc/passwd"} {
-		if got, err := s.Lookup(key); err != ErrNotFound || got != nil {
-			t.Errorf("Lookup(%q) = %v, %v; want ErrNotFound", key, got, err)
+		got, err := s.Lookup(key)
+		if !errors.Is(err, ErrNotFound) || got != nil || err.Error() != key+": vm not found" {
+			t.Errorf("Lookup(%q) = %v, %v; want %q, matching ErrNotFound", key, got, err, key+": vm not found")
 		}
 	}
 	if err := s.Create(&config.VM{Name: "web", Kernel: "/k"}); err != ErrExists {
@@ -302,8 +303,8 @@ func TestSave(t *testing.T) {
 	}
 	missing := *vm
 	missing.Name = "db"
-	if err := s.Save(&missing); err != ErrNotFound {
-		t.Errorf("Save of an undefined VM: got %v, want ErrNotFound", err)
+	if err := s.Save(&missing); !errors.Is(err, ErrNotFound) || err.Error() != "db: vm not found" {
+		t.Errorf("Save of an undefined VM: got %v, want db: vm not found (ErrNotFound)", err)
 	}
 }
 
@@ -353,11 +354,11 @@ func TestRemove(t *testing.T) {
 	if err := s.Remove("web"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Lookup("web"); err != ErrNotFound {
+	if _, err := s.Lookup("web"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Lookup after Remove: got %v, want ErrNotFound", err)
 	}
 	for _, name := range []string{"web", "", "../vms/web", ".lock"} {
-		if err := s.Remove(name); err != ErrNotFound {
+		if err := s.Remove(name); !errors.Is(err, ErrNotFound) || err.Error() != name+": vm not found" {
 			t.Errorf("Remove(%q): got %v, want ErrNotFound", name, err)
 		}
 	}
