@@ -153,7 +153,7 @@ func (vm *VM) validate(checkID bool) error {
 			c.add("accel", "%s", err)
 		}
 	}
-	if vm.Machine != "" && !isWord(vm.Machine) {
+	if vm.Machine != "" && !IsWord(vm.Machine) {
 		c.add("machine", "invalid machine type %q (letters, digits, '.', '-' and '_' only)", vm.Machine)
 	}
 	for i, a := range vm.ExtraArgs {
@@ -275,7 +275,7 @@ func ValidName(name string) error {
 		return fmt.Errorf("vm name too long (%d bytes, at most %d)", len(name), MaxNameLen)
 	case name[0] == '.' || name[0] == '-' || name[0] == '_':
 		return fmt.Errorf("invalid VM name %q: starts with %q", name, name[0])
-	case !isWord(name):
+	case !IsWord(name):
 		return fmt.Errorf("invalid VM name %q: only letters, digits, '.', '-' and '_' are allowed", name)
 	case IsID(name):
 		return fmt.Errorf("invalid VM name %q: all digits, which would be read as an ID", name)
@@ -295,9 +295,15 @@ func DisplayName(name string) string {
 	return name
 }
 
-// isWord reports whether s is made of ASCII letters, digits, '.', '-' and
-// '_' only.
-func isWord(s string) bool {
+// IsWord reports whether s is a word as definitions spell VM names,
+// machine types, accelerators and interface names: one or more ASCII
+// letters, digits, '.', '-' and '_'. Nothing else can reach QEMU's option
+// parser from those fields: no ',' (an option separator), '=' or space.
+// Each field adds its own limits (ValidName, ValidInterfaceName).
+func IsWord(s string) bool {
+	if s == "" {
+		return false
+	}
 	for i := 0; i < len(s); i++ {
 		b := s[i]
 		if !('a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9' || b == '.' || b == '-' || b == '_') {
@@ -347,13 +353,13 @@ func checkMemory(n int64) error {
 	return nil
 }
 
-// ValidInterfaceName checks the name of a host network interface: at most
-// 15 bytes (IFNAMSIZ less the NUL) of letters, digits, '.', '-' and '_'.
+// ValidInterfaceName checks the name of a host network interface: a word
+// (IsWord) of at most 15 bytes (IFNAMSIZ less the NUL), neither "." nor "..".
 func ValidInterfaceName(name string) error {
 	switch {
 	case len(name) > 15:
 		return fmt.Errorf("interface name too long (%q is %d bytes, at most 15)", name, len(name))
-	case name == "." || name == ".." || !isWord(name):
+	case name == "." || name == ".." || !IsWord(name):
 		return fmt.Errorf("invalid interface name %q (letters, digits, '.', '-' and '_' only)", name)
 	}
 	return nil

@@ -174,6 +174,125 @@ func TestValidName(t *testing.T) {
 	}
 }
 
+func TestIsWord(t *testing.T) {
+	for s, want := range map[string]bool{
+		"q35": true, "pc-q35-7.2": true, "kvm": true, "br_lan.0": true, "-": true,
+		"": false, "q35,accel=kvm": false, "a b": false, "a=b": false, "wéb": false, "a\x00": false,
+	} {
+		if got := IsWord(s); got != want {
+			t.Errorf("IsWord(%q) = %v, want %v", s, got, want)
+		}
+	}
+}
+
+func TestValidInterfaceName(t *testing.T) {
+	tests := []struct{ name, want string }{
+		{"br0", ""},
+		{"br-lan.0", ""},
+		{strings.Repeat("b", 15), ""},
+		{"", `invalid interface name "" (letters, digits, '.', '-' and '_' only)`},
+		{"..", `invalid interface name ".." (letters, digits, '.', '-' and '_' only)`},
+		{"br0,x=y", `invalid interface name "br0,x=y" (letters, digits, '.', '-' and '_' only)`},
+		{strings.Repeat("b", 16), `interface name too long ("bbbbbbbbbbbbbbbb" is 16 bytes, at most 15)`},
+	}
+	for _, tt := range tests {
+		got := ""
+		if err := ValidInterfaceName(tt.name); err != nil {
+			got = err.Error()
+		}
+		if got != tt.want {
+			t.Errorf("ValidInterfaceName(%q):\ngot  %s\nwant %s", tt.name, got, tt.want)
+		}
+	}
+}
+
+// TestErrorsInStableOrder decodes and validates one definition with many
+// problems, again and again: the report is the same text each time, in the
+// order of the fields.
+func TestErrorsInStableOrder(t *testing.T) {
+	const def = `id = 0
+memroy = '1G'
+memory = '1K'
+cpus = 0
+kernel = 'vmlinuz'
+initrd = 'initrd.img'
+append = "a\nb"
+cdrom = 'x.iso'
+boot = 'floppy'
+accel = 'fast'
+machine = 'q35,accel=kvm'
+extra_args = ['', '-pidfile', '-S']
+[[disks]]
+path = 'a.img'
+fomat = 'raw'
+[[disks]]
+path = '/a.img'
+format = 'vmdk'
+[[disks]]
+path = '/a.img'
+[[networks]]
+type = 'bridge'
+hostfwd = ['tcp::22-:22']
+mac = '01:00:00:00:00:00'
+[[networks]]
+type = 'user'
+bridge = 'br0'
+hostfwd = ['tcp::2222-:22', 'tcp::2222-:23', 'x']
+mac = '52:54:00:12:34:56'
+[[networks]]
+type = 'slirp'
+mac = '52:54:00:12:34:56'
+`
+	var first, firstValidate string
+	for i := range 100 {
+		vm := &VM{Name: "web", File: "/c/vms/web.toml"}
+		err := Decode(vm, []byte(def))
+		if err == nil {
+			t.Fatal("a bad definition decoded without error")
+		}
+		verr := vm.Validate()
+		if verr == nil {
+			t.Fatal("a bad definition validated")
+		}
+		if i == 0 {
+			first, firstValidate = err.Error(), verr.Error()
+			continue
+		}
+		if got := err.Error(); got != first {
+			t.Fatalf("decode %d reported\n%s\ndecode 0 reported\n%s", i, got, first)
+		}
+		if got := verr.Error(); got != firstValidate {
+			t.Fatalf("validate %d reported\n%s\nvalidate 0 reported\n%s", i, got, firstValidate)
+		}
+	}
+	t.Logf("%d problems:\n%s", strings.Count(first, "\n")+1, first)
+	var fields []string
+	for _, line := range strings.Split(first, "\n") {
+		_, rest, _ := strings.Cut(line, ": ")
+		field, _, _ := strings.Cut(rest, ": ")
+		fields = append(fields, field)
+	}
+	// Unknown keys first (in the file's order), then the fields in the
+	// order of the schema.
+	idx := func(f string) int {
+		for i, g := range fields {
+			if g == f {
+				return i
+			}
+		}
+		t.Fatalf("no %s in the report:\n%s", f, first)
+		return -1
+	}
+	order := []string{"memroy", "disks.fomat", "id", "kernel", "initrd", "append", "cdrom",
+		"disks[0].path", "disks[1].format", "disks[2].path", "networks[0].hostfwd", "networks[1].bridge",
+		"networks[2].type", "boot", "accel", "machine", "extra_args[0]", "extra_args[1]", "extra_args[2]"}
+	for i := 1; i < len(order); i++ {
+		if idx(order[i-1]) > idx(order[i]) {
+			t.Errorf("%s is reported after %s:\n%s", order[i-1], order[i], first)
+		}
+	}
+}
+
 func TestIsID(t *testing.T) {
 	for s, want := range map[string]bool{"1": true, "007": true, "": false, "1a": false, "-1": false, "+1": false, " 1": false} {
 		if got := IsID(s); got != want {
