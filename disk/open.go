@@ -317,15 +317,21 @@ func ignoringEINTR(fn func() error) error {
 	}
 }
 
-// pathErr drops the operation and path of a *fs.PathError, which callers
-// already name, keeping the cause (errors.Is still sees fs.ErrNotExist).
-func pathErr(err error) error {
+// PathCause returns the cause of a *fs.PathError in err's chain, dropping
+// the operation and path that callers already name in their own message
+// (errors.Is still sees fs.ErrNotExist); other errors are returned as they
+// are. vmtui's packages format errors about files with it:
+// fmt.Errorf("open %q: %w", path, disk.PathCause(err)).
+func PathCause(err error) error {
 	var pe *fs.PathError
 	if errors.As(err, &pe) {
 		return pe.Err
 	}
 	return err
 }
+
+// pathErr is PathCause under the name the files of this package use.
+var pathErr = PathCause
 
 // qcow2Image is an open qcow2 image with its backing chain.
 type qcow2Image struct {
