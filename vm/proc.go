@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/user"
 	"strconv"
@@ -31,36 +32,114 @@ type procInfo struct {
 // errNoProcess means the process does not exist (or is a zombie).
 var errNoProcess = errors.New("no such process")
 
+// ClockTicks is the unit of the times in /proc/PID/stat (USER_HZ): ticks a
+// second.
+const ClockTicks = userHZ
+
+// ProcStat is what /proc/PID/stat says of a process: enough to follow a
+// QEMU's CPU time and memory without asking QEMU anything.
+type ProcStat struct {
+	PID   int
+	State byte // R, S, D, T (stopped by a signal), t (traced), Z, ...
+	// StartTime is when the process started, in clock ticks after boot:
+	// with the PID, it names one process (PIDs are reused).
+	StartTime uint64
+	// CPUTicks is the CPU time used, user and system (utime+stime), in
+	// clock ticks (ClockTicks a second).
+	CPUTicks uint64
+	// RSS is the resident memory, bytes.
+	RSS int64
+}
+
+// Stopped reports whether the process is stopped by a signal or a
+// debugger (state T or t): then its QEMU cannot answer.
+func (p ProcStat) Stopped() bool { return p.State == 'T' || p.State == 't' }
+
+// ReadProcStat reads /proc/PID/stat. It returns an error wrapping
+// fs.ErrNotExist when no process has that PID.
+func ReadProcStat(pid int) (ProcStat, error) {
+	path := "/proc/" + strconv.Itoa(pid) + "/stat"
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return ProcStat{}, fmt.Errorf("pid %d: %w: %w", pid, errNoProcess, fs.ErrNotExist)
+		}
+		return ProcStat{}, err
+	}
+	ps, err := ParseProcStat(data)
+	if err != nil {
+		return ProcStat{}, fmt.Errorf("parse %s: %w", path, err)
+	}
+	ps.PID = pid
+	return ps, nil
+}
+
+// ParseProcStat parses the contents of a /proc/PID/stat file (PID is left
+// 0: the caller knows it).
+func ParseProcStat(data []byte) (ProcStat, error) {
+	// The command name (field 2) is in parentheses and may contain
+	// anything, spaces and parentheses included: the fields that follow
+	// start after the last ')'.
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return ProcStat{}, errors.New("no command name")
+	}
+	fields := strings.Fields(string(data[i+1:]))
+	// fields[0] is field 3 (state); utime and stime (fields 14 and 15)
+	// are fields[11] and [12], starttime (22) fields[19], rss in pages
+	// (24) fields[21].
+	if len(fields) < 22 {
+		return ProcStat{}, fmt.Errorf("%d fields, want at least 24", len(fields)+2)
+	}
+	var ps ProcStat
+	ps.State = fields[0][0]
+	nums := make([]uint64, 0, 3)
+	for _, f := range []int{11, 12, 19} {
+		n, err := strconv.ParseUint(fields[f], 10, 64)
+		if err != nil {
+			return ProcStat{}, fmt.Errorf("field %d: %w", f+3, err)
+		}
+		nums = append(nums, n)
+	}
+	ps.CPUTicks, ps.StartTime = nums[0]+nums[1], nums[2]
+	pages, err := strconv.ParseInt(fields[21], 10, 64)
+	if err != nil {
+		return ProcStat{}, fmt.Errorf("field 24: %w", err)
+	}
+	ps.RSS = max(pages, 0) * int64(os.Getpagesize())
+	return ps, nil
+}
+
+// Sample reads /proc/PID/stat of the QEMU of a running VM, as listed. It
+// returns ErrNotRunning when the VM was not running or its QEMU has exited
+// since (the PID gone, a zombie, or reused by another process).
+func (s Status) Sample() (ProcStat, error) {
+	if s.PID == 0 {
+		return ProcStat{}, ErrNotRunning
+	}
+	ps, err := ReadProcStat(s.PID)
+	switch {
+	case errors.Is(err, errNoProcess):
+		return ProcStat{}, ErrNotRunning
+	case err != nil:
+		return ProcStat{}, err
+	case ps.State == 'Z' || ps.State == 'X' || s.startTime != 0 && ps.StartTime != s.startTime:
+		return ProcStat{}, ErrNotRunning
+	}
+	return ps, nil
+}
+
 // readProc reads /proc/PID.
 func readProc(pid int) (*procInfo, error) {
 	dir := "/proc/" + strconv.Itoa(pid)
-	stat, err := os.ReadFile(dir + "/stat")
+	ps, err := ReadProcStat(pid)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, errNoProcess
-		}
 		return nil, err
 	}
-	p := &procInfo{PID: pid}
-	// The command name is in parentheses and may contain anything: parse from the last ')'.
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 {
-		return nil, fmt.Errorf("parse %s/stat", dir)
-	}
-	fields := strings.Fields(string(stat[i+1:]))
-	// fields[0] is field 3 (state); field 22 (starttime) is fields[19]; field 24 (rss pages) fields[21].
-	if len(fields) < 22 {
-		return nil, fmt.Errorf("parse %s/stat: %d fields", dir, len(fields))
-	}
-	p.State = fields[0][0]
-	if p.State == 'Z' || p.State == 'X' {
+	if ps.State == 'Z' || ps.State == 'X' {
 		return nil, errNoProcess
 	}
-	if p.StartTime, err = strconv.ParseUint(fields[19], 10, 64); err != nil {
-		return nil, fmt.Errorf("parse %s/stat start time: %w", dir, err)
-	}
-	pages, _ := strconv.ParseInt(fields[21], 10, 64)
-	p.RSS = pages * int64(os.Getpagesize())
+	p := &procInfo{PID: pid, State: ps.State, StartTime: ps.StartTime, RSS: ps.RSS}
 	cmd, err := os.ReadFile(dir + "/cmdline")
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
