@@ -281,7 +281,9 @@ func TestVMCommands(t *testing.T) {
 	vmFails(t, home, "vm is already defined", "start", "-m", "256M", "web")
 	vmOK(t, home, startedRE, "start", "web")
 	vmFails(t, home, "already running", "start", "web")
-	vmFails(t, home, "vm is running", "remove", "web")
+	if r := vmFails(t, home, "vm is running", "remove", "web"); !regexp.MustCompile(`^vmtui: remove web: vm is running \(pid [1-9][0-9]*\); stop it first\n$`).MatchString(r.stderr) {
+		t.Errorf("remove of a running vm: stderr %q, want vmtui: remove web: vm is running (pid N); stop it first", r.stderr)
+	}
 	waitBanner(t, home, "web", 2)
 	vmOK(t, home, `stopping vm web: terminated vm 1\n`, "stop", "-w", "web")
 	if pids := qemusUnder(home); len(pids) != 0 {
@@ -328,4 +330,22 @@ func TestVMStopForceAll(t *testing.T) {
 		}
 	}
 	vmFails(t, home, "usage:", "stop", "-a", "a")
+}
+
+// TestVMNotFound: every command names an unknown VM the way vmctl does, by
+// name or ID as it was given.
+func TestVMNotFound(t *testing.T) {
+	home := t.TempDir()
+	for _, args := range [][]string{
+		{"start", "nosuch"}, {"start", "7"}, {"start", "-m", "128M", "7"}, {"define", "-m", "128M", "7"},
+		{"stop", "nosuch"}, {"stop", "-f", "7"}, {"pause", "nosuch"}, {"unpause", "7"}, {"wait", "nosuch"},
+		{"console", "nosuch"}, {"console", "--watch", "7"}, {"status", "nosuch"}, {"show", "7"},
+		{"remove", "nosuch"}, {"remove", "7"},
+	} {
+		name := args[len(args)-1]
+		r := vmcli(t, home, args...)
+		if want := "vmtui: " + name + ": vm not found\n"; r.code != 1 || r.stdout != "" || r.stderr != want {
+			t.Errorf("vmtui %q: exit %d, stdout %q, stderr %q; want exit 1, stderr %q", args, r.code, r.stdout, r.stderr, want)
+		}
+	}
 }

@@ -160,9 +160,10 @@ func (m *Manager) control(ctx context.Context, def *config.VM, fn func(*qmp.Clie
 
 // Remove deletes the definition of a VM that is not running, holding the
 // VM's lock as a start does, so that a remove and a start of one VM never
-// interleave: either the start comes first and Remove returns ErrRunning
-// (with the VM's status), or the remove does and the start finds no VM. A
-// start in progress is waited for. The VM's disks and logs are kept.
+// interleave: either the start comes first and Remove returns an error
+// matching ErrRunning ("remove NAME: vm is running (pid N); stop it
+// first", with the VM's status), or the remove does and the start finds no
+// VM. A start in progress is waited for. The VM's disks and logs are kept.
 func (m *Manager) Remove(ctx context.Context, def *config.VM) (Status, error) {
 	if config.ValidName(def.Name) != nil {
 		// A definition file no VM can be started from: nothing to lock.
@@ -180,7 +181,7 @@ func (m *Manager) Remove(ctx context.Context, def *config.VM) (Status, error) {
 	defer lock.Unlock()
 	st := m.inspectLocked(ctx, def, &scan{})
 	if st.Running() {
-		return st, ErrRunning
+		return st, fmt.Errorf("remove %s: %w (pid %d); stop it first", def.Name, ErrRunning, st.PID)
 	}
 	cur, err := m.store.Lookup(def.Name)
 	if cur == nil {

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -79,30 +79,30 @@ func (e *exitError) Unwrap() error { return e.err }
 
 // report prints err the way vmtui reports failures and returns the exit
 // status.
-func report(e *env, err error) int {
+func (e *env) report(err error) int {
 	if err == nil {
 		return 0
 	}
 	var ue *usageError
 	if errors.As(err, &ue) {
 		if ue.msg != "" {
-			fmt.Fprintf(e.err, "%s: %s\n", progName, ue.msg)
+			fmt.Fprintf(e.stderr, "%s: %s\n", progName, ue.msg)
 		}
-		printUsage(e.err, e.root, ue.path)
+		printUsage(e.stderr, e.root, ue.path)
 		return 1
 	}
 	var ee *exitError
 	if errors.As(err, &ee) {
 		if ee.err != nil {
-			fmt.Fprintf(e.err, "%s: %v\n", progName, ee.err)
+			fmt.Fprintf(e.stderr, "%s: %v\n", progName, ee.err)
 		}
 		return ee.code
 	}
 	if errors.Is(err, context.Canceled) {
-		fmt.Fprintf(e.err, "%s: %v (interrupted)\n", progName, err)
+		fmt.Fprintf(e.stderr, "%s: %v (interrupted)\n", progName, err)
 		return 130
 	}
-	fmt.Fprintf(e.err, "%s: %v\n", progName, err)
+	fmt.Fprintf(e.stderr, "%s: %v\n", progName, err)
 	return 1
 }
 
@@ -146,16 +146,16 @@ func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 // text) and its flags to standard output, the answer to "vmtui command -h",
 // and returns errHelp.
 func (e *env) help(fs *flag.FlagSet, text string) error {
-	printUsage(e.out, e.root, e.path)
+	printUsage(e.stdout, e.root, e.path)
 	cmd := e.path[len(e.path)-1]
-	fmt.Fprintf(e.out, "\n%s\n", cmd.about)
+	fmt.Fprintf(e.stdout, "\n%s\n", cmd.about)
 	if text = strings.TrimSpace(text); text != "" {
-		fmt.Fprintf(e.out, "\n%s\n", text)
+		fmt.Fprintf(e.stdout, "\n%s\n", text)
 	}
 	first := true
 	fs.VisitAll(func(f *flag.Flag) {
 		if first {
-			fmt.Fprintln(e.out, "\nOptions:")
+			fmt.Fprintln(e.stdout, "\nOptions:")
 			first = false
 		}
 		// As the flag package prints them, but with two dashes for long
@@ -174,7 +174,7 @@ func (e *env) help(fs *flag.FlagSet, text string) error {
 		} else {
 			line += "\n    \t"
 		}
-		fmt.Fprintf(e.out, "%s%s\n", line, usage)
+		fmt.Fprintf(e.stdout, "%s%s\n", line, usage)
 	})
 	return errHelp
 }

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -19,83 +19,95 @@ import (
 // messages about what happened go to standard error prefixed with the
 // program's name; tables go to standard output.
 
-var (
-	startCommand = &command{
+func startCommand() *command {
+	return &command{
 		name:     "start",
 		synopsis: "[-c] [-B device] [-b kernel] [-d disk]... [-m size] [-n switch]... [-r iso] [--cpus n] [--initrd path] [--append cmdline] [--accel a] [--net spec]... id|name",
 		about:    "Start a VM; with flags and a new name, define it first.",
 		run:      runStart,
 	}
-	defineCommand = &command{
+}
+
+func defineCommand() *command {
+	return &command{
 		name:     "define",
 		synopsis: "[-B device] [-b kernel] [-d disk]... [-m size] [-n switch]... [-r iso] [--cpus n] [--initrd path] [--append cmdline] [--accel a] [--net spec]... name",
 		about:    "Define a new VM without starting it.",
 		run:      runDefine,
 	}
-	stopCommand = &command{
+}
+
+func stopCommand() *command {
+	return &command{
 		name:     "stop",
 		synopsis: "[-fw] id|name|-a",
 		about:    "Stop a VM: power it down, or with -f kill it.",
 		run:      runStop,
 	}
-	pauseCommand = &command{
+}
+
+func pauseCommand() *command {
+	return &command{
 		name:     "pause",
 		synopsis: "id|name",
 		about:    "Pause a running VM.",
 		run:      func(ctx context.Context, e *env, args []string) error { return runPause(ctx, e, args, true) },
 	}
-	unpauseCommand = &command{
+}
+
+func unpauseCommand() *command {
+	return &command{
 		name:     "unpause",
 		synopsis: "id|name",
 		about:    "Resume a paused VM.",
 		run:      func(ctx context.Context, e *env, args []string) error { return runPause(ctx, e, args, false) },
 	}
-	waitCommand = &command{
+}
+
+func waitCommand() *command {
+	return &command{
 		name:     "wait",
 		synopsis: "id|name",
 		about:    "Wait until a VM has stopped (at once, successfully, if it is not running).",
 		run:      runWait,
 	}
-	statusCommand = &command{
+}
+
+func statusCommand() *command {
+	return &command{
 		name:     "status",
 		synopsis: "[--json] [id|name]",
 		about:    "List VMs and their state, as vmctl status does.",
 		run:      runStatus,
 	}
-	showCommand = &command{
+}
+
+func showCommand() *command {
+	return &command{
 		name:     "show",
 		synopsis: "[--json] [id|name]",
 		about:    "The same as status.",
 		run:      runStatus,
 	}
-	removeCommand = &command{
+}
+
+func removeCommand() *command {
+	return &command{
 		name:     "remove",
 		synopsis: "id|name",
 		about:    "Remove a stopped VM's definition; its disks are kept.",
 		run:      runRemove,
 	}
-)
-
-// manager opens the store of the environment's state root.
-func manager() (*vm.Manager, error) {
-	paths, err := store.DefaultPaths()
-	if err != nil {
-		return nil, err
-	}
-	store, err := store.Open(paths)
-	if err != nil {
-		return nil, err
-	}
-	return vm.NewManager(store), nil
 }
 
-// lookupVM finds a definition, with vmctl's "vm not found".
-func lookupVM(m *vm.Manager, nameOrID string) (*config.VM, error) {
-	def, err := m.Store().Lookup(nameOrID)
+// notFoundAs names the VM of a not-found error as the command line named
+// it (by ID, say): the VM was looked up, then removed while the command
+// waited for it.
+func notFoundAs(target string, err error) error {
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, fmt.Errorf("%s: vm not found", nameOrID)
+		return &store.NotFoundError{Name: target}
 	}
-	return def, err
+	return err
 }
 
 // oneVM parses a command taking flags fs and exactly one VM argument.
@@ -174,7 +186,7 @@ func (d *defFlags) given() int {
 // command in errors.
 func (d *defFlags) define(m *vm.Manager, verb, name string) (*config.VM, error) {
 	if config.IsID(name) {
-		return nil, fmt.Errorf("%s: vm not found", name)
+		return nil, &store.NotFoundError{Name: name}
 	}
 	def := &config.VM{Name: name, Boot: config.Boot(*d.boot), Kernel: abs(*d.kernel), Initrd: abs(*d.initrd),
 		Append: *d.appendLine, CDROM: abs(*d.iso), CPUs: *d.cpus, Accel: *d.accel}
@@ -215,7 +227,7 @@ $VMTUI_ACCEL, else KVM with a fallback to TCG.`)
 	if err != nil || target == "" {
 		return err
 	}
-	m, err := manager()
+	m, err := e.manager()
 	if err != nil {
 		return err
 	}
@@ -225,33 +237,24 @@ $VMTUI_ACCEL, else KVM with a fallback to TCG.`)
 		if def, err = df.define(m, "start", target); err != nil {
 			return err
 		}
-	case errors.Is(err, store.ErrNotFound):
-		return fmt.Errorf("%s: vm not found", target)
 	case err != nil:
 		return err
 	case df.given() > 0:
 		return fmt.Errorf("start %s: vm is already defined (in %s); flags only define new VMs", target, def.File)
 	}
 	st, err := m.Start(ctx, def, vm.StartOptions{})
-	if errors.Is(err, store.ErrNotFound) {
-		// Removed while the start waited for the VM's lock.
-		return fmt.Errorf("%s: vm not found", target)
-	}
 	if errors.Is(err, vm.ErrAlreadyRunning) {
 		return fmt.Errorf("start vm %s: vm already running (pid %d)", def.Name, st.PID)
 	}
 	if err != nil {
-		return err
+		// Not found: removed while the start waited for the VM's lock.
+		return notFoundAs(target, err)
 	}
-	fmt.Fprintf(e.err, "%s: started vm %d successfully, tty %s\n", progName, st.ID, st.TTY)
+	fmt.Fprintf(e.stderr, "%s: started vm %d successfully, tty %s\n", progName, st.ID, st.TTY)
 	if !*connect {
 		return nil
 	}
-	paths, err := store.DefaultPaths()
-	if err != nil {
-		return err
-	}
-	return attach(ctx, e, paths, def.Name, st.TTY, console.Options{})
+	return attach(ctx, e, m.Store().Paths(), def.Name, st.TTY, console.Options{})
 }
 
 func runDefine(ctx context.Context, e *env, args []string) error {
@@ -263,7 +266,7 @@ it. The definition is the TOML file vms/NAME.toml, which may be edited.`)
 	if err != nil || target == "" {
 		return err
 	}
-	m, err := manager()
+	m, err := e.manager()
 	if err != nil {
 		return err
 	}
@@ -271,7 +274,7 @@ it. The definition is the TOML file vms/NAME.toml, which may be edited.`)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(e.err, "%s: defined vm %d (%s) in %s\n", progName, def.ID, def.Name, def.File)
+	fmt.Fprintf(e.stderr, "%s: defined vm %d (%s) in %s\n", progName, def.ID, def.Name, def.File)
 	return nil
 }
 
@@ -309,13 +312,13 @@ if it has not exited after a grace period.`)
 			return err
 		}
 	}
-	m, err := manager()
+	m, err := e.manager()
 	if err != nil {
 		return err
 	}
 	opts := vm.StopOptions{Force: *force, Wait: *wait}
 	if !*all {
-		def, err := lookupVM(m, pos[0])
+		def, err := m.Store().Lookup(pos[0])
 		if err != nil {
 			return err
 		}
@@ -347,11 +350,11 @@ func stopOne(ctx context.Context, e *env, m *vm.Manager, def *config.VM, opts vm
 	case err != nil:
 		return fmt.Errorf("stopping vm %s: %w", def.Name, err)
 	case opts.Force:
-		fmt.Fprintf(e.err, "stopping vm %s: forced to terminate vm %d\n", def.Name, def.ID)
+		fmt.Fprintf(e.stderr, "stopping vm %s: forced to terminate vm %d\n", def.Name, def.ID)
 	case opts.Wait:
-		fmt.Fprintf(e.err, "stopping vm %s: terminated vm %d\n", def.Name, def.ID)
+		fmt.Fprintf(e.stderr, "stopping vm %s: terminated vm %d\n", def.Name, def.ID)
 	default:
-		fmt.Fprintf(e.err, "stopping vm %s: requested to shutdown vm %d\n", def.Name, def.ID)
+		fmt.Fprintf(e.stderr, "stopping vm %s: requested to shutdown vm %d\n", def.Name, def.ID)
 	}
 	return nil
 }
@@ -362,11 +365,11 @@ func runPause(ctx context.Context, e *env, args []string, pause bool) error {
 	if err != nil || target == "" {
 		return err
 	}
-	m, err := manager()
+	m, err := e.manager()
 	if err != nil {
 		return err
 	}
-	def, err := lookupVM(m, target)
+	def, err := m.Store().Lookup(target)
 	if err != nil {
 		return err
 	}
@@ -381,7 +384,7 @@ func runPause(ctx context.Context, e *env, args []string, pause bool) error {
 	if err != nil {
 		return fmt.Errorf("%s vm command failed: %w", verb, err)
 	}
-	fmt.Fprintf(e.err, "%s: %sd vm %d successfully\n", progName, verb, def.ID)
+	fmt.Fprintf(e.stderr, "%s: %sd vm %d successfully\n", progName, verb, def.ID)
 	return nil
 }
 
@@ -390,27 +393,27 @@ func runWait(ctx context.Context, e *env, args []string) error {
 	if err != nil || target == "" {
 		return err
 	}
-	m, err := manager()
+	m, err := e.manager()
 	if err != nil {
 		return err
 	}
-	def, err := lookupVM(m, target)
+	def, err := m.Store().Lookup(target)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(e.err, "waiting for vm %s: ", def.Name)
+	fmt.Fprintf(e.stderr, "waiting for vm %s: ", def.Name)
 	err = m.Wait(ctx, def)
 	switch {
 	case errors.Is(err, vm.ErrNotRunning):
 		// What wait waits for has happened already: "stop web; wait web"
 		// succeeds however quickly the guest powered off.
-		fmt.Fprintf(e.err, "vm %d is not running\n", def.ID)
+		fmt.Fprintf(e.stderr, "vm %d is not running\n", def.ID)
 		return nil
 	case err != nil:
-		fmt.Fprintln(e.err)
+		fmt.Fprintln(e.stderr)
 		return err
 	}
-	fmt.Fprintf(e.err, "terminated vm %d\n", def.ID)
+	fmt.Fprintf(e.stderr, "terminated vm %d\n", def.ID)
 	return nil
 }
 
@@ -441,7 +444,7 @@ is stopped).`)
 
 // listVMs prints the status table of all VMs, or of the one named.
 func listVMs(ctx context.Context, e *env, only []string, asJSON bool) error {
-	m, err := manager()
+	m, err := e.manager()
 	if err != nil {
 		return err
 	}
@@ -449,9 +452,6 @@ func listVMs(ctx context.Context, e *env, only []string, asJSON bool) error {
 	if len(only) == 1 {
 		st, def, err := m.Status(ctx, only[0])
 		if def == nil {
-			if errors.Is(err, store.ErrNotFound) {
-				return fmt.Errorf("%s: vm not found", only[0])
-			}
 			return err
 		}
 		list = []vm.Status{st}
@@ -459,14 +459,14 @@ func listVMs(ctx context.Context, e *env, only []string, asJSON bool) error {
 		return err
 	}
 	if asJSON {
-		return vm.WriteJSON(e.out, list)
+		return vm.WriteJSON(e.stdout, list)
 	}
-	if err := vm.WriteTable(e.out, list); err != nil {
+	if err := vm.WriteTable(e.stdout, list); err != nil {
 		return err
 	}
 	for _, st := range list {
 		if st.Err != "" {
-			fmt.Fprintf(e.err, "%s: vm %s: %s\n", progName, st.DisplayName(), st.Err)
+			fmt.Fprintf(e.stderr, "%s: vm %s: %s\n", progName, st.DisplayName(), st.Err)
 		}
 	}
 	return nil
@@ -493,27 +493,19 @@ reused or touched.`)
 	if err != nil || target == "" {
 		return err
 	}
-	m, err := manager()
+	m, err := e.manager()
 	if err != nil {
 		return err
 	}
 	def, err := m.Store().Lookup(target)
 	if def == nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return fmt.Errorf("%s: vm not found", target)
-		}
 		return err
 	}
 	// A broken definition may be removed: that is how one gets rid of it.
-	st, err := m.Remove(ctx, def)
-	switch {
-	case errors.Is(err, vm.ErrRunning):
-		return fmt.Errorf("remove %s: vm is running (pid %d); stop it first", def.Name, st.PID)
-	case errors.Is(err, store.ErrNotFound):
-		return fmt.Errorf("%s: vm not found", target)
-	case err != nil:
-		return err
+	// vm refuses a running VM, under the VM's lock.
+	if _, err := m.Remove(ctx, def); err != nil {
+		return notFoundAs(target, err)
 	}
-	fmt.Fprintf(e.err, "%s: removed vm %s (id %s)\n", progName, config.DisplayName(def.Name), strconv.Itoa(def.ID))
+	fmt.Fprintf(e.stderr, "%s: removed vm %s (id %s)\n", progName, config.DisplayName(def.Name), strconv.Itoa(def.ID))
 	return nil
 }

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -10,11 +10,13 @@ import (
 	"github.com/vmtui/vmtui/internal/units"
 )
 
-var createCommand = &command{
-	name:     "create",
-	synopsis: "[-c] [-b base | -i input] [-f qcow2|raw] [-s size] disk",
-	about:    "Create a disk image: empty, an overlay on a base image, or imported from another image.",
-	run:      runCreate,
+func createCommand() *command {
+	return &command{
+		name:     "create",
+		synopsis: "[-c] [-b base | -i input] [-f qcow2|raw] [-s size] disk",
+		about:    "Create a disk image: empty, an overlay on a base image, or imported from another image.",
+		run:      runCreate,
+	}
 }
 
 const createHelp = `
@@ -66,7 +68,7 @@ func runCreate(ctx context.Context, e *env, args []string) error {
 	case *base != "" && format != disk.FormatQcow2:
 		return fmt.Errorf("base images require qcow2 disk format")
 	case *input != "":
-		if err := importImage(ctx, *input, path, format, size, *compress); err != nil {
+		if err := e.importImage(ctx, *input, path, format, size, *compress); err != nil {
 			return err
 		}
 	case size == 0 && *base == "":
@@ -81,21 +83,21 @@ func runCreate(ctx context.Context, e *env, args []string) error {
 			opts.BackingFile = disk.BackingName(cwd, path, *base)
 		}
 		if err := disk.Create(path, opts); err != nil {
-			return explainInUse(err, false)
+			return e.explainInUse(err, false)
 		}
 	}
 	// vmctl reports success on standard error, as a diagnostic.
-	fmt.Fprintf(e.err, "%s: %s imagefile created\n", progName, format)
+	fmt.Fprintf(e.stderr, "%s: %s imagefile created\n", progName, format)
 	return nil
 }
 
 // importImage converts the image at input into a new image at path, grown
 // to size when that is larger than the input.
-func importImage(ctx context.Context, input, path string, format disk.Format, size int64, compress bool) error {
+func (e *env) importImage(ctx context.Context, input, path string, format disk.Format, size int64, compress bool) error {
 	if size != 0 {
 		info, err := disk.Info(ctx, input, disk.InfoOptions{})
 		if err != nil {
-			return explainInUse(err, false)
+			return e.explainInUse(err, false)
 		}
 		if size < info.VirtualSize {
 			return fmt.Errorf("create: size %s (%d bytes) cannot be smaller than input disk size %s (%d bytes)",
@@ -106,7 +108,7 @@ func importImage(ctx context.Context, input, path string, format disk.Format, si
 		}
 	}
 	if err := disk.Convert(ctx, input, path, disk.ConvertOptions{Format: format, Compress: compress}); err != nil {
-		return explainInUse(err, false)
+		return e.explainInUse(err, false)
 	}
 	if size != 0 {
 		// The image is complete at its input's size; growing it is one

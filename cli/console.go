@@ -1,20 +1,21 @@
-package main
+package cli
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 
 	"github.com/vmtui/vmtui/config/store"
 	"github.com/vmtui/vmtui/console"
 )
 
-var consoleCommand = &command{
-	name:     "console",
-	synopsis: "[--escape c] [--detach-key k] [--watch] [--takeover] id|name",
-	about:    "Connect to a running VM's serial console, as cu(1) would.",
-	run:      runConsole,
+func consoleCommand() *command {
+	return &command{
+		name:     "console",
+		synopsis: "[--escape c] [--detach-key k] [--watch] [--takeover] id|name",
+		about:    "Connect to a running VM's serial console, as cu(1) would.",
+		run:      runConsole,
+	}
 }
 
 const consoleHelp = `
@@ -48,24 +49,18 @@ func runConsole(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	opts.Takeover = *takeover
-	m, err := manager()
+	m, err := e.manager()
 	if err != nil {
 		return err
 	}
 	st, def, err := m.Status(ctx, target)
 	if def == nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return fmt.Errorf("%s: vm not found", target)
-		}
 		return err
 	}
-	paths, err := store.DefaultPaths()
-	if err != nil {
-		return err
-	}
+	paths := m.Store().Paths()
 	if *watch {
 		return console.Watch(ctx, console.WatchOptions{
-			Name: def.Name, SerialLog: paths.SerialLog(def.Name), Stdout: e.out, Stderr: e.err,
+			Name: def.Name, SerialLog: paths.SerialLog(def.Name), Stdout: e.stdout, Stderr: e.stderr,
 		})
 	}
 	if !st.Running() || st.TTY == "" {
@@ -93,10 +88,10 @@ func (cf consoleFlags) options() (console.Options, error) {
 func attach(ctx context.Context, e *env, paths *store.Paths, name, tty string, flags console.Options) error {
 	opts := console.Options{Name: name, TTY: tty, SerialLog: paths.SerialLog(name), LockFile: paths.ConsoleLockFile(name)}
 	opts.Escape, opts.DetachKey, opts.Takeover = flags.Escape, flags.DetachKey, flags.Takeover
-	opts.Stdin, opts.Stdout, opts.Stderr = os.Stdin, e.out, e.err
+	opts.Stdin, opts.Stdout, opts.Stderr = e.stdin, e.stdout, e.stderr
 	err := console.Attach(ctx, opts)
 	if errors.Is(err, console.ErrGuestStopped) || errors.Is(err, console.ErrTakenOver) {
-		fmt.Fprintf(e.err, "%s: %v\n", progName, err)
+		fmt.Fprintf(e.stderr, "%s: %v\n", progName, err)
 		return nil
 	}
 	return err

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -16,11 +16,13 @@ import (
 	"github.com/vmtui/vmtui/internal/units"
 )
 
-var diskInfoCommand = &command{
-	name:     "info",
-	synopsis: "[-U] [--json] disk",
-	about:    "Describe a disk image and its backing chain.",
-	run:      runDiskInfo,
+func diskInfoCommand() *command {
+	return &command{
+		name:     "info",
+		synopsis: "[-U] [--json] disk",
+		about:    "Describe a disk image and its backing chain.",
+		run:      runDiskInfo,
+	}
 }
 
 func runDiskInfo(ctx context.Context, e *env, args []string) error {
@@ -42,25 +44,27 @@ refused, as qemu-img refuses it, unless -U.`)
 	}
 	info, err := disk.Info(ctx, pos[0], disk.InfoOptions{ForceShare: *share})
 	if err != nil {
-		return explainInUse(err, true)
+		return e.explainInUse(err, true)
 	}
 	if *asJSON {
 		b, err := json.MarshalIndent(info, "", "    ")
 		if err != nil {
 			return fmt.Errorf("info %q: %w", pos[0], err)
 		}
-		fmt.Fprintf(e.out, "%s\n", b)
+		fmt.Fprintf(e.stdout, "%s\n", b)
 		return nil
 	}
-	fmt.Fprint(e.out, info.String())
+	fmt.Fprint(e.stdout, info.String())
 	return nil
 }
 
-var diskCheckCommand = &command{
-	name:     "check",
-	synopsis: "[-U | -r leaks|all] disk",
-	about:    "Check a qcow2 image for leaked clusters and corruptions, as qemu-img check does.",
-	run:      runDiskCheck,
+func diskCheckCommand() *command {
+	return &command{
+		name:     "check",
+		synopsis: "[-U | -r leaks|all] disk",
+		about:    "Check a qcow2 image for leaked clusters and corruptions, as qemu-img check does.",
+		run:      runDiskCheck,
+	}
 }
 
 // The exit statuses of disk check, those of qemu-img check.
@@ -107,10 +111,10 @@ may report errors that are none.`)
 		return &usageError{msg: "disk check: -U cannot be used with -r: a repair needs the image to itself"}
 	}
 	res, err := disk.Check(ctx, pos[0], mode, disk.CheckOptions{ForceShare: *share})
-	err = explainInUse(err, true)
+	err = e.explainInUse(err, true)
 	if res != nil {
 		for _, m := range res.Messages {
-			fmt.Fprintln(e.err, m)
+			fmt.Fprintln(e.stderr, m)
 		}
 	}
 	switch {
@@ -119,7 +123,7 @@ may report errors that are none.`)
 	case err != nil:
 		return &exitError{code: checkFailed, err: err}
 	}
-	printCheckSummary(e.out, res)
+	printCheckSummary(e.stdout, res)
 	switch {
 	case res.CheckErrors > 0:
 		return &exitError{code: checkFailed}
@@ -159,11 +163,13 @@ func printCheckSummary(w io.Writer, r *qcow2.CheckResult) {
 	}
 }
 
-var diskConvertCommand = &command{
-	name:     "convert",
-	synopsis: "[-cpU] [-O qcow2|raw] [-t writeback|unsafe] [--compression-type zlib|zstd] input output",
-	about:    "Copy an image, its backing chain flattened, into a new image of either format.",
-	run:      runDiskConvert,
+func diskConvertCommand() *command {
+	return &command{
+		name:     "convert",
+		synopsis: "[-cpU] [-O qcow2|raw] [-t writeback|unsafe] [--compression-type zlib|zstd] input output",
+		about:    "Copy an image, its backing chain flattened, into a new image of either format.",
+		run:      runDiskConvert,
+	}
 }
 
 func runDiskConvert(ctx context.Context, e *env, args []string) error {
@@ -217,14 +223,14 @@ which copies it as it is, however inconsistent.`)
 	}
 	var bar *progressLine
 	if *progress {
-		bar = &progressLine{w: e.err}
+		bar = &progressLine{w: e.stderr}
 		opts.Progress = bar.update
 	}
 	err = disk.Convert(ctx, pos[0], out, opts)
 	if bar != nil {
 		bar.end()
 	}
-	return explainInUse(err, true)
+	return e.explainInUse(err, true)
 }
 
 // forceShareFlag defines -U and --force-share, as qemu-img has them.
@@ -237,12 +243,12 @@ func forceShareFlag(fs *flag.FlagSet) *bool {
 // explainInUse completes an error about an image in use: it names the VM
 // that uses the image when one does and, for a command with -U (canForce),
 // says how to read it anyway when vmtui only wanted to read it.
-func explainInUse(err error, canForce bool) error {
+func (e *env) explainInUse(err error, canForce bool) error {
 	var iu *disk.InUseError
 	if !errors.As(err, &iu) {
 		return err
 	}
-	err = disk.NameHolder(err, vmDisks)
+	err = disk.NameHolder(err, e.vmDisks)
 	if iu.ReadOnly && canForce {
 		err = &hintError{err: err, hint: "-U reads it anyway, as it is at this moment"}
 	}
@@ -250,8 +256,8 @@ func explainInUse(err error, canForce bool) error {
 }
 
 // vmDisks returns the disks of each defined VM, by name.
-func vmDisks() (map[string][]string, error) {
-	m, err := manager()
+func (e *env) vmDisks() (map[string][]string, error) {
+	m, err := e.manager()
 	if err != nil {
 		return nil, err
 	}
@@ -305,11 +311,13 @@ func (p *progressLine) end() {
 	}
 }
 
-var diskCommitCommand = &command{
-	name:     "commit",
-	synopsis: "[-p] overlay",
-	about:    "Write what a qcow2 overlay holds into its backing file.",
-	run:      runDiskCommit,
+func diskCommitCommand() *command {
+	return &command{
+		name:     "commit",
+		synopsis: "[-p] overlay",
+		about:    "Write what a qcow2 overlay holds into its backing file.",
+		run:      runDiskCommit,
+	}
 }
 
 func runDiskCommit(ctx context.Context, e *env, args []string) error {
@@ -331,7 +339,7 @@ is smaller; the overlay itself is left as it is.`)
 	var opts disk.CommitOptions
 	var bar *progressLine
 	if *progress {
-		bar = &progressLine{w: e.err}
+		bar = &progressLine{w: e.stderr}
 		opts.Progress = bar.update
 	}
 	err = disk.Commit(ctx, pos[0], opts)
@@ -339,17 +347,19 @@ is smaller; the overlay itself is left as it is.`)
 		bar.end()
 	}
 	if err != nil {
-		return explainInUse(err, false)
+		return e.explainInUse(err, false)
 	}
-	fmt.Fprintln(e.out, "Image committed.")
+	fmt.Fprintln(e.stdout, "Image committed.")
 	return nil
 }
 
-var diskResizeCommand = &command{
-	name:     "resize",
-	synopsis: "disk [+]size",
-	about:    "Grow a disk image to a size, or by an amount with a leading +.",
-	run:      runDiskResize,
+func diskResizeCommand() *command {
+	return &command{
+		name:     "resize",
+		synopsis: "disk [+]size",
+		about:    "Grow a disk image to a size, or by an amount with a leading +.",
+		run:      runDiskResize,
+	}
 }
 
 func runDiskResize(ctx context.Context, e *env, args []string) error {
@@ -397,8 +407,8 @@ could lose data. A qcow2 image's size is rounded up to 512 bytes.`)
 		size += info.VirtualSize
 	}
 	if err := disk.Resize(ctx, path, size); err != nil {
-		return explainInUse(err, false)
+		return e.explainInUse(err, false)
 	}
-	fmt.Fprintln(e.out, "Image resized.")
+	fmt.Fprintln(e.stdout, "Image resized.")
 	return nil
 }

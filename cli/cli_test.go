@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bytes"
@@ -8,11 +8,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vmtui/vmtui/config/store"
 	"github.com/vmtui/vmtui/disk/qcow2"
 )
 
-// In-process tests of the command-line plumbing; main_test.go runs the
-// binary against real images.
+// In-process tests of the command-line plumbing; the tests of package main
+// run the binary against real images and VMs.
 
 func TestLookup(t *testing.T) {
 	table := []*command{{name: "start"}, {name: "status"}, {name: "stop"}, {name: "show"}, {name: "st"}, {name: "create"}}
@@ -162,11 +163,19 @@ func TestRunInProcess(t *testing.T) {
 	}
 	for _, tt := range tests {
 		var out, errOut bytes.Buffer
-		code := run(context.Background(), tt.args, &out, &errOut)
+		code := New(strings.NewReader(""), &out, &errOut, noPaths(t)).Run(context.Background(), tt.args)
 		if code != tt.code || !strings.HasPrefix(out.String(), tt.out) || !strings.HasPrefix(errOut.String(), tt.err) ||
 			(tt.out == "" && out.Len() > 0) || (tt.err == "" && errOut.Len() > 0) {
 			t.Errorf("vmtui %q: exit %d\nstdout %q\nstderr %q\nwant exit %d, stdout %q..., stderr %q...",
 				tt.args, code, out.String(), errOut.String(), tt.code, tt.out, tt.err)
 		}
+	}
+}
+
+// noPaths is the state root of commands that must not need one.
+func noPaths(t *testing.T) func() (*store.Paths, error) {
+	return func() (*store.Paths, error) {
+		t.Error("a command that needs no VM opened the store")
+		return nil, errors.New("no state root")
 	}
 }
