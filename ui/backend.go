@@ -82,10 +82,7 @@ func (b *managerBackend) SerialLog(name string) string {
 }
 
 func (b *managerBackend) lookup(name string) (*config.VM, error) {
-	def, err := b.m.Store().Lookup(name)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, fmt.Errorf("%s: vm not found", name)
-	}
+	def, err := b.m.Store().Lookup(name) // not found: "NAME: vm not found"
 	if err != nil {
 		return nil, err
 	}
@@ -139,16 +136,11 @@ func (b *managerBackend) Create(def *config.VM) error { return b.m.Store().Creat
 func (b *managerBackend) Remove(ctx context.Context, name string) error {
 	def, err := b.m.Store().Lookup(name)
 	if def == nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return fmt.Errorf("%s: vm not found", name)
-		}
 		return err
 	}
-	// Under the VM's lock, so that a start cannot slip in (vm.Manager.Remove).
-	st, err := b.m.Remove(ctx, def)
-	if errors.Is(err, vm.ErrRunning) {
-		return fmt.Errorf("remove %s: vm is running (pid %d); stop it first", def.Name, st.PID)
-	}
+	// Under the VM's lock, so that a start cannot slip in; a running VM is
+	// refused there ("remove NAME: vm is running (pid N); stop it first").
+	_, err = b.m.Remove(ctx, def)
 	return err
 }
 
