@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -177,5 +180,85 @@ func noPaths(t *testing.T) func() (*store.Paths, error) {
 	return func() (*store.Paths, error) {
 		t.Error("a command that needs no VM opened the store")
 		return nil, errors.New("no state root")
+	}
+}
+
+// runIn runs the command line in process on the state root dir, with the
+// working directory dir, and returns the exit status, stdout and stderr.
+func runIn(t *testing.T, dir string, paths func() (*store.Paths, error), args ...string) (int, string, string) {
+	t.Helper()
+	t.Chdir(dir)
+	var out, errOut bytes.Buffer
+	code := New(strings.NewReader(""), &out, &errOut, paths).Run(context.Background(), args)
+	return code, out.String(), errOut.String()
+}
+
+// TestRunStore: the VM commands act on the store of the paths given to New,
+// opened once, on first use; the disk commands do not open it.
+func TestRunStore(t *testing.T) {
+	dir := t.TempDir()
+	opened := 0
+	paths := func() (*store.Paths, error) {
+		opened++
+		return store.HomePaths(dir), nil
+	}
+	c := New(strings.NewReader(""), io.Discard, io.Discard, paths)
+	for _, args := range [][]string{{"define", "-b", "/k", "-m", "128M", "web"}, {"status", "web"}, {"--list"}} {
+		if code := c.Run(context.Background(), args); code != 0 {
+			t.Fatalf("vmtui %q: exit %d", args, code)
+		}
+	}
+	if opened != 1 {
+		t.Errorf("the store was opened %d times, want once", opened)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "vms", "web.toml")); err != nil {
+		t.Errorf("define did not write to the state root given: %v", err)
+	}
+
+	tests := []struct {
+		args []string
+		code int
+		out  string // prefix of stdout
+		err  string
+	}{
+		{[]string{"status", "1"}, 0, listHeader, ""},
+		{[]string{"remove", "web"}, 0, "", "vmtui: removed vm web (id 1)\n"},
+		{[]string{"status", "web"}, 1, "", "vmtui: web: vm not found\n"},
+		{[]string{"remove", "1"}, 1, "", "vmtui: 1: vm not found\n"},
+		{[]string{"define", "-m", "128M", "2"}, 1, "", "vmtui: 2: vm not found\n"},
+	}
+	for _, tt := range tests {
+		code, out, errOut := runIn(t, dir, paths, tt.args...)
+		if code != tt.code || !strings.HasPrefix(out, tt.out) || (tt.out == "" && out != "") || errOut != tt.err {
+			t.Errorf("vmtui %q: exit %d, stdout %q, stderr %q; want exit %d, stdout %q..., stderr %q",
+				tt.args, code, out, errOut, tt.code, tt.out, tt.err)
+		}
+	}
+
+	// A disk command needs no state root.
+	if err := os.WriteFile(filepath.Join(dir, "a.raw"), make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runIn(t, dir, noPaths(t), "disk", "info", "a.raw")
+	if code != 0 || !strings.HasPrefix(out, "image: a.raw\n") || errOut != "" {
+		t.Errorf("disk info: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}
+
+const listHeader = "   ID   PID VCPUS  MAXMEM  CURMEM     TTY        OWNER    STATE NAME\n"
+
+// TestRunNoTerminal: without arguments and without a terminal (a pipe, a
+// script), vmtui prints its usage instead of opening the TUI.
+func TestRunNoTerminal(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	var errOut bytes.Buffer
+	code := New(r, w, &errOut, noPaths(t)).Run(context.Background(), nil)
+	if code != 1 || !strings.HasPrefix(errOut.String(), "usage:\tvmtui start") {
+		t.Errorf("vmtui on pipes: exit %d, stderr %q; want 1 and the usage", code, errOut.String())
 	}
 }
