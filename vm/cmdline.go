@@ -20,50 +20,6 @@ const DefaultBinary = "qemu-system-x86_64"
 // DefaultMachine is the machine type when a definition names none.
 const DefaultMachine = "q35"
 
-// Spec is everything the command line is built from: a definition's
-// settings, resolved (sizes in bytes, disk formats detected), plus the
-// runtime files of this start.
-type Spec struct {
-	Name    string
-	Memory  int64 // bytes
-	CPUs    int
-	Machine string // "" means DefaultMachine
-	// Accel lists accelerators in order of preference, e.g. {"kvm", "tcg"}.
-	Accel  []string
-	Disks  []DiskSpec
-	CDROM  string
-	Kernel string
-	Initrd string
-	Append string
-	// Boot is "disk", "cdrom", "net" or "" (firmware default; the kernel when one is given).
-	Boot  string
-	Nets  []NetSpec
-	Extra []string // appended verbatim, after everything vmtui renders
-	// Paused starts the guest with its vCPUs stopped (-S).
-	Paused bool
-
-	// Runtime files.
-	QMPFD     int    // inherited listening socket for QMP (ExtraFiles index + 3); 0 for none
-	QMPPath   string // a QMP socket path for QEMU to create, when QMPFD is 0
-	EventsFD  int    // a second QMP monitor's inherited listening socket, for long-lived watchers; 0 for none
-	PIDFile   string
-	SerialLog string
-}
-
-// DiskSpec is one disk image with its detected format.
-type DiskSpec struct {
-	Path   string
-	Format string // "qcow2" or "raw"
-}
-
-// NetSpec is one network interface.
-type NetSpec struct {
-	Type    string   // "user" (default) or "bridge"
-	Bridge  string   // bridge name for Type "bridge"
-	HostFwd []string // user networking port forwards, "tcp::2222-:22"
-	MAC     string   // optional
-}
-
 // device renders its part of the command line.
 type device interface {
 	args() ([]string, error)
@@ -175,7 +131,7 @@ func (m machineDev) args() ([]string, error) {
 	if t == "" {
 		t = DefaultMachine
 	}
-	if !validToken(t) {
+	if !config.IsWord(t) {
 		return nil, fmt.Errorf("invalid machine type %q", t)
 	}
 	return []string{"-machine", t}, nil
@@ -189,7 +145,7 @@ func (a accelDev) args() ([]string, error) {
 	}
 	var argv []string
 	for _, x := range a {
-		if !validToken(x) {
+		if !config.IsWord(x) {
 			return nil, fmt.Errorf("invalid accelerator %q", x)
 		}
 		argv = append(argv, "-accel", x)
@@ -274,8 +230,8 @@ func (k kernelDev) args() ([]string, error) {
 		}
 		return nil, nil
 	}
-	for what, v := range map[string]string{"kernel": k.kernel, "initrd": k.initrd, "kernel command line": k.append} {
-		if err := checkValue(what, v); err != nil {
+	for _, v := range []struct{ what, v string }{{"kernel", k.kernel}, {"initrd", k.initrd}, {"kernel command line", k.append}} {
+		if err := checkValue(v.what, v.v); err != nil {
 			return nil, err
 		}
 	}
@@ -384,17 +340,4 @@ func (b bootDev) args() ([]string, error) {
 		return []string{"-boot", "order=n"}, nil
 	}
 	return nil, fmt.Errorf("unknown boot device %q (want disk, cdrom or net)", b.boot)
-}
-
-// validToken accepts the names of machine types and accelerators.
-func validToken(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for _, r := range s {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
-			return false
-		}
-	}
-	return true
 }

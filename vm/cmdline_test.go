@@ -111,6 +111,8 @@ func TestCmdlineRefuses(t *testing.T) {
 		{"bad hostfwd", func(s *Spec) { s.Nets = []NetSpec{{HostFwd: []string{"tcp::99999-:22"}}} }, "out of range"},
 		{"hostfwd injection", func(s *Spec) { s.Nets = []NetSpec{{HostFwd: []string{"tcp::1-:2,smb=/"}}} }, "invalid port forward"},
 		{"bridge name", func(s *Spec) { s.Nets = []NetSpec{{Type: "bridge", Bridge: "br0,x=y"}} }, "invalid bridge"},
+		{"no bridge name", func(s *Spec) { s.Nets = []NetSpec{{Type: "bridge"}} }, "invalid bridge"},
+		{"empty accelerator", func(s *Spec) { s.Accel = []string{""} }, "invalid accelerator"},
 		{"machine", func(s *Spec) { s.Machine = "q35,accel=kvm" }, "invalid machine"},
 		{"boot", func(s *Spec) { s.Boot = "floppy" }, "unknown boot"},
 		{"no memory", func(s *Spec) { s.Memory = 0 }, "memory"},

@@ -27,8 +27,9 @@ import (
 // does not. So a query never removes what a start in progress has made: it
 // sees the start instead (StateStarting, from the start's marker file), at
 // once, without waiting for it. A VM without a runtime directory has never
-// been started (or its files were lost): a query looks, touching nothing,
-// unless it finds a QEMU to adopt.
+// been started (or its files were lost): a query looks for its QEMU by
+// command line, touching nothing. Queries never create a file: adopting a
+// QEMU they find that way is Adopt's job (adopt.go).
 
 // startingFileName marks a start in progress; it is only meaningful while
 // the VM's lock is held.
@@ -71,9 +72,11 @@ func (m *Manager) Status(ctx context.Context, nameOrID string) (Status, *config.
 	return m.inspect(ctx, def, &scan{}, false), def, nil
 }
 
-// inspect reports a VM's status, cleaning up stale runtime files. A start in
-// progress gives StateStarting at once, or, with wait set (for commands that
-// act on the VM), is waited for, for as long as a start may take.
+// inspect reports a VM's status, removing the runtime files of a QEMU that
+// no longer runs; it creates none. A start in progress gives StateStarting
+// at once, or, with wait set (for commands that act on the VM), is waited
+// for, for as long as a start may take. With sc nil, a QEMU is only looked
+// for by the VM's pidfile.
 func (m *Manager) inspect(ctx context.Context, def *config.VM, sc *scan, wait bool) Status {
 	st := m.baseStatus(def)
 	if config.ValidName(def.Name) != nil {
@@ -82,32 +85,26 @@ func (m *Manager) inspect(ctx context.Context, def *config.VM, sc *scan, wait bo
 	lock, err := m.lockShared(ctx, def.Name, wait)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		// No runtime directory. Adopt a QEMU found by its command line;
-		// else nothing runs, and there is nothing to clean up.
-		if sc == nil || m.candidate(def.Name, sc) == nil {
+		// No runtime directory, so nothing to clean up. A QEMU whose
+		// runtime files were lost is still found by its command line.
+		if sc == nil {
 			return st
 		}
-		if _, err := m.paths.EnsureRuntimeDir(def.Name); err != nil {
-			st.Err = err.Error()
-			return st
+		if p := m.candidate(def.Name, sc); p != nil {
+			return m.query(ctx, def, st, p)
 		}
-		if lock, err = m.lockShared(ctx, def.Name, wait); err != nil {
-			return m.lockFailed(st, err)
-		}
+		return st
 	case err != nil:
 		return m.lockFailed(st, err)
 	}
 	// No start is in progress: a marker left is from a start that was
 	// killed.
 	os.Remove(m.paths.RuntimeFile(def.Name, startingFileName))
-	p, err := m.find(def.Name, sc)
+	p, _ := m.find(def.Name, sc)
 	if p == nil {
 		m.cleanup(def.Name)
 	}
 	lock.Unlock()
-	if err != nil {
-		st.Err = err.Error()
-	}
 	if p == nil {
 		return st
 	}
@@ -177,13 +174,11 @@ func (m *Manager) baseStatus(def *config.VM) Status {
 	return st
 }
 
-// inspectLocked reports a VM's status; the caller holds its lock.
+// inspectLocked reports a VM's status as inspect does; the caller holds
+// its lock.
 func (m *Manager) inspectLocked(ctx context.Context, def *config.VM, sc *scan) Status {
 	st := m.baseStatus(def)
-	p, err := m.find(def.Name, sc)
-	if err != nil {
-		st.Err = err.Error()
-	}
+	p, _ := m.find(def.Name, sc)
 	if p == nil {
 		m.cleanup(def.Name)
 		return st
@@ -191,8 +186,9 @@ func (m *Manager) inspectLocked(ctx context.Context, def *config.VM, sc *scan) S
 	return m.query(ctx, def, st, p)
 }
 
-// query fills in the status of a VM whose QEMU is p, asking its monitor.
-// It needs no lock.
+// query fills in the status of a VM whose QEMU is p, asking its monitor
+// (and asking it for the serial pty when the VM's record of it is lost).
+// It needs no lock, and writes nothing.
 func (m *Manager) query(ctx context.Context, def *config.VM, st Status, p *procInfo) Status {
 	st.PID = p.PID
 	st.startTime = p.StartTime
@@ -236,7 +232,6 @@ func (m *Manager) query(ctx context.Context, def *config.VM, st Status, p *procI
 	if st.TTY == "" {
 		if pty, err := c.PTY(qctx, SerialLabel); err == nil {
 			st.TTY = pty
-			os.WriteFile(m.paths.PTYFile(def.Name), []byte(pty+"\n"), 0o600)
 		}
 	}
 	switch qs.Status {
@@ -255,33 +250,28 @@ func (m *Manager) query(ctx context.Context, def *config.VM, st Status, p *procI
 }
 
 // find finds the QEMU process of VM name: the one its pidfile names if
-// that is still our QEMU, else (runtime files lost) one whose command line
-// names the VM's pidfile, which is then adopted. It returns nil when none
-// runs. The caller holds the VM's lock.
-func (m *Manager) find(name string, sc *scan) (*procInfo, error) {
+// that is still our QEMU, else, with a scan, one whose command line names
+// the VM's pidfile: then its runtime files were lost, and lost is true. It
+// returns nil when none runs, and writes nothing. A caller that removes
+// runtime files on its word holds the VM's lock.
+func (m *Manager) find(name string, sc *scan) (p *procInfo, lost bool) {
 	pidfile := m.paths.PIDFile(name)
 	if pid := readPIDFile(pidfile); pid != 0 {
 		p, err := readProc(pid)
 		if err == nil && m.ours(p, pidfile) && !startedAfter(p, pidfile) {
 			if id, err := os.ReadFile(m.paths.BootIDFile(name)); err == nil && strings.TrimSpace(string(id)) != bootID() {
-				return nil, nil // from before the host's last boot
+				return nil, false // from before the host's last boot
 			}
-			return p, nil
+			return p, false
 		}
 	}
 	if sc == nil {
-		return nil, nil
+		return nil, false
 	}
-	p := m.candidate(name, sc)
-	if p == nil {
-		return nil, nil
+	if p := m.candidate(name, sc); p != nil {
+		return p, true
 	}
-	// Adopt it: recreate what can be recreated of its runtime files.
-	if _, err := m.paths.EnsureRuntimeDir(name); err == nil {
-		os.WriteFile(pidfile, []byte(strconv.Itoa(p.PID)+"\n"), 0o600)
-		os.WriteFile(m.paths.BootIDFile(name), []byte(bootID()+"\n"), 0o600)
-	}
-	return p, nil
+	return nil, false
 }
 
 // candidate returns the QEMU of ours, if any, whose command line names the

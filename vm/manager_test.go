@@ -400,55 +400,6 @@ func waitArgv(t *testing.T, pid int, pidfile string) {
 	}
 }
 
-// TestLostRuntimeFiles deletes a running QEMU's runtime files: List finds
-// it again by its command line and shows it broken (its monitor is gone),
-// and a forced stop kills it.
-func TestLostRuntimeFiles(t *testing.T) {
-	t.Parallel()
-	e := newGuestEnv(t)
-	def := e.define("orphan")
-	st := e.start(def, vm.StartOptions{Paused: true})
-	for _, sock := range []func(string) (string, error){e.paths.QMPSocket, e.paths.EventsSocket} {
-		p, err := sock("orphan")
-		if err != nil {
-			t.Fatal(err)
-		}
-		os.Remove(p)
-	}
-	if err := os.RemoveAll(e.paths.RuntimeDir("orphan")); err != nil {
-		t.Fatal(err)
-	}
-
-	m2 := e.newManager() // another vmtui, which never knew the process
-	got := e.status(m2, "orphan")
-	if got.PID != st.PID || got.State != vm.StateBroken || got.Err == "" {
-		t.Fatalf("after losing the runtime files: state %s, pid %d, err %q; want broken, pid %d, an error", got.State, got.PID, got.Err, st.PID)
-	}
-	t.Logf("adopted: %s: %s", got.State, got.Err)
-	if pf := strings.TrimSpace(readFile(e.paths.PIDFile("orphan"))); pf != strconv.Itoa(st.PID) {
-		t.Errorf("adoption should rewrite the pidfile: %q, want %d", pf, st.PID)
-	}
-	// Starting it again must not start a second QEMU.
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-	defer cancel()
-	if _, err := m2.Start(ctx, def, vm.StartOptions{}); !errors.Is(err, vm.ErrAlreadyRunning) {
-		t.Errorf("start of an adopted vm: %v, want ErrAlreadyRunning", err)
-	}
-	if pids := qemuPIDs(e.paths.PIDFile("orphan"), false); len(pids) != 1 {
-		t.Errorf("QEMUs of the vm: %v, want only %d", pids, st.PID)
-	}
-	if err := m2.Stop(ctx, def, vm.StopOptions{Force: true}); err != nil {
-		t.Fatalf("forced stop: %v", err)
-	}
-	if alive(st.PID) {
-		t.Errorf("QEMU %d runs after a forced stop", st.PID)
-	}
-	if got := e.status(m2, "orphan"); got.State != vm.StateStopped {
-		t.Errorf("after forced stop: state %s, want stopped", got.State)
-	}
-	e.requireNoRuntimeFiles("orphan")
-}
-
 // TestStartFailures: QEMU's own error text when it refuses to start, and
 // vmd's messages for what is checked before.
 func TestStartFailures(t *testing.T) {

@@ -1,0 +1,108 @@
+package vm
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/vmtui/vmtui/config"
+	"github.com/vmtui/vmtui/disk"
+)
+
+// Spec is everything the command line is built from: a definition's
+// settings, resolved (sizes in bytes, disk formats detected), plus the
+// runtime files of this start.
+type Spec struct {
+	Name    string
+	Memory  int64 // bytes
+	CPUs    int
+	Machine string // "" means DefaultMachine
+	// Accel lists accelerators in order of preference, e.g. {"kvm", "tcg"}.
+	Accel  []string
+	Disks  []DiskSpec
+	CDROM  string
+	Kernel string
+	Initrd string
+	Append string
+	// Boot is "disk", "cdrom", "net" or "" (firmware default; the kernel when one is given).
+	Boot  string
+	Nets  []NetSpec
+	Extra []string // appended verbatim, after everything vmtui renders
+	// Paused starts the guest with its vCPUs stopped (-S).
+	Paused bool
+
+	// Runtime files.
+	QMPFD     int    // inherited listening socket for QMP (ExtraFiles index + 3); 0 for none
+	QMPPath   string // a QMP socket path for QEMU to create, when QMPFD is 0
+	EventsFD  int    // a second QMP monitor's inherited listening socket, for long-lived watchers; 0 for none
+	PIDFile   string
+	SerialLog string
+}
+
+// DiskSpec is one disk image with its detected format.
+type DiskSpec struct {
+	Path   string
+	Format string // "qcow2" or "raw"
+}
+
+// NetSpec is one network interface.
+type NetSpec struct {
+	Type    string   // "user" (default) or "bridge"
+	Bridge  string   // bridge name for Type "bridge"
+	HostFwd []string // user networking port forwards, "tcp::2222-:22"
+	MAC     string   // optional
+}
+
+// spec resolves a definition into a Spec, without its runtime files,
+// checking first what vmd checks: the disks, CD-ROM, kernel and initrd
+// must exist. Disks whose format the definition leaves out are detected. The
+// first problem is returned, in the order of the definition's fields.
+func (m *Manager) spec(def *config.VM) (Spec, error) {
+	s := Spec{
+		Name: def.Name, Memory: def.Memory, CPUs: def.CPUs, Machine: def.Machine,
+		CDROM: def.CDROM, Kernel: def.Kernel, Initrd: def.Initrd, Append: def.Append,
+		Boot: string(def.Boot), Extra: def.ExtraArgs,
+	}
+	var err error
+	switch {
+	case def.Accel != "":
+		s.Accel = []string{def.Accel}
+	default:
+		if s.Accel, err = ParseAccel(m.Accel); err != nil {
+			return s, fmt.Errorf("$VMTUI_ACCEL: %w", err)
+		}
+	}
+	for _, d := range def.Disks {
+		// A regular file or block device: a FIFO would hang the open.
+		if err := disk.CheckFile(d.Path); err != nil {
+			return s, fmt.Errorf("could not open disk image(s): %w", err)
+		}
+		f := d.Format
+		if f == "" {
+			if f, err = disk.DetectFormat(d.Path); err != nil {
+				return s, fmt.Errorf("could not open disk image(s): %w", err)
+			}
+		}
+		s.Disks = append(s.Disks, DiskSpec{Path: d.Path, Format: string(f)})
+	}
+	if def.CDROM != "" {
+		fi, err := os.Stat(def.CDROM)
+		if err != nil {
+			return s, fmt.Errorf("could not find specified iso image %q: %w", def.CDROM, disk.PathCause(err))
+		}
+		if !fi.Mode().IsRegular() {
+			return s, fmt.Errorf("specified iso image %q is not a regular file", def.CDROM)
+		}
+	}
+	for _, f := range []struct{ what, path string }{{"kernel", def.Kernel}, {"initrd", def.Initrd}} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			return s, fmt.Errorf("could not find specified %s %q: %w", f.what, f.path, disk.PathCause(err))
+		}
+	}
+	for _, n := range def.Networks {
+		s.Nets = append(s.Nets, NetSpec{Type: string(n.Type), Bridge: n.Bridge, HostFwd: n.HostFwd, MAC: n.MAC})
+	}
+	return s, nil
+}

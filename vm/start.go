@@ -1,0 +1,273 @@
+package vm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vmtui/vmtui/config"
+	"github.com/vmtui/vmtui/config/store"
+	"github.com/vmtui/vmtui/internal/seriallog"
+	"github.com/vmtui/vmtui/vm/qmp"
+)
+
+// StartOptions modify Start.
+type StartOptions struct {
+	// Paused starts QEMU with its vCPUs stopped (-S): the VM shows as
+	// paused until Unpause.
+	Paused bool
+}
+
+// Start launches the VM defined by def and returns its status once QEMU's
+// monitor answers. QEMU's own error text is returned when it fails to
+// start. Two Starts of one VM at once, in one process or two, start one QEMU:
+// the second finds it running and returns ErrAlreadyRunning. So does a Start
+// of a VM whose QEMU runs but lost its runtime files, after adopting it
+// (Adopt). Start reads the definition again under the VM's lock, and starts
+// what it says then: store.ErrNotFound once it was removed.
+func (m *Manager) Start(ctx context.Context, def *config.VM, opts StartOptions) (Status, error) {
+	if def.Err != nil {
+		return Status{}, def.Err
+	}
+	if err := config.ValidName(def.Name); err != nil {
+		return Status{}, err
+	}
+	rundir, err := m.paths.EnsureRuntimeDir(def.Name)
+	if err != nil {
+		return Status{}, err
+	}
+	if _, err := m.paths.EnsureLogDir(def.Name); err != nil {
+		return Status{}, err
+	}
+	lock, err := store.Lock(ctx, m.paths.LockFile(def.Name))
+	if err != nil {
+		return Status{}, err
+	}
+	defer lock.Unlock()
+	// Queries seeing the lock held report the VM starting (see inspect).
+	starting := m.paths.RuntimeFile(def.Name, startingFileName)
+	if err := os.WriteFile(starting, nil, 0o600); err != nil {
+		return Status{}, fmt.Errorf("start vm %s: %w", def.Name, err)
+	}
+	defer os.Remove(starting)
+
+	// The definition may have been removed, or changed, since def was
+	// read: start what it says now, and nothing once it is gone.
+	if def, err = m.current(def); err != nil {
+		return Status{}, err
+	}
+	// A QEMU that lost its runtime files is adopted, whatever comes of
+	// recreating them: the answer is the same.
+	if st, _ := m.adoptLocked(ctx, def, &scan{}); st.Running() {
+		return st, ErrAlreadyRunning
+	}
+	m.cleanup(def.Name)
+	spec, err := m.spec(def)
+	if err != nil {
+		return Status{}, err
+	}
+
+	qmpPath, err := m.paths.QMPSocket(def.Name)
+	if err != nil {
+		return Status{}, err
+	}
+	eventsPath, err := m.paths.EventsSocket(def.Name)
+	if err != nil {
+		return Status{}, err
+	}
+	var files []*os.File
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	for _, p := range []string{qmpPath, eventsPath} {
+		f, err := listenUnix(p)
+		if err != nil {
+			return Status{}, err
+		}
+		files = append(files, f)
+	}
+	spec.QMPFD, spec.EventsFD = 3, 4
+	spec.Paused = opts.Paused
+	spec.PIDFile = m.paths.PIDFile(def.Name)
+	spec.SerialLog = m.paths.SerialLog(def.Name)
+	seriallog.Cap(spec.SerialLog, seriallog.DefaultCap) // best effort: an untrimmed log still works
+	argv, err := Cmdline(spec)
+	if err != nil {
+		return Status{}, err
+	}
+	if err := os.WriteFile(m.paths.BootIDFile(def.Name), []byte(bootID()+"\n"), 0o600); err != nil {
+		return Status{}, fmt.Errorf("start vm %s: %w", def.Name, err)
+	}
+	logPath := m.paths.QEMULog(def.Name)
+	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return Status{}, fmt.Errorf("start vm %s: %w", def.Name, err)
+	}
+	defer logf.Close()
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return Status{}, err
+	}
+	defer devnull.Close()
+
+	cmd := exec.Command(m.Binary, argv...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, logf, logf
+	cmd.ExtraFiles = files
+	cmd.Dir = rundir
+	// A session of its own: QEMU outlives vmtui and its terminal.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		m.cleanup(def.Name)
+		return Status{}, fmt.Errorf("start vm %s: %w", def.Name, err)
+	}
+	exited := m.reap(cmd)
+	// QEMU holds the listeners now; closing ours lets a dial fail fast
+	// if QEMU dies.
+	for _, f := range files {
+		f.Close()
+	}
+	files = nil
+
+	fail := func(err error) (Status, error) {
+		cmd.Process.Kill()
+		<-exited
+		m.cleanup(def.Name)
+		return Status{}, err
+	}
+	sctx, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
+	c, err := dialUntilExit(sctx, qmpPath, exited)
+	if err != nil {
+		if errors.Is(err, errExited) {
+			last, _ := seriallog.Tail(logPath, 20) // QEMU's own error text
+			msg := strings.TrimSpace(string(last))
+			if msg == "" {
+				msg = "qemu exited during start-up"
+			}
+			m.cleanup(def.Name)
+			return Status{}, fmt.Errorf("start vm %s: %s", def.Name, msg)
+		}
+		return fail(fmt.Errorf("start vm %s: %w", def.Name, err))
+	}
+	pty, err := c.PTY(sctx, SerialLabel)
+	c.Close()
+	if err != nil {
+		return fail(fmt.Errorf("start vm %s: find the serial console: %w", def.Name, err))
+	}
+	if err := os.WriteFile(m.paths.PTYFile(def.Name), []byte(pty+"\n"), 0o600); err != nil {
+		return fail(fmt.Errorf("start vm %s: %w", def.Name, err))
+	}
+	// QEMU writes its pidfile early in start-up; make sure it is ours.
+	if pid := readPIDFile(m.paths.PIDFile(def.Name)); pid != cmd.Process.Pid {
+		os.WriteFile(m.paths.PIDFile(def.Name), []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o600)
+	}
+	return m.inspectLocked(ctx, def, nil), nil
+}
+
+// current reads def's definition again, under the VM's lock: it returns
+// store.ErrNotFound if it was removed (or removed and defined again: another
+// VM, with another ID), and refuses a VM whose ID another definition has.
+func (m *Manager) current(def *config.VM) (*config.VM, error) {
+	cur, err := m.store.Lookup(def.Name)
+	switch {
+	case errors.Is(err, store.ErrNotFound) || cur != nil && cur.ID != def.ID:
+		return nil, fmt.Errorf("start vm %s: %w", def.Name, store.ErrNotFound)
+	case err != nil:
+		return nil, err
+	}
+	all, err := m.store.List()
+	if err != nil {
+		return nil, err
+	}
+	var same []string
+	for _, o := range all {
+		if o.ID == cur.ID && o.File != cur.File {
+			same = append(same, strconv.Quote(o.File))
+		}
+	}
+	if len(same) > 0 {
+		return nil, fmt.Errorf("start vm %s: id %d is the id of both %q and %s; give one of them another id",
+			def.Name, cur.ID, cur.File, strings.Join(same, " and "))
+	}
+	return cur, nil
+}
+
+// listenUnix creates a unix socket listener at path, mode 0600, and returns
+// it as a file to hand to QEMU. The socket file stays when the listener is
+// closed.
+func listenUnix(path string) (*os.File, error) {
+	os.Remove(path)
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("listen on %q: %w", path, err)
+	}
+	defer l.Close()
+	l.SetUnlinkOnClose(false)
+	if err := os.Chmod(path, 0o600); err != nil {
+		return nil, fmt.Errorf("listen on %q: %w", path, err)
+	}
+	f, err := l.File()
+	if err != nil {
+		return nil, fmt.Errorf("listen on %q: %w", path, err)
+	}
+	return f, nil
+}
+
+// reap waits for a QEMU this process started, so that it never lingers as
+// a zombie while vmtui runs (after vmtui exits, init reaps it). The channel
+// closes when it has exited.
+func (m *Manager) reap(cmd *exec.Cmd) <-chan struct{} {
+	done := make(chan struct{})
+	pid := cmd.Process.Pid
+	m.mu.Lock()
+	m.children[pid] = done
+	m.mu.Unlock()
+	go func() {
+		cmd.Wait()
+		m.mu.Lock()
+		delete(m.children, pid)
+		m.mu.Unlock()
+		close(done)
+	}()
+	return done
+}
+
+var errExited = errors.New("qemu exited")
+
+// dialUntilExit dials the QMP socket until QEMU answers, ctx ends or the
+// process exits.
+func dialUntilExit(ctx context.Context, path string, exited <-chan struct{}) (*qmp.Client, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-exited:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	for {
+		c, err := qmp.Dial(ctx, path)
+		if err == nil {
+			return c, nil
+		}
+		select {
+		case <-exited:
+			return nil, errExited
+		default:
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("qemu did not answer on %q: %w", path, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
