@@ -2,7 +2,6 @@ package qcow2
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -127,9 +126,6 @@ const (
 	checkMaxBitmapDir        = 1024 * checkMaxBitmaps
 	checkMaxBitmapTable      = 0x8000000
 	checkMaxBitmapPhys       = 0x20000000
-	checkBitmapOffsetMask    = 0x00fffffffffffe00
-	checkBitmapReservedMask  = 0xff000000000001fe
-	checkBitmapAllOnes       = 1
 	checkBitmapReservedFlags = 0xfffffffc
 	checkBitmapDirEntry      = 24
 	checkSnapshotHeader      = 40
@@ -162,7 +158,7 @@ type checker struct {
 	computed []byte // refcounts computed from the metadata, image width
 	stored   []byte // refcounts read from the refcount blocks, image width
 
-	reftable []uint64
+	reftable []refTableEntry
 	// badBlock marks reftable indexes whose refcount block could not be
 	// read; the stored refcounts they cover are unknown.
 	badBlock map[int64]bool
@@ -270,15 +266,6 @@ func (c *checker) readTable(off uint64, n int64) ([]byte, error) {
 		return nil, err
 	}
 	return b, nil
-}
-
-// checkTableEntry returns the big-endian u64 at index i of a table read by
-// readTable, zero past its end.
-func checkTableEntry(b []byte, i int64) uint64 {
-	if i < 0 || i*8+8 > int64(len(b)) {
-		return 0
-	}
-	return binary.BigEndian.Uint64(b[i*8:])
 }
 
 func (c *checker) markMeta(off uint64, n int64) {
@@ -403,10 +390,7 @@ func (c *checker) calculate(ctx context.Context) error {
 	}
 	// Entries past the end of the file read as zero (no block): keep only
 	// those inside it.
-	c.reftable = make([]uint64, len(rt)/8)
-	for i := range c.reftable {
-		c.reftable[i] = checkTableEntry(rt, int64(i))
-	}
+	c.reftable = decodeTable[refTableEntry](rt)
 
 	if err := c.checkBitmaps(ctx); err != nil {
 		return err
@@ -429,7 +413,7 @@ func (c *checker) checkL1(ctx context.Context, off uint64, size uint32, active b
 	}
 	// Entries past the end of the file read as zero: unallocated.
 	for i := int64(0); i < int64(len(l1)/8); i++ {
-		e := l1Entry(checkTableEntry(l1, i))
+		e := tableEntry[l1Entry](l1, i)
 		if e == 0 {
 			continue
 		}
@@ -448,32 +432,6 @@ func (c *checker) checkL1(ctx context.Context, off uint64, size uint32, active b
 		c.checkL2(l2, active)
 	}
 	return nil
-}
-
-// checkClusterType classifies an L2 entry as qcow2_get_cluster_type does.
-type checkClusterType int
-
-const (
-	checkUnallocated checkClusterType = iota
-	checkZeroPlain
-	checkZeroAlloc
-	checkNormal
-	checkCompressed
-)
-
-func (c *checker) checkClusterType(e l2Entry) checkClusterType {
-	switch {
-	case e.compressed():
-		return checkCompressed
-	case e.zero() && !c.h.ExtendedL2():
-		if e.offset() != 0 {
-			return checkZeroAlloc
-		}
-		return checkZeroPlain
-	case e.offset() == 0:
-		return checkUnallocated
-	}
-	return checkNormal
 }
 
 // readL2 reads the L2 table at off into c.buf; it returns the entries
@@ -495,21 +453,6 @@ func (c *checker) readL2(off uint64) ([]byte, error) {
 	return b, nil
 }
 
-// l2At returns entry i of an L2 table read by readL2 and, with extended L2
-// entries, its subcluster bitmap.
-func (c *checker) l2At(b []byte, i int64) (l2Entry, uint64) {
-	sz := c.h.l2EntrySize()
-	if (i+1)*sz > int64(len(b)) {
-		return 0, 0
-	}
-	e := l2Entry(binary.BigEndian.Uint64(b[i*sz:]))
-	var bitmap uint64
-	if sz == 16 {
-		bitmap = binary.BigEndian.Uint64(b[i*sz+8:])
-	}
-	return e, bitmap
-}
-
 // checkL2 counts the clusters an L2 table references (check_refcounts_l2);
 // for the active table it also gathers the allocation statistics.
 func (c *checker) checkL2(off uint64, active bool) {
@@ -522,17 +465,18 @@ func (c *checker) checkL2(off uint64, active bool) {
 	// Entries past the end of the file read as zero: unallocated.
 	entries := min(c.h.l2Entries(), int64(len(b))/c.h.l2EntrySize())
 	for i := int64(0); i < entries; i++ {
-		e, bitmap := c.l2At(b, i)
-		typ := c.checkClusterType(e)
-		if typ != checkCompressed && e.reserved() != 0 {
+		d := l2At(b, i, c.h.ExtendedL2())
+		e, bitmap := d.entry, d.bitmap
+		typ := e.typ(c.h.ExtendedL2())
+		if typ != clusterCompressed && e.reserved() != 0 {
 			c.corruption("ERROR found l2 entry with reserved bits set: %x", uint64(e))
 		}
 		switch typ {
-		case checkCompressed:
+		case clusterCompressed:
 			if e.copied() {
 				coff, _ := e.compressedRange(c.h.ClusterBits)
 				c.corruption("ERROR: coffset=%#x: copied flag must never be set for compressed clusters", coff)
-				e &^= oflagCopied
+				e = e.withCopied(false)
 			}
 			if bitmap != 0 {
 				c.corruption("ERROR compressed cluster %d with non-zero subcluster allocation bitmap, entry=%#x", i, uint64(e))
@@ -545,15 +489,15 @@ func (c *checker) checkL2(off uint64, active bool) {
 				c.res.CompressedClusters++
 				c.res.FragmentedClusters++
 			}
-		case checkZeroAlloc, checkNormal:
+		case clusterZeroAlloc, clusterNormal:
 			hoff := uint64(e.offset())
-			if (bitmap>>subZeroShift)&bitmap != 0 {
+			if bitmap.alloc()&bitmap.zero() != 0 {
 				c.corruption("ERROR offset=%x: Allocated cluster has corrupted subcluster allocation bitmap", hoff)
 			}
 			if hoff%uint64(c.cs) != 0 {
 				hasData := !e.zero()
 				if c.h.ExtendedL2() {
-					hasData = bitmap&subAllocMask != 0
+					hasData = bitmap.alloc() != 0
 				}
 				if hasData {
 					c.corruption("ERROR offset=%x: Data cluster is not properly aligned; L2 entry corrupted.", hoff)
@@ -569,8 +513,8 @@ func (c *checker) checkL2(off uint64, active bool) {
 				next = hoff + uint64(c.cs)
 			}
 			c.incRefs(hoff, c.cs)
-		case checkUnallocated:
-			if bitmap&subAllocMask != 0 {
+		case clusterUnallocated:
+			if bitmap.alloc() != 0 {
 				c.corruption("ERROR: Unallocated cluster has non-zero subcluster allocation map")
 			}
 		}
@@ -584,8 +528,8 @@ func (c *checker) checkRefblocks(ctx context.Context) error {
 		if err := cancelled(ctx, int64(i)); err != nil {
 			return err
 		}
-		off := e & rtOffsetMask
-		if e&rtReservedMask != 0 {
+		off := uint64(e.blockOffset())
+		if e.reserved() != 0 {
 			c.corruption("ERROR refcount table entry %d has reserved bits set", i)
 			c.damagedRefblocks = true
 			continue
@@ -622,8 +566,8 @@ func (c *checker) refblockOffset(rt int64) (int64, error) {
 	if rt >= int64(len(c.reftable)) {
 		return 0, nil
 	}
-	off := c.reftable[rt] & rtOffsetMask
-	if off%uint64(c.cs) != 0 {
+	off := c.reftable[rt].blockOffset()
+	if off%c.cs != 0 {
 		return 0, formatErr(int64(c.h.RefcountTableOffset)+rt*8, "refcount block offset %#x is not cluster aligned (reftable index %#x)", off, rt)
 	}
 	return int64(off), nil

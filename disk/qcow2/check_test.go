@@ -281,7 +281,7 @@ func (img *pokeImage) l1Entry(i int64) uint64 { return img.u64(int64(img.h.L1Tab
 // l2EntryOffset returns the file offset of L2 entry j of the table that
 // L1 entry i points to.
 func (img *pokeImage) l2EntryOffset(i, j int64) int64 {
-	l2 := int64(img.l1Entry(i) & l1OffsetMask)
+	l2 := l1Entry(img.l1Entry(i)).l2Offset()
 	if l2 == 0 {
 		img.t.Fatalf("L1 entry %d is unallocated", i)
 	}
@@ -291,7 +291,7 @@ func (img *pokeImage) l2EntryOffset(i, j int64) int64 {
 // refblock returns the file offset of the refcount block covering cluster k.
 func (img *pokeImage) refblock(k int64) int64 {
 	per := img.h.refcountBlockEntries()
-	off := int64(img.u64(int64(img.h.RefcountTableOffset)+(k/per)*8) & rtOffsetMask)
+	off := refTableEntry(img.u64(int64(img.h.RefcountTableOffset) + (k/per)*8)).blockOffset()
 	if off == 0 {
 		img.t.Fatalf("no refcount block for cluster %d", k)
 	}
@@ -354,14 +354,14 @@ var checkDamages = []checkDamage{
 	{name: "leak-compat010", spec: checkSpec{create: []string{"-o", "compat=0.10"}, io: checkScatter}, poke: pokeLeak, class: 3},
 	{name: "leak-raised-refcount", spec: checkSpec{io: checkScatter}, poke: func(img *pokeImage) {
 		// A used data cluster with refcount 2: a leak, and COPIED wrong.
-		k := int64(img.u64(img.l2EntryOffset(0, 0))&l2OffsetMask) / img.h.ClusterSize()
+		k := l2Entry(img.u64(img.l2EntryOffset(0, 0))).offset() / img.h.ClusterSize()
 		img.setRefcount(k, 2)
 	}, class: 2},
 	{name: "zeroed-refcount", spec: checkSpec{io: checkScatter}, poke: pokeZeroRefcount, class: 2},
 	{name: "zeroed-refcount-refcount2", spec: checkSpec{create: []string{"-o", "cluster_size=4k,refcount_bits=2"}, io: checkScatter}, poke: pokeZeroRefcount, class: 2},
 	{name: "truncated-under-data", spec: checkSpec{io: []string{"write -P 1 0 64k", "write -P 2 1M 64k", "write -P 3 2M 128k"}}, poke: func(img *pokeImage) {
 		// The last two data clusters (2M, 2M+64k) are the last in the file.
-		last := int64(img.u64(img.l2EntryOffset(0, 32)) & l2OffsetMask)
+		last := l2Entry(img.u64(img.l2EntryOffset(0, 32))).offset()
 		if err := img.f.Truncate(last); err != nil {
 			img.t.Fatal(err)
 		}
@@ -425,7 +425,7 @@ var checkDamages = []checkDamage{
 }
 
 func pokeZeroRefcount(img *pokeImage) {
-	k := int64(img.u64(img.l2EntryOffset(0, 0))&l2OffsetMask) / img.h.ClusterSize()
+	k := l2Entry(img.u64(img.l2EntryOffset(0, 0))).offset() / img.h.ClusterSize()
 	if k == 0 {
 		img.t.Fatal("L2 entry 0 is unallocated")
 	}
@@ -434,14 +434,14 @@ func pokeZeroRefcount(img *pokeImage) {
 
 func pokeCopiedOnShared(img *pokeImage) {
 	off := img.l2EntryOffset(0, 1)
-	e := img.u64(off)
-	if e&l2OffsetMask == 0 || e&oflagCopied != 0 {
-		img.t.Fatalf("L2 entry %#x is not an allocated shared cluster", e)
+	e := l2Entry(img.u64(off))
+	if e.offset() == 0 || e.copied() {
+		img.t.Fatalf("L2 entry %#x is not an allocated shared cluster", uint64(e))
 	}
-	if r := img.refcount(int64(e&l2OffsetMask) / img.h.ClusterSize()); r < 2 {
-		img.t.Fatalf("cluster of L2 entry %#x has refcount %d, want a shared one", e, r)
+	if r := img.refcount(e.offset() / img.h.ClusterSize()); r < 2 {
+		img.t.Fatalf("cluster of L2 entry %#x has refcount %d, want a shared one", uint64(e), r)
 	}
-	img.putU64(off, e|oflagCopied)
+	img.putU64(off, uint64(e.withCopied(true)))
 }
 
 func TestCheckDamagedMatchesQemuImg(t *testing.T) {

@@ -1,7 +1,6 @@
 package qcow2
 
 import (
-	"encoding/binary"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -19,7 +18,6 @@ func truncationPoints(t *testing.T, b []byte) map[string]int64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	be := binary.BigEndian
 	cs := h.ClusterSize()
 	size := int64(len(b))
 	points := map[string]int64{
@@ -30,19 +28,19 @@ func truncationPoints(t *testing.T, b []byte) map[string]int64 {
 		"one cluster less": size - cs,
 		"last byte":        size - 1,
 	}
-	if rb := int64(be.Uint64(b[h.RefcountTableOffset:]) & rtOffsetMask); rb != 0 {
+	if rb := tableEntry[refTableEntry](b[h.RefcountTableOffset:], 0).blockOffset(); rb != 0 {
 		points["refcount block"] = rb + cs/2 + 1
 	}
 	var l2 int64
 	for i := int64(0); i < int64(h.L1Size) && l2 == 0; i++ {
-		l2 = l1Entry(be.Uint64(b[int64(h.L1TableOffset)+i*8:])).l2Offset()
+		l2 = tableEntry[l1Entry](b[h.L1TableOffset:], i).l2Offset()
 	}
 	if l2 == 0 {
 		t.Fatal("no L2 table")
 	}
 	points["L2 table"] = l2 + 3*h.l2EntrySize() + 3
 	for j := int64(0); j < h.l2Entries(); j++ {
-		e := l2Entry(be.Uint64(b[l2+j*h.l2EntrySize():]))
+		e := l2At(b[l2:], j, h.ExtendedL2()).entry
 		off := e.offset()
 		if e.compressed() {
 			off, _ = e.compressedRange(h.ClusterBits)

@@ -5,7 +5,6 @@ package qcow2
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 )
@@ -16,9 +15,9 @@ func checkClearIncompat(f File, h *Header, bits uint64) error {
 	if h.Version < 3 || h.IncompatibleFeatures&bits == 0 {
 		return nil
 	}
-	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], h.IncompatibleFeatures&^bits)
-	if _, err := f.WriteAt(b[:], 72); err != nil {
+	nh := *h
+	nh.IncompatibleFeatures &^= bits
+	if err := nh.writeFields(f, fieldIncompatibleFeatures, fieldIncompatibleFeatures); err != nil {
 		return fmt.Errorf("qcow2: check: clear incompatible feature bits %#x: %w", h.IncompatibleFeatures&bits, err)
 	}
 	if err := f.Sync(); err != nil {
@@ -44,7 +43,7 @@ func (c *checker) checkCopied(ctx context.Context, repair bool) (fixed int, err 
 		word = "Repairing"
 	}
 	for i := int64(0); i < int64(h.L1Size); i++ {
-		e := l1Entry(checkTableEntry(l1, i))
+		e := tableEntry[l1Entry](l1, i)
 		if err := cancelled(ctx, i); err != nil {
 			return fixed, err
 		}
@@ -65,14 +64,8 @@ func (c *checker) checkCopied(ctx context.Context, repair bool) (fixed int, err 
 			if !repair {
 				c.copiedErrs++
 			} else {
-				ne := e &^ oflagCopied
-				if r == 1 {
-					ne |= oflagCopied
-				}
-				var b [8]byte
-				binary.BigEndian.PutUint64(b[:], uint64(ne))
 				pos := int64(h.L1TableOffset) + i*8
-				if _, werr := c.f.WriteAt(b[:], pos); werr != nil {
+				if _, werr := c.f.WriteAt(encodeTable([]l1Entry{e.withCopied(r == 1)}), pos); werr != nil {
 					c.res.CheckErrors++
 					return fixed, fmt.Errorf("qcow2: check: write L1 entry %d at %d: %w", i, pos, werr)
 				}
@@ -88,9 +81,10 @@ func (c *checker) checkCopied(ctx context.Context, repair bool) (fixed int, err 
 		dirty := 0
 		entries := min(h.l2Entries(), int64(len(b))/h.l2EntrySize())
 		for j := int64(0); j < entries; j++ {
-			le, _ := c.l2At(b, j)
-			typ := c.checkClusterType(le)
-			if typ != checkNormal && typ != checkZeroAlloc {
+			d := l2At(b, j, h.ExtendedL2())
+			le := d.entry
+			typ := le.typ(h.ExtendedL2())
+			if typ != clusterNormal && typ != clusterZeroAlloc {
 				continue
 			}
 			r, gerr := c.storedRefcount(le.offset() / c.cs)
@@ -102,11 +96,8 @@ func (c *checker) checkCopied(ctx context.Context, repair bool) (fixed int, err 
 				if !repair {
 					c.copiedErrs++
 				} else {
-					ne := le &^ oflagCopied
-					if r == 1 {
-						ne |= oflagCopied
-					}
-					binary.BigEndian.PutUint64(b[j*h.l2EntrySize():], uint64(ne))
+					d.entry = le.withCopied(r == 1)
+					putL2(b, j, h.ExtendedL2(), d)
 					dirty++
 				}
 			}
@@ -136,15 +127,14 @@ func (c *checker) blockWritable(rt int64) (int64, bool) {
 		return 0, false
 	}
 	e := c.reftable[rt]
-	off := e & rtOffsetMask
-	if e&rtReservedMask != 0 || off == 0 || off%uint64(c.cs) != 0 || off/uint64(c.cs) >= uint64(c.nb) {
+	off := e.blockOffset()
+	if e.reserved() != 0 || off <= 0 || off%c.cs != 0 || off/c.cs >= c.nb { // bit 63 makes off negative
 		return 0, false
 	}
-	k := int64(off) / c.cs
-	if refcount(c.computed, k, c.order) != 1 {
+	if refcount(c.computed, off/c.cs, c.order) != 1 {
 		return 0, false
 	}
-	return int64(off), true
+	return off, true
 }
 
 // repair applies mode to the refcounts found by run, then (RepairAll) the

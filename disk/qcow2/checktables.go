@@ -163,14 +163,14 @@ func (c *checker) checkBitmaps(ctx context.Context) error {
 			continue
 		}
 		for i := int64(0); i < int64(len(tb)/8); i++ {
-			e := checkTableEntry(tb, i)
-			off := e & checkBitmapOffsetMask
-			if e&checkBitmapReservedMask != 0 || (off != 0 && (e&checkBitmapAllOnes != 0 || off%uint64(c.cs) != 0)) {
-				c.corruption("ERROR bitmap table entry %d at %#x is invalid: %#x", i, t.off+uint64(i)*8, e)
+			e := tableEntry[bitmapTableEntry](tb, i)
+			off := e.offset()
+			if e.reserved() != 0 || (off != 0 && (e.allOnes() || off%c.cs != 0)) {
+				c.corruption("ERROR bitmap table entry %d at %#x is invalid: %#x", i, t.off+uint64(i)*8, uint64(e))
 				continue
 			}
 			if off != 0 {
-				c.incRefs(off, c.cs)
+				c.incRefs(uint64(off), c.cs)
 			}
 		}
 	}

@@ -163,8 +163,7 @@ func (img *Image) preallocateMetadata() error {
 			return err
 		}
 		for i := int64(0); i < r; i++ {
-			e, bm := img.dataEntry(host + i*img.cs)
-			img.setEntry(t, c+i, e, bm)
+			img.setEntry(t, c+i, img.dataDesc(host+i*img.cs))
 		}
 		img.growFile(host + r*img.cs)
 		c += r

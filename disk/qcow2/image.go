@@ -2,7 +2,6 @@ package qcow2
 
 import (
 	"container/list"
-	"encoding/binary"
 	"fmt"
 	"io"
 	"sync"
@@ -182,10 +181,7 @@ func (img *Image) loadL1() error {
 	if err := img.readMeta(buf, int64(img.hdr.L1TableOffset)); err != nil {
 		return fmt.Errorf("qcow2: read L1 table: %w", err)
 	}
-	img.l1 = make([]l1Entry, n)
-	for i := range img.l1 {
-		img.l1[i] = l1Entry(binary.BigEndian.Uint64(buf[i*8:]))
-	}
+	img.l1 = decodeTable[l1Entry](buf)
 	return nil
 }
 
@@ -273,26 +269,24 @@ func (img *Image) evictL2() error {
 	return nil
 }
 
-// mapping is how one guest cluster (or subcluster range) reads.
-type mapping struct {
-	entry  l2Entry
-	bitmap uint64 // extended L2 only
-}
-
 // lookup returns the L2 entry for guest cluster index c. Called with img.mu held.
-func (img *Image) lookup(c int64) (mapping, error) {
+func (img *Image) lookup(c int64) (l2Desc, error) {
 	t, err := img.l2Table(c / img.l2Entries)
 	if err != nil || t == nil {
-		return mapping{}, err
+		return l2Desc{}, err
 	}
-	i := c % img.l2Entries
-	if img.extL2 {
-		return mapping{
-			entry:  l2Entry(binary.BigEndian.Uint64(t.data[i*16:])),
-			bitmap: binary.BigEndian.Uint64(t.data[i*16+8:]),
-		}, nil
-	}
-	return mapping{entry: l2Entry(binary.BigEndian.Uint64(t.data[i*8:]))}, nil
+	return img.entryAt(t, c), nil
+}
+
+// entryAt returns the L2 entry of guest cluster c from its L2 table t.
+func (img *Image) entryAt(t *table, c int64) l2Desc {
+	return l2At(t.data, c%img.l2Entries, img.extL2)
+}
+
+// setEntry sets the L2 entry of guest cluster c in its L2 table t.
+func (img *Image) setEntry(t *table, c int64, d l2Desc) {
+	putL2(t.data, c%img.l2Entries, img.extL2, d)
+	t.dirty = true
 }
 
 // segment is a piece of a read: where a run of guest bytes comes from.
@@ -334,7 +328,7 @@ func (img *Image) classify(segs []segment, off, n int64) ([]segment, error) {
 		return append(segs, segment{kind: segCompressed, n: n, entry: e, within: inner}), nil
 	}
 	host := e.offset()
-	if e&^(oflagCopied|l2OffsetMask|oflagZero) != 0 || (img.extL2 && e.zero()) {
+	if e.reserved() != 0 || (img.extL2 && e.zero()) {
 		return segs, img.l2Corrupt(c, fmt.Sprintf("reserved bits set in L2 entry %#x", uint64(e)))
 	}
 	if host != 0 {
@@ -346,20 +340,20 @@ func (img *Image) classify(segs []segment, off, n int64) ([]segment, error) {
 		}
 	}
 	if !img.extL2 {
-		switch {
-		case e.zero() && img.hdr.Version >= 3:
+		switch e.typ(false) {
+		case clusterZeroPlain, clusterZeroAlloc:
+			if img.hdr.Version < 3 {
+				return segs, img.l2Corrupt(c, "zero flag in a version 2 image")
+			}
 			return appendSeg(segs, segment{kind: segZero, n: n}), nil
-		case e.zero():
-			return segs, img.l2Corrupt(c, "zero flag in a version 2 image")
-		case host != 0:
+		case clusterNormal:
 			return appendSeg(segs, segment{kind: segData, host: host + inner, n: n}), nil
 		default:
 			return appendSeg(segs, img.unallocated(off, n)), nil
 		}
 	}
 	// Extended L2: each 1/32 of the cluster has its own state.
-	alloc := uint32(m.bitmap)
-	zero := uint32(m.bitmap >> subZeroShift)
+	alloc, zero := m.bitmap.alloc(), m.bitmap.zero()
 	if alloc&zero != 0 {
 		return segs, img.l2Corrupt(c, fmt.Sprintf("subclusters both allocated and zero (bitmap %#x)", m.bitmap))
 	}

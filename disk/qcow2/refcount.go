@@ -1,7 +1,6 @@
 package qcow2
 
 import (
-	"encoding/binary"
 	"fmt"
 )
 
@@ -19,10 +18,7 @@ func (img *Image) loadReftable() error {
 	if err := img.readMeta(buf, int64(img.hdr.RefcountTableOffset)); err != nil {
 		return fmt.Errorf("qcow2: read refcount table: %w", err)
 	}
-	img.reftable = make([]refTableEntry, n)
-	for i := range img.reftable {
-		img.reftable[i] = refTableEntry(binary.BigEndian.Uint64(buf[i*8:]))
-	}
+	img.reftable = decodeTable[refTableEntry](buf)
 	return nil
 }
 

@@ -2,7 +2,6 @@ package qcow2
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -46,8 +45,7 @@ func (img *Image) prepareWrite() error {
 		// Bitmaps and other autoclear features are not kept in step
 		// with writes: clearing the bits tells QEMU they are stale.
 		img.hdr.AutoclearFeatures = 0
-		var b [8]byte
-		if _, err := img.f.WriteAt(b[:], 88); err != nil {
+		if err := img.hdr.writeFields(img.f, fieldAutoclearFeatures, fieldAutoclearFeatures); err != nil {
 			return fmt.Errorf("qcow2: clear autoclear features: %w", err)
 		}
 		if err := img.f.Sync(); err != nil {
@@ -75,7 +73,7 @@ func (img *Image) clusterLen(c int64) int64 {
 }
 
 // state classifies guest cluster c for a write. Called with img.mu held.
-func (img *Image) state(m mapping) (clusterState, error) {
+func (img *Image) state(m l2Desc) (clusterState, error) {
 	e := m.entry
 	if e.compressed() || e.offset() == 0 {
 		return stateNew, nil
@@ -89,7 +87,7 @@ func (img *Image) state(m mapping) (clusterState, error) {
 	}
 	full := !e.zero()
 	if img.extL2 {
-		full = uint32(m.bitmap) == uint32(subAllocAll)
+		full = m.bitmap.alloc() == bitmapAllAlloc.alloc()
 	}
 	if full {
 		return stateInPlace, nil
@@ -117,7 +115,7 @@ func (img *Image) writableL2(c int64) (*table, error) {
 		}
 		if rc == 1 {
 			if !img.l1[l1i].copied() {
-				img.l1[l1i] |= oflagCopied
+				img.l1[l1i] = img.l1[l1i].withCopied(true)
 				img.l1Dirty = true
 			}
 			return t, nil
@@ -138,53 +136,27 @@ func (img *Image) writableL2(c int64) (*table, error) {
 		// already count the path through the snapshot's copy; only
 		// COPIED flags must go, as those clusters stay shared.
 		for i := int64(0); i < img.l2Entries; i++ {
-			p := t.data[i*img.l2EntrySize():]
-			binary.BigEndian.PutUint64(p, binary.BigEndian.Uint64(p)&^oflagCopied)
+			d := l2At(t.data, i, img.extL2)
+			d.entry = d.entry.withCopied(false)
+			putL2(t.data, i, img.extL2, d)
 		}
 		img.l2.remove(src)
 		img.freeAfterSync = append(img.freeAfterSync, old/img.cs)
 	}
 	img.l2.add(t)
 	img.growFile(off + img.cs)
-	img.l1[l1i] = l1Entry(off) | oflagCopied
+	img.l1[l1i] = newL1Entry(off)
 	img.l1Dirty = true
 	return t, nil
 }
 
-func (img *Image) l2EntrySize() int64 {
+// dataDesc is the L2 entry of a fully allocated, unshared cluster at host offset host.
+func (img *Image) dataDesc(host int64) l2Desc {
+	d := l2Desc{entry: dataEntry(host)}
 	if img.extL2 {
-		return 16
+		d.bitmap = bitmapAllAlloc
 	}
-	return 8
-}
-
-// setEntry sets the L2 entry of guest cluster c in table t.
-func (img *Image) setEntry(t *table, c int64, e l2Entry, bitmap uint64) {
-	i := c % img.l2Entries
-	if img.extL2 {
-		binary.BigEndian.PutUint64(t.data[i*16:], uint64(e))
-		binary.BigEndian.PutUint64(t.data[i*16+8:], bitmap)
-	} else {
-		binary.BigEndian.PutUint64(t.data[i*8:], uint64(e))
-	}
-	t.dirty = true
-}
-
-// entryAt reads the L2 entry of guest cluster c from table t.
-func (img *Image) entryAt(t *table, c int64) mapping {
-	i := c % img.l2Entries
-	if img.extL2 {
-		return mapping{entry: l2Entry(binary.BigEndian.Uint64(t.data[i*16:])), bitmap: binary.BigEndian.Uint64(t.data[i*16+8:])}
-	}
-	return mapping{entry: l2Entry(binary.BigEndian.Uint64(t.data[i*8:]))}
-}
-
-// dataEntry is the L2 entry (and bitmap) of a fully allocated, unshared cluster.
-func (img *Image) dataEntry(host int64) (l2Entry, uint64) {
-	if img.extL2 {
-		return l2Entry(host) | oflagCopied, subAllocAll
-	}
-	return l2Entry(host) | oflagCopied, 0
+	return d
 }
 
 func (img *Image) checkWritable(off, n int64) error {
@@ -273,8 +245,7 @@ func (img *Image) writeLocked(p []byte, off int64) error {
 			}
 			for i := int64(0); i < r; i++ {
 				img.freeEntry(img.entryAt(t, c+i).entry)
-				e, bm := img.dataEntry(host + i*img.cs)
-				img.setEntry(t, c+i, e, bm)
+				img.setEntry(t, c+i, img.dataDesc(host+i*img.cs))
 			}
 		default:
 			// Part of a cluster: merge with what it reads as now.
@@ -295,8 +266,7 @@ func (img *Image) writeLocked(p []byte, off int64) error {
 			if st == stateNew {
 				img.freeEntry(m.entry)
 			}
-			e, bm := img.dataEntry(host)
-			img.setEntry(t, c, e, bm)
+			img.setEntry(t, c, img.dataDesc(host))
 		}
 		p, off = p[k:], off+k
 	}
@@ -350,9 +320,9 @@ func (img *Image) WriteZeroes(off, n int64) error {
 			}
 			img.freeEntry(img.entryAt(t, c).entry)
 			if img.extL2 {
-				img.setEntry(t, c, 0, uint64(subAllocAll)<<subZeroShift)
+				img.setEntry(t, c, l2Desc{bitmap: bitmapAllZero})
 			} else {
-				img.setEntry(t, c, oflagZero, 0)
+				img.setEntry(t, c, l2Desc{entry: oflagZero})
 			}
 		default:
 			if zeros == nil {
@@ -404,7 +374,7 @@ func (img *Image) WriteCompressedRaw(off int64, compressed, plain []byte) error 
 	}
 	// As in QEMU, only a cluster with no host cluster (unallocated, or a
 	// zero cluster without preallocation) can take compressed data.
-	if m := img.entryAt(t, c); m.entry.compressed() || m.entry.offset() != 0 || uint32(m.bitmap) != 0 {
+	if m := img.entryAt(t, c); m.entry.compressed() || m.entry.offset() != 0 || m.bitmap.alloc() != 0 {
 		return fmt.Errorf("qcow2: compressed write to cluster %d, which is allocated already", c)
 	}
 	if int64(len(compressed)) >= img.cs-1 || len(compressed) == 0 {
@@ -436,7 +406,7 @@ func (img *Image) WriteCompressedRaw(off int64, compressed, plain []byte) error 
 	}
 	img.forgetDecompressed()
 	img.compNext = coff + size
-	img.setEntry(t, c, compressedEntry(coff, size, img.clusterBits), 0)
+	img.setEntry(t, c, l2Desc{entry: compressedEntry(coff, size, img.clusterBits)})
 	return nil
 }
 
@@ -476,21 +446,14 @@ func (img *Image) flushLocked() error {
 	}
 	// 2. The refcount table; a moved one is switched to in the header.
 	if img.reftableDirty {
-		buf := make([]byte, len(img.reftable)*8)
-		for i, e := range img.reftable {
-			binary.BigEndian.PutUint64(buf[i*8:], uint64(e))
-		}
-		if _, err := img.f.WriteAt(buf, int64(img.hdr.RefcountTableOffset)); err != nil {
+		if _, err := img.f.WriteAt(encodeTable(img.reftable), int64(img.hdr.RefcountTableOffset)); err != nil {
 			return fmt.Errorf("qcow2: write refcount table: %w", err)
 		}
 		if err := sync("refcount table"); err != nil {
 			return err
 		}
 		if img.reftableMoved {
-			var b [12]byte
-			binary.BigEndian.PutUint64(b[0:], img.hdr.RefcountTableOffset)
-			binary.BigEndian.PutUint32(b[8:], img.hdr.RefcountTableClusters)
-			if _, err := img.f.WriteAt(b[:], 48); err != nil {
+			if err := img.hdr.writeFields(img.f, fieldRefcountTableOffset, fieldRefcountTableClusters); err != nil {
 				return fmt.Errorf("qcow2: switch refcount table: %w", err)
 			}
 			if err := sync("refcount table switch"); err != nil {
@@ -575,11 +538,7 @@ func (img *Image) writeRefblocks() (bool, error) {
 
 // writeL1 writes an L1 table at off.
 func (img *Image) writeL1(l1 []l1Entry, off int64) error {
-	buf := make([]byte, len(l1)*8)
-	for i, e := range l1 {
-		binary.BigEndian.PutUint64(buf[i*8:], uint64(e))
-	}
-	if _, err := img.f.WriteAt(buf, off); err != nil {
+	if _, err := img.f.WriteAt(encodeTable(l1), off); err != nil {
 		return fmt.Errorf("qcow2: write L1 table: %w", err)
 	}
 	return nil
@@ -609,11 +568,10 @@ func (img *Image) resizeLocked(size int64) error {
 	if need*8 > maxL1Bytes {
 		return fmt.Errorf("qcow2: a virtual size of %d bytes needs an L1 table larger than %d bytes", size, maxL1Bytes)
 	}
-	var hdr [24]byte // bytes 24-47: size, crypt method, L1 size, L1 offset
-	binary.BigEndian.PutUint64(hdr[0:], uint64(size))
-	binary.BigEndian.PutUint32(hdr[8:], img.hdr.CryptMethod)
-	binary.BigEndian.PutUint32(hdr[12:], img.hdr.L1Size)
-	binary.BigEndian.PutUint64(hdr[16:], img.hdr.L1TableOffset)
+	// The header's fields from the size to the L1 table's offset change
+	// in one write.
+	nh := img.hdr
+	nh.Size = uint64(size)
 	var oldL1 int64 = -1
 	newL1 := img.l1
 	if need > int64(len(img.l1)) {
@@ -633,14 +591,13 @@ func (img *Image) resizeLocked(size int64) error {
 		if err := img.flushLocked(); err != nil {
 			return err
 		}
-		binary.BigEndian.PutUint32(hdr[12:], uint32(need))
-		binary.BigEndian.PutUint64(hdr[16:], uint64(off))
+		nh.L1Size, nh.L1TableOffset = uint32(need), uint64(off)
 		if len(img.l1) > 0 {
 			oldL1 = int64(img.hdr.L1TableOffset)
 		}
 	}
-	if _, err := img.f.WriteAt(hdr[:], 24); err != nil {
-		return fmt.Errorf("qcow2: write header: %w", err)
+	if err := nh.writeFields(img.f, fieldSize, fieldL1TableOffset); err != nil {
+		return fmt.Errorf("qcow2: resize: %w", err)
 	}
 	if err := img.f.Sync(); err != nil {
 		return fmt.Errorf("qcow2: sync header: %w", err)
@@ -650,9 +607,7 @@ func (img *Image) resizeLocked(size int64) error {
 			img.freeAfterSync = append(img.freeAfterSync, oldL1/img.cs+i)
 		}
 	}
-	img.hdr.Size = uint64(size)
-	img.hdr.L1Size = binary.BigEndian.Uint32(hdr[12:])
-	img.hdr.L1TableOffset = binary.BigEndian.Uint64(hdr[16:])
+	img.hdr.Size, img.hdr.L1Size, img.hdr.L1TableOffset = nh.Size, nh.L1Size, nh.L1TableOffset
 	img.l1 = newL1
 	return img.flushLocked()
 }
