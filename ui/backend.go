@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"sync"
 	"time"
 
 	tea "github.com/charmbracelet/bubbletea"
@@ -20,6 +23,20 @@ import (
 type Backend interface {
 	// List returns the status of every defined VM, sorted by ID.
 	List(ctx context.Context) ([]vm.Status, error)
+	// Status returns the status of VM name; an error wrapping
+	// store.ErrNotFound once it is gone.
+	Status(ctx context.Context, name string) (vm.Status, error)
+	// Sample reads the CPU time and memory of a running VM's QEMU from
+	// /proc; vm.ErrNotRunning once it has exited.
+	Sample(st vm.Status) (vm.ProcStat, error)
+	// Stamp returns a value that changes when a VM is defined, removed,
+	// started or stopped, by any process: a few stats, cheap enough for
+	// every tick. "" means it cannot tell.
+	Stamp() string
+	// Watcher returns the follower of the VMs' events, the same each
+	// time; nil when there is none (the TUI then lists the VMs on every
+	// tick).
+	Watcher() Watcher
 	// Definition returns the definition of VM name.
 	Definition(name string) (*config.VM, error)
 	// DefinitionFile returns the path of VM name's definition file.
@@ -50,6 +67,16 @@ type Backend interface {
 	DiskInfo(path string) (*disk.ImageInfo, error)
 }
 
+// Watcher follows the events of running VMs: *vm.Watcher.
+type Watcher interface {
+	// Watch starts following a running VM (once per QEMU).
+	Watch(st vm.Status)
+	// Events delivers the events of the VMs followed.
+	Events() <-chan vm.WatchEvent
+	// Close ends every watch.
+	Close() error
+}
+
 // stopTimeout bounds a graceful stop from the TUI: past it, the status
 // line suggests a forced stop.
 const stopTimeout = 2 * time.Minute
@@ -58,12 +85,53 @@ const stopTimeout = 2 * time.Minute
 // vm.Manager and the disk package.
 type managerBackend struct {
 	m *vm.Manager
+
+	once    sync.Once
+	watcher *vm.Watcher
 }
 
 // NewManagerBackend returns the Backend that manages the VMs of m.
 func NewManagerBackend(m *vm.Manager) Backend { return &managerBackend{m: m} }
 
 func (b *managerBackend) List(ctx context.Context) ([]vm.Status, error) { return b.m.List(ctx) }
+
+func (b *managerBackend) Status(ctx context.Context, name string) (vm.Status, error) {
+	st, _, err := b.m.Status(ctx, name)
+	return st, err
+}
+
+func (b *managerBackend) Sample(st vm.Status) (vm.ProcStat, error) { return st.Sample() }
+
+// Stamp is the modification times of the definitions' directory (a VM
+// defined or removed) and of each VM's runtime directory (its QEMU's
+// files made or removed: a start or an exit), and their number.
+func (b *managerBackend) Stamp() string {
+	p := b.m.Store().Paths()
+	var h uint64
+	add := func(fi fs.FileInfo) {
+		h = h*1000003 ^ uint64(fi.ModTime().UnixNano())
+	}
+	fi, err := os.Stat(p.VMsDir())
+	if err != nil {
+		return ""
+	}
+	add(fi)
+	ents, err := os.ReadDir(p.RunDir)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return ""
+	}
+	for _, e := range ents {
+		if fi, err := e.Info(); err == nil {
+			add(fi)
+		}
+	}
+	return fmt.Sprintf("%d/%x", len(ents), h)
+}
+
+func (b *managerBackend) Watcher() Watcher {
+	b.once.Do(func() { b.watcher = b.m.NewWatcher() })
+	return b.watcher
+}
 
 func (b *managerBackend) Definition(name string) (*config.VM, error) {
 	def, err := b.m.Store().Lookup(name)

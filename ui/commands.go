@@ -1,10 +1,8 @@
 package ui
 
 import (
-	"bytes"
 	"context"
-	"os"
-	"strconv"
+	"fmt"
 	"time"
 
 	tea "github.com/charmbracelet/bubbletea"
@@ -12,94 +10,95 @@ import (
 	"github.com/vmtui/vmtui/config"
 	"github.com/vmtui/vmtui/disk"
 	"github.com/vmtui/vmtui/internal/seriallog"
+	"github.com/vmtui/vmtui/vm"
 )
 
 // The tea.Cmds that do the TUI's I/O. Each closes over copies of what it
 // needs (the backend is an interface value, safe to share), never over the
 // model.
 
-// listTimeout bounds one refresh of the VM list.
+// listTimeout bounds one reading of the VM list, or of one VM.
 const listTimeout = 10 * time.Second
 
 // serialTailLines is how many lines of the serial log the detail view reads.
 const serialTailLines = 8
 
-// listCmd refreshes the VM list and samples the CPU time of running VMs.
-func listCmd(b Backend, sample func(pid int) (uint64, bool)) tea.Cmd {
+// listCmd reads the list of the VMs, and has w (if any) follow the running
+// ones.
+func listCmd(b Backend, w Watcher) tea.Cmd {
 	return func() tea.Msg {
+		at := time.Now()
 		ctx, cancel := context.WithTimeout(context.Background(), listTimeout)
 		defer cancel()
 		list, err := b.List(ctx)
-		msg := listMsg{list: list, err: err}
-		if sample != nil {
-			now := time.Now()
+		if w != nil {
 			for _, st := range list {
-				if st.PID == 0 {
-					continue
-				}
-				if ticks, ok := sample(st.PID); ok {
-					if msg.samples == nil {
-						msg.samples = make(map[string]cpuSample)
-					}
-					msg.samples[st.Name] = cpuSample{pid: st.PID, ticks: ticks, at: now}
-				}
+				w.Watch(st)
 			}
 		}
+		return listMsg{list: list, err: err, at: at}
+	}
+}
+
+// statusCmd reads the status of VM name, and has w (if any) follow it if
+// it runs.
+func statusCmd(b Backend, w Watcher, name string) tea.Cmd {
+	return func() tea.Msg {
+		at := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), listTimeout)
+		defer cancel()
+		st, err := b.Status(ctx, name)
+		if err == nil && w != nil {
+			w.Watch(st)
+		}
+		return statusMsg{name: name, st: st, err: err, at: at}
+	}
+}
+
+// sampleCmd reads /proc for the QEMUs of running, and the backend's stamp.
+func sampleCmd(b Backend, running []vm.Status) tea.Cmd {
+	return func() tea.Msg {
+		msg := sampleMsg{samples: make(map[string]procSample, len(running)), at: time.Now()}
+		for _, st := range running {
+			ps, err := b.Sample(st)
+			msg.samples[st.Name] = procSample{ps: ps, err: err}
+		}
+		msg.stamp = b.Stamp()
 		return msg
 	}
 }
 
-// tickCmd waits d, then asks for refresh gen.
-func tickCmd(d time.Duration, gen int) tea.Cmd {
-	return tea.Tick(d, func(time.Time) tea.Msg { return tickMsg{gen: gen} })
-}
-
-// procCPUTicks reads utime+stime of process pid from /proc/PID/stat, in
-// clock ticks.
-func procCPUTicks(pid int) (uint64, bool) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, false
-	}
-	// The command name (field 2) may hold spaces and parentheses: the
-	// fields that follow start after the last ')'.
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 {
-		return 0, false
-	}
-	fields := bytes.Fields(data[i+1:])
-	// fields[0] is field 3 (state); utime and stime are fields 14 and 15.
-	if len(fields) < 13 {
-		return 0, false
-	}
-	utime, err1 := strconv.ParseUint(string(fields[11]), 10, 64)
-	stime, err2 := strconv.ParseUint(string(fields[12]), 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, false
-	}
-	return utime + stime, true
-}
-
-// opCmd runs a lifecycle operation on VM name.
-func opCmd(b Backend, verb, name string) tea.Cmd {
+// waitWatch waits for the next event of w; it is issued again after each.
+// A closed channel ends the stream.
+func waitWatch(w Watcher) tea.Cmd {
+	events := w.Events()
 	return func() tea.Msg {
-		ctx := context.Background()
-		var err error
-		switch verb {
-		case "start":
-			err = b.Start(ctx, name)
-		case "stop":
-			err = b.Stop(ctx, name, false)
-		case "force stop":
-			err = b.Stop(ctx, name, true)
-		case "pause":
-			err = b.Pause(ctx, name)
-		case "unpause":
-			err = b.Unpause(ctx, name)
-		case "remove":
-			err = b.Remove(ctx, name)
+		ev, ok := <-events
+		if !ok {
+			return nil
 		}
-		return opDoneMsg{name: name, verb: verb, err: err}
+		return watchMsg{ev: ev}
+	}
+}
+
+// tickCmd waits d, then asks for tick gen.
+func tickCmd(d time.Duration, gen int) tea.Cmd {
+	return tea.Tick(d, func(at time.Time) tea.Msg { return tickMsg{gen: gen, at: at} })
+}
+
+// closeScreen closes the screen shown.
+func closeScreen() tea.Msg { return closeMsg{} }
+
+// notice returns a command that puts a message in the status line.
+func notice(isErr bool, format string, args ...any) tea.Cmd {
+	text := fmt.Sprintf(format, args...)
+	return func() tea.Msg { return noticeMsg{text: text, isErr: isErr} }
+}
+
+// opCmd runs operation op on VM name.
+func opCmd(b Backend, op *operation, name string) tea.Cmd {
+	return func() tea.Msg {
+		return opDoneMsg{op: op, name: name, err: op.do(context.Background(), b, name)}
 	}
 }
 

@@ -5,6 +5,9 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/charmbracelet/bubbles/help"
+	"github.com/charmbracelet/bubbles/key"
+	tea "github.com/charmbracelet/bubbletea"
 	"github.com/charmbracelet/x/ansi"
 
 	"github.com/vmtui/vmtui/config"
@@ -15,7 +18,7 @@ import (
 // backing chains, port forwards, QEMU's command line, CPU and memory
 // charts, and the tail of the serial log.
 
-// sparkWidth is the number of refreshes a chart shows.
+// sparkWidth is the number of samples a chart shows.
 const sparkWidth = 40
 
 // sparkLevels are the bars of a sparkline, lowest first.
@@ -45,40 +48,79 @@ func maxOf(values []float64) float64 {
 	return m
 }
 
-func (m Model) viewDetail() string {
-	st, ok := m.current()
-	if !ok {
-		return m.clip("no vm selected\n\n" + m.styles.Faint.Render("esc: back"))
+// detailModel is the detail view of one VM.
+type detailModel struct {
+	common
+	width, height int
+	help          help.Model
+	name          string     // the VM shown
+	data          *detailMsg // nil until loaded
+}
+
+func newDetail(c common, name string) *detailModel {
+	h := help.New()
+	h.ShortSeparator = "  " // every key on 80 columns
+	return &detailModel{common: c, name: name, help: h, width: defaultWidth, height: defaultHeight}
+}
+
+// SetSize sets the size of the whole view.
+func (d *detailModel) SetSize(width, height int) {
+	d.width, d.height = width, height
+	d.help.Width = width
+}
+
+// ShortHelp is the help line at the bottom.
+func (d *detailModel) ShortHelp() []key.Binding {
+	k := d.keys
+	return []key.Binding{k.Back, k.Start, k.Stop, k.ForceStop, k.Pause, k.Console, k.Edit, k.Remove}
+}
+
+// FullHelp is ShortHelp in one column.
+func (d *detailModel) FullHelp() [][]key.Binding { return [][]key.Binding{d.ShortHelp()} }
+
+// Update takes what was loaded of the VM.
+func (d *detailModel) Update(msg tea.Msg) tea.Cmd {
+	if msg, ok := msg.(detailMsg); ok && msg.name == d.name {
+		d.data = &msg
 	}
-	s := m.styles
+	return nil
+}
+
+// View draws the detail view.
+func (d *detailModel) View() string {
+	st, ok := d.vms.get(d.name)
+	if !ok {
+		return clip("no vm selected\n\n"+d.styles.Faint.Render("esc: back"), d.width, d.height)
+	}
+	s := d.styles
 	var lines []string
 	add := func(format string, args ...any) { lines = append(lines, fmt.Sprintf(format, args...)) }
 	head := fmt.Sprintf("%s %s (id %d)  %s", s.Title.Render("vmtui ›"), s.Label.Render(st.DisplayName()), st.ID, s.state(st.State).Render(string(st.State)))
 	if st.Running() {
 		head += fmt.Sprintf("  pid %d  %s  curmem %s", st.PID, st.TTYName(), units.FormatSize(st.CurMem))
 	}
-	if len(m.busy) > 0 {
-		head += "  " + m.spin.View() + " " + m.busyText()
+	if busy := d.vms.busyText(); busy != "" {
+		head += "  " + busy
 	}
 	add("%s", head)
 	if st.Err != "" {
 		add("%s", s.Error.Render("error: "+st.Err))
 	}
 
-	d := m.detail
+	dm := d.data
 	switch {
-	case d == nil:
+	case dm == nil:
 		add("")
 		add("%s", s.Faint.Render("loading…"))
-	case d.def == nil:
-		add("%s", s.Error.Render("definition: "+oneLine(d.defErr)))
+	case dm.def == nil:
+		add("%s", s.Error.Render("definition: "+oneLine(dm.defErr)))
 	default:
 		add("%s", s.Section.Render("Definition"))
-		def := d.def
+		def := dm.def
 		add("  memory %s  vcpus %d  accel %s  machine %s  boot %s", units.FormatSize(def.Memory), def.CPUs,
 			orDash(def.Accel), orDash(def.Machine), orDash(string(def.Boot)))
-		if d.defErr != nil {
-			add("  %s", s.Error.Render(oneLine(d.defErr)))
+		if dm.defErr != nil {
+			add("  %s", s.Error.Render(oneLine(dm.defErr)))
 		}
 		for _, kv := range [][2]string{{"kernel", def.Kernel}, {"initrd", def.Initrd}, {"append", def.Append}, {"cdrom", def.CDROM}} {
 			if kv[1] != "" {
@@ -87,15 +129,15 @@ func (m Model) viewDetail() string {
 		}
 		add("  file   %s", def.File)
 		add("%s", s.Section.Render("Disks"))
-		if len(d.disks) == 0 {
+		if len(dm.disks) == 0 {
 			add("  none")
 		}
-		for _, dd := range d.disks {
-			lines = append(lines, diskLines(dd, s)...)
+		for _, dd := range dm.disks {
+			lines = append(lines, diskLines(dd, *s)...)
 		}
 		add("%s  %s", s.Section.Render("Network"), networks(def))
 	}
-	if h := m.history[st.Name]; st.Running() && h != nil {
+	if h := d.vms.history[st.Name]; st.Running() && h != nil {
 		cpuNow, memNow := 0.0, 0.0
 		if len(h.cpu) > 0 {
 			cpuNow = h.cpu[len(h.cpu)-1]
@@ -108,24 +150,23 @@ func (m Model) viewDetail() string {
 	}
 	if len(st.Cmdline) > 0 {
 		add("%s", s.Section.Render("QEMU command line"))
-		lines = append(lines, wrap(shellJoin(st.Cmdline), m.width-2, 4, "  ")...)
+		lines = append(lines, wrap(shellJoin(st.Cmdline), d.width-2, 4, "  ")...)
 	}
-	if d != nil && len(d.serial) > 0 {
+	if dm != nil && len(dm.serial) > 0 {
 		add("%s", s.Section.Render("Serial log"))
-		for _, l := range d.serial {
+		for _, l := range dm.serial {
 			add("  %s", l)
 		}
 	}
 	// The help line stays at the bottom: the rest is cut to fit.
-	room := max(1, m.height-1)
+	room := max(1, d.height-1)
 	if len(lines) > room {
 		lines = lines[:room]
 	}
 	for len(lines) < room {
 		lines = append(lines, "")
 	}
-	footer := m.styles.Faint.Render("esc/enter: back  s start  x stop  X force  p pause  c console  e edit  D remove")
-	return m.clip(strings.Join(lines, "\n") + "\n" + footer)
+	return clip(strings.Join(lines, "\n")+"\n"+d.help.ShortHelpView(d.ShortHelp()), d.width, d.height)
 }
 
 // diskLines describes a disk and its backing chain.

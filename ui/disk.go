@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/charmbracelet/bubbles/help"
+	"github.com/charmbracelet/bubbles/key"
 	"github.com/charmbracelet/bubbles/progress"
 	tea "github.com/charmbracelet/bubbletea"
 
@@ -103,42 +105,84 @@ func (f *diskForm) check() error {
 	return nil
 }
 
-func (m Model) updateDiskForm(msg tea.Msg) (tea.Model, tea.Cmd) {
-	f := m.diskForm
+// diskModel is the disk screen.
+type diskModel struct {
+	common
+	*diskForm
+	width, height int
+	help          help.Model
+}
+
+func newDisk(c common) *diskModel {
+	return &diskModel{common: c, diskForm: newDiskForm(c.cwd), help: help.New(), width: defaultWidth, height: defaultHeight}
+}
+
+// SetSize sets the size of the screen.
+func (d *diskModel) SetSize(width, height int) {
+	d.width, d.height = width, height
+	d.help.Width = width
+}
+
+// ShortHelp is the form's keys, or the key that cancels an import.
+func (d *diskModel) ShortHelp() []key.Binding {
+	if d.job != nil {
+		c := d.keys.Form.Cancel
+		return []key.Binding{key.NewBinding(key.WithKeys(c.Keys()...), key.WithHelp(c.Help().Key, "cancel the import"))}
+	}
+	return d.keys.Form.ShortHelp()
+}
+
+// FullHelp is ShortHelp in one column.
+func (d *diskModel) FullHelp() [][]key.Binding { return [][]key.Binding{d.ShortHelp()} }
+
+// Update types in the form and submits it, and follows an import's
+// progress.
+func (d *diskModel) Update(msg tea.Msg) tea.Cmd {
+	f := d.diskForm
+	switch msg := msg.(type) {
+	case progressMsg:
+		if f.job == nil {
+			return nil
+		}
+		f.done, f.total = msg.done, msg.total
+		cmds := []tea.Cmd{waitProgress(f.job)}
+		if msg.total > 0 {
+			cmds = append(cmds, f.bar.SetPercent(float64(msg.done)/float64(msg.total)))
+		}
+		return tea.Batch(cmds...)
+	}
 	if f.job != nil {
 		// An import runs: esc cancels it, nothing else is typed.
-		if k, ok := msg.(tea.KeyMsg); ok && k.String() == "esc" {
+		if k, ok := msg.(tea.KeyMsg); ok && key.Matches(k, d.keys.Form.Cancel) {
 			f.job.cancel()
-			return m, nil
+			return nil
 		}
 		if fm, ok := msg.(progress.FrameMsg); ok {
-			var cmd tea.Cmd
 			bar, cmd := f.bar.Update(fm)
 			f.bar = bar.(progress.Model)
-			return m, cmd
+			return cmd
 		}
-		return m, nil
+		return nil
 	}
 	if f.busy {
-		return m, nil
+		return nil
 	}
-	res, cmd := f.update(msg)
+	res, cmd := f.update(d.keys.Form, msg)
 	switch res {
 	case formCancel:
-		m.diskForm, m.screen = nil, screenTable
-		return m, nil
+		return closeScreen
 	case formSubmit:
 		format, path, err := f.target()
 		if err != nil { // the form checked it: not reached
-			m.setStatus(true, "new disk: %v", err)
-			return m, nil
+			f.err = err
+			return nil
 		}
 		path = absPath(f.cwd, path)
 		if src := f.value(diskImport); src != "" {
 			ctx, cancel := context.WithCancel(context.Background())
 			f.job = &importJob{progress: make(chan progressMsg, 1), done: make(chan struct{}), cancel: cancel}
 			f.done, f.total = 0, 0
-			return m, tea.Batch(convertCmd(ctx, m.b, f.job, absPath(f.cwd, src), path, format), waitProgress(f.job))
+			return tea.Batch(convertCmd(ctx, d.b, f.job, absPath(f.cwd, src), path, format), waitProgress(f.job))
 		}
 		opts := disk.CreateOptions{Format: format}
 		if v := f.value(diskSize); v != "" {
@@ -148,57 +192,38 @@ func (m Model) updateDiskForm(msg tea.Msg) (tea.Model, tea.Cmd) {
 			opts.BackingFile = disk.BackingName(f.cwd, path, base)
 		}
 		f.busy = true
-		return m, diskCreateCmd(m.b, path, opts)
+		return diskCreateCmd(d.b, path, opts)
 	}
-	return m, cmd
+	return cmd
 }
 
-// updateDiskResult takes the progress and the result of a disk job.
-func (m Model) updateDiskResult(msg tea.Msg) (tea.Model, tea.Cmd) {
-	f := m.diskForm
-	if f == nil {
-		return m, nil
+// finish takes the result of the disk's creation or import; it reports
+// whether the screen is done.
+func (d *diskModel) finish(msg diskDoneMsg) bool {
+	f := d.diskForm
+	f.busy = false
+	if f.job != nil {
+		f.job.cancel()
+		f.job = nil
 	}
-	switch msg := msg.(type) {
-	case progressMsg:
-		if f.job == nil {
-			return m, nil
-		}
-		f.done, f.total = msg.done, msg.total
-		cmds := []tea.Cmd{waitProgress(f.job)}
-		if msg.total > 0 {
-			cmds = append(cmds, f.bar.SetPercent(float64(msg.done)/float64(msg.total)))
-		}
-		return m, tea.Batch(cmds...)
-	case diskDoneMsg:
-		f.busy = false
-		if f.job != nil {
-			f.job.cancel()
-			f.job = nil
-		}
-		switch {
-		case errors.Is(msg.err, context.Canceled):
-			f.err = errors.New("import cancelled; nothing was left at " + msg.path)
-			return m, nil
-		case msg.err != nil:
-			f.err = msg.err
-			return m, nil
-		}
-		m.diskForm, m.screen = nil, screenTable
-		m.setStatus(false, "%s %s", msg.verb, msg.path)
+	switch {
+	case errors.Is(msg.err, context.Canceled):
+		f.err = errors.New("import cancelled; nothing was left at " + msg.path)
+		return false
+	case msg.err != nil:
+		f.err = msg.err
+		return false
 	}
-	return m, nil
+	return true
 }
 
-func (m Model) viewDisk() string {
-	f := m.diskForm
-	out := m.viewForm(f.form)
+// View draws the form, an import's progress, and the keys.
+func (d *diskModel) View() string {
+	f := d.diskForm
+	out := f.view(d.styles, d.width, d.vms.spin.View())
 	if f.job != nil {
 		out += fmt.Sprintf("importing %s: %s / %s\n%s\n", f.value(diskImport),
 			units.FormatSize(f.done), units.FormatSize(f.total), f.bar.View())
-		out += m.styles.Faint.Render("esc: cancel the import")
-	} else {
-		out += m.styles.Faint.Render("tab/↑↓ move  enter next/submit  ctrl+s submit  esc cancel")
 	}
-	return m.clip(out)
+	return clip(out+d.help.ShortHelpView(d.ShortHelp()), d.width, d.height)
 }

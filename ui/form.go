@@ -6,14 +6,15 @@ import (
 	"strings"
 
 	"github.com/charmbracelet/bubbles/cursor"
+	"github.com/charmbracelet/bubbles/key"
 	"github.com/charmbracelet/bubbles/textinput"
 	tea "github.com/charmbracelet/bubbletea"
 )
 
 // A form is a column of labelled text inputs, each checked as it is typed,
-// plus a check of the whole form. Tab, shift+tab and the arrows move
-// between fields; enter on the last field (or ctrl+s anywhere) submits;
-// esc cancels.
+// plus a check of the whole form. Its keys are a FormKeyMap: tab, shift+tab
+// and the arrows move between fields; enter on the last field (or ctrl+s
+// anywhere) submits; esc cancels.
 
 // field is one input of a form.
 type field struct {
@@ -94,23 +95,23 @@ const (
 )
 
 // update passes a message to the form.
-func (f *form) update(msg tea.Msg) (formResult, tea.Cmd) {
+func (f *form) update(keys FormKeyMap, msg tea.Msg) (formResult, tea.Cmd) {
 	if k, ok := msg.(tea.KeyMsg); ok {
-		switch k.String() {
-		case "esc":
+		switch {
+		case key.Matches(k, keys.Cancel):
 			return formCancel, nil
-		case "tab", "down":
+		case key.Matches(k, keys.Next):
 			f.focusOn(f.focus + 1)
 			return formEditing, nil
-		case "shift+tab", "up":
+		case key.Matches(k, keys.Prev):
 			f.focusOn(f.focus - 1)
 			return formEditing, nil
-		case "ctrl+s":
+		case key.Matches(k, keys.Submit):
 			if f.validate() {
 				return formSubmit, nil
 			}
 			return formEditing, nil
-		case "enter":
+		case key.Matches(k, keys.Enter):
 			if f.focus < len(f.fields)-1 {
 				f.focusOn(f.focus + 1)
 				return formEditing, nil
@@ -127,9 +128,8 @@ func (f *form) update(msg tea.Msg) (formResult, tea.Cmd) {
 	return formEditing, cmd
 }
 
-// viewForm draws a form.
-func (m Model) viewForm(f *form) string {
-	s := m.styles
+// view draws a form in width columns; spin is the spinner's frame.
+func (f *form) view(s *Styles, width int, spin string) string {
 	var b strings.Builder
 	b.WriteString(s.Title.Render(f.title))
 	b.WriteString("\n\n")
@@ -137,7 +137,7 @@ func (m Model) viewForm(f *form) string {
 	for _, fl := range f.fields {
 		labelWidth = max(labelWidth, len(fl.label))
 	}
-	inputWidth := max(10, min(40, m.width-labelWidth-6))
+	inputWidth := max(10, min(40, width-labelWidth-6))
 	for i, fl := range f.fields {
 		mark := "  "
 		label := fmt.Sprintf("%-*s", labelWidth, fl.label)
@@ -152,7 +152,7 @@ func (m Model) viewForm(f *form) string {
 		switch {
 		case fl.err != nil:
 			indent := strings.Repeat(" ", labelWidth+4)
-			for _, l := range wrap("✗ "+oneLine(fl.err), m.width-len(indent), 2, "") {
+			for _, l := range wrap("✗ "+oneLine(fl.err), width-len(indent), 2, "") {
 				fmt.Fprintf(&b, "%s%s\n", indent, s.FieldError.Render(l))
 			}
 		case i == f.focus && fl.hint != "":
@@ -162,9 +162,9 @@ func (m Model) viewForm(f *form) string {
 	b.WriteString("\n")
 	switch {
 	case f.err != nil:
-		b.WriteString(s.Error.Render(strings.Join(wrap("✗ "+oneLine(f.err), m.width, 3, ""), "\n")))
+		b.WriteString(s.Error.Render(strings.Join(wrap("✗ "+oneLine(f.err), width, 3, ""), "\n")))
 	case f.busy:
-		b.WriteString(m.spin.View() + " working…")
+		b.WriteString(spin + " working…")
 	}
 	b.WriteString("\n")
 	return b.String()

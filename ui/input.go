@@ -8,158 +8,74 @@ import (
 
 	"github.com/charmbracelet/bubbles/key"
 	tea "github.com/charmbracelet/bubbletea"
-
-	"github.com/vmtui/vmtui/vm"
 )
 
-// Keys and the mouse: what each does on each screen, the confirmations,
-// and the operations they start.
-
-func (m Model) updateMouse(msg tea.MouseMsg) (tea.Model, tea.Cmd) {
-	if m.screen != screenTable || m.mode != modeNormal {
-		return m, nil
-	}
-	switch {
-	case msg.Button == tea.MouseButtonWheelUp:
-		m.moveTo(m.cursor - 1)
-	case msg.Button == tea.MouseButtonWheelDown:
-		m.moveTo(m.cursor + 1)
-	case msg.Button == tea.MouseButtonLeft && msg.Action == tea.MouseActionPress:
-		row := msg.Y - tableTop + m.offset
-		if msg.Y >= tableTop && msg.Y < tableTop+m.tableHeight() && row < len(m.rows) {
-			m.moveTo(row)
-		}
-	}
-	return m, nil
-}
+// Keys: the confirmation and the forms take them first; then the keys of
+// every screen (quit, help, the forms); then the operations on the VM
+// under the cursor, from the table of operations; the rest goes to the
+// table.
 
 func (m Model) updateKey(msg tea.KeyMsg) (tea.Model, tea.Cmd) {
+	if c := m.confirm; c != nil {
+		c.Update(msg)
+		switch c.answer {
+		case answerYes:
+			m.confirm = nil
+			return m, m.run(c.op, c.name)
+		case answerNo:
+			m.confirm = nil
+			m.setStatus(false, "%s %s: cancelled", c.op.verb, c.name)
+		}
+		return m, nil
+	}
 	switch m.screen {
 	case screenNewVM, screenDisk:
-		return m.updateForms(msg)
+		if c := m.active(); c != nil {
+			return m, c.Update(msg)
+		}
 	case screenHelp:
 		if key.Matches(msg, m.keys.Help, m.keys.Back, m.keys.Quit) {
 			m.screen = screenTable
 		}
 		return m, nil
-	}
-	switch m.mode {
-	case modeFilter:
-		switch msg.Type {
-		case tea.KeyEnter:
-			m.mode = modeNormal
-			m.filter.Blur()
-			return m, nil
-		case tea.KeyEsc:
-			m.mode = modeNormal
-			m.filter.Blur()
-			m.filter.SetValue("")
-			m.applyFilter()
-			return m, nil
+	case screenTable:
+		if m.table.filtering {
+			return m, m.table.Update(msg)
 		}
-		var cmd tea.Cmd
-		m.filter, cmd = m.filter.Update(msg)
-		m.applyFilter()
-		return m, cmd
-	case modeConfirm:
-		c := m.confirm
-		switch {
-		case key.Matches(msg, m.keys.Yes):
-			m.mode, m.confirm = modeNormal, nil
-			return m, m.run(c.verb, c.name)
-		case key.Matches(msg, m.keys.No), key.Matches(msg, m.keys.Quit):
-			m.mode, m.confirm = modeNormal, nil
-			m.setStatus(false, "%s %s: cancelled", c.verb, c.name)
-		}
-		return m, nil
 	}
 
 	k := m.keys
 	switch {
 	case key.Matches(msg, k.Quit):
 		return m, tea.Quit
-	case key.Matches(msg, k.Back):
-		if m.screen == screenDetail {
-			m.screen, m.detail = screenTable, nil
-		} else if m.filter.Value() != "" {
-			m.filter.SetValue("")
-			m.applyFilter()
-		}
+	case key.Matches(msg, k.Back) && m.screen == screenDetail:
+		m.back()
 		return m, nil
 	case key.Matches(msg, k.Help):
 		m.screen = screenHelp
 		return m, nil
 	case key.Matches(msg, k.New):
-		m.vmForm = newVMForm(m.opts.Cwd)
-		m.screen = screenNewVM
+		m.newVM = newNewVM(m.common)
+		m.show(screenNewVM, m.newVM)
 		return m, nil
 	case key.Matches(msg, k.Disks):
-		m.diskForm = newDiskForm(m.opts.Cwd)
-		m.screen = screenDisk
+		m.disk = newDisk(m.common)
+		m.show(screenDisk, m.disk)
 		return m, nil
-	}
-	if m.screen == screenTable {
-		switch {
-		case key.Matches(msg, k.Up):
-			m.moveTo(m.cursor - 1)
-			return m, nil
-		case key.Matches(msg, k.Down):
-			m.moveTo(m.cursor + 1)
-			return m, nil
-		case key.Matches(msg, k.Top):
-			m.moveTo(0)
-			return m, nil
-		case key.Matches(msg, k.Bottom):
-			m.moveTo(len(m.rows) - 1)
-			return m, nil
-		case key.Matches(msg, k.Filter):
-			m.mode = modeFilter
-			return m, m.filter.Focus()
-		case key.Matches(msg, k.Sort):
-			m.order = (m.order + 1) % numSortOrders
-			m.applyFilter()
-			m.setStatus(false, "sorted by %s", m.order)
-			return m, nil
-		}
 	}
 	st, ok := m.current()
 	if !ok {
-		return m, nil
+		return m, m.table.Update(msg)
 	}
 	switch {
 	case key.Matches(msg, k.Detail):
 		if m.screen == screenDetail {
-			m.screen, m.detail = screenTable, nil
+			m.back()
 			return m, nil
 		}
-		m.screen, m.detail = screenDetail, nil
+		m.detail = newDetail(m.common, st.Name)
+		m.show(screenDetail, m.detail)
 		return m, detailCmd(m.b, st.Name)
-	case key.Matches(msg, k.Start):
-		if st.Running() {
-			m.setStatus(true, "start %s: vm is already running", st.Name)
-			return m, nil
-		}
-		return m, m.run("start", st.Name)
-	case key.Matches(msg, k.Stop), key.Matches(msg, k.ForceStop):
-		verb := "stop"
-		if key.Matches(msg, k.ForceStop) {
-			verb = "force stop"
-		}
-		if !st.Running() {
-			m.setStatus(true, "%s %s: vm is not running", verb, st.Name)
-			return m, nil
-		}
-		m.ask(verb, st.Name)
-		return m, nil
-	case key.Matches(msg, k.Pause):
-		switch st.State {
-		case vm.StatePaused:
-			return m, m.run("unpause", st.Name)
-		case vm.StateRunning:
-			return m, m.run("pause", st.Name)
-		}
-		m.setStatus(true, "pause %s: vm is %s", st.Name, st.State)
-		return m, nil
 	case key.Matches(msg, k.Console):
 		if !st.Running() {
 			m.setStatus(true, "console %s: vm is not running; start it with s", st.Name)
@@ -175,13 +91,21 @@ func (m Model) updateKey(msg tea.KeyMsg) (tea.Model, tea.Cmd) {
 		})
 	case key.Matches(msg, k.Edit):
 		return m, editCmd(editorCommand(m.opts.Editor, ""), st.Name, m.b.DefinitionFile(st.Name))
-	case key.Matches(msg, k.Remove):
-		if st.Running() {
-			m.setStatus(true, "remove %s: vm is running; stop it first", st.Name)
-			return m, nil
+	}
+	if op, err := operationFor(*k, msg, st); op != nil {
+		switch {
+		case err != nil:
+			m.setStatus(true, "%s %s: %v", op.verb, st.Name, err)
+		case op.prompt != "":
+			m.confirm = newConfirm(m.common, op, st.Name)
+			m.confirm.SetSize(m.width, m.height)
+		default:
+			return m, m.run(op, st.Name)
 		}
-		m.ask("remove", st.Name)
 		return m, nil
+	}
+	if m.screen == screenTable {
+		return m, m.table.Update(msg)
 	}
 	return m, nil
 }
@@ -216,73 +140,20 @@ func editCmd(args []string, name, file string) tea.Cmd {
 	}
 }
 
-// ask asks to confirm verb on VM name.
-func (m *Model) ask(verb, name string) {
-	prompt := fmt.Sprintf("%s %s? (y/n)", verb, name)
-	switch verb {
-	case "stop":
-		prompt = fmt.Sprintf("stop %s (power down)? (y/n)", name)
-	case "force stop":
-		prompt = fmt.Sprintf("force stop %s (kill QEMU)? (y/n)", name)
-	case "remove":
-		prompt = fmt.Sprintf("remove the definition of %s (disks are kept)? (y/n)", name)
-	}
-	m.mode = modeConfirm
-	m.confirm = &confirmation{prompt: printable(prompt), name: name, verb: verb}
-}
-
-// run starts operation verb on VM name, with the spinner.
-func (m *Model) run(verb, name string) tea.Cmd {
-	if op, ok := m.busy[name]; ok {
-		m.setStatus(true, "%s %s: %s is still under way", verb, name, op)
+// run starts operation op on VM name, with the spinner.
+func (m *Model) run(op *operation, name string) tea.Cmd {
+	if cur, ok := m.vms.busy[name]; ok {
+		m.setStatus(true, "%s %s: %s is still under way", op.verb, name, cur.verb)
 		return nil
 	}
-	first := len(m.busy) == 0
-	m.busy[name] = verb
-	m.setStatus(false, "%s: %s…", name, progressive(verb))
-	cmd := opCmd(m.b, verb, name)
+	first := len(m.vms.busy) == 0
+	m.vms.busy[name] = op
+	m.setStatus(false, "%s: %s…", name, op.ing)
+	cmd := opCmd(m.b, op, name)
 	if first {
-		return tea.Batch(cmd, m.spin.Tick)
+		return tea.Batch(cmd, m.vms.spin.Tick)
 	}
 	return cmd
-}
-
-// progressive is verb's "-ing" form for the status line.
-func progressive(verb string) string {
-	switch verb {
-	case "start":
-		return "starting"
-	case "stop":
-		return "stopping"
-	case "force stop":
-		return "force stopping"
-	case "pause":
-		return "pausing"
-	case "unpause":
-		return "unpausing"
-	case "remove":
-		return "removing"
-	}
-	return verb
-}
-
-// pastTense is what the status line says when verb succeeded.
-func pastTense(verb string) string {
-	switch verb {
-	case "start":
-		return "started"
-	case "stop":
-		return "stopped"
-	case "force stop":
-		return "stopped (forced)"
-	case "pause":
-		return "paused"
-	case "unpause":
-		return "unpaused"
-	case "remove":
-		return "definition removed (disks kept)"
-	}
-	return verb + " done"
 }
 
 // oneLine joins a multi-line error into one line.

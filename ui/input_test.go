@@ -38,7 +38,7 @@ func TestEditBlankEditor(t *testing.T) {
 	for _, editor := range []string{" ", "\t  "} {
 		m := New(Options{Backend: newFake(), Editor: editor})
 		list := newFake().list
-		m = update(t, m, listMsg{list: list})
+		m = update(t, m, listMsg{list: list, at: time.Now()})
 		if _, cmd := m.Update(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune("e")}); cmd == nil {
 			t.Errorf("editor %q: e gave no command", editor)
 		}
@@ -50,7 +50,7 @@ func TestEditBlankEditor(t *testing.T) {
 func TestEditUnrunnableEditor(t *testing.T) {
 	for _, editor := range []string{"/nonexistent/vmtui-editor", "vmtui-no-such-editor --flag"} {
 		m := New(Options{Backend: newFake(), Editor: editor})
-		m = update(t, m, listMsg{list: newFake().list})
+		m = update(t, m, listMsg{list: newFake().list, at: time.Now()})
 		_, cmd := m.Update(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune("e")})
 		if cmd == nil {
 			t.Fatalf("editor %q: e gave no command", editor)

@@ -2,7 +2,7 @@ package ui
 
 import "github.com/charmbracelet/bubbles/key"
 
-// KeyMap is the TUI's one keymap: the help bar and the full help are drawn
+// KeyMap is the TUI's one keymap: the help bars and the full help are drawn
 // from it, and Update matches keys only through it.
 type KeyMap struct {
 	Up, Down, Top, Bottom key.Binding
@@ -22,6 +22,19 @@ type KeyMap struct {
 	Quit                  key.Binding
 	Back                  key.Binding
 	Yes, No               key.Binding
+	// Filtering ends the filter being typed (Back clears it).
+	Filtering key.Binding
+	// Form is the keys of the forms.
+	Form FormKeyMap
+}
+
+// FormKeyMap is the keys of a form.
+type FormKeyMap struct {
+	Next, Prev key.Binding
+	// Enter moves to the next field, and submits on the last one.
+	Enter  key.Binding
+	Submit key.Binding
+	Cancel key.Binding
 }
 
 // DefaultKeyMap returns the default keys.
@@ -48,6 +61,19 @@ func DefaultKeyMap() KeyMap {
 		Back:      key.NewBinding(key.WithKeys("esc"), key.WithHelp("esc", "back")),
 		Yes:       key.NewBinding(key.WithKeys("y", "Y"), key.WithHelp("y", "yes")),
 		No:        key.NewBinding(key.WithKeys("n", "N", "esc"), key.WithHelp("n", "no")),
+		Filtering: key.NewBinding(key.WithKeys("enter"), key.WithHelp("enter", "keep the filter")),
+		Form:      DefaultFormKeyMap(),
+	}
+}
+
+// DefaultFormKeyMap returns the default keys of the forms.
+func DefaultFormKeyMap() FormKeyMap {
+	return FormKeyMap{
+		Next:   key.NewBinding(key.WithKeys("tab", "down"), key.WithHelp("tab/↓", "next")),
+		Prev:   key.NewBinding(key.WithKeys("shift+tab", "up"), key.WithHelp("shift+tab/↑", "prev")),
+		Enter:  key.NewBinding(key.WithKeys("enter"), key.WithHelp("enter", "next/submit")),
+		Submit: key.NewBinding(key.WithKeys("ctrl+s"), key.WithHelp("ctrl+s", "submit")),
+		Cancel: key.NewBinding(key.WithKeys("esc"), key.WithHelp("esc", "cancel")),
 	}
 }
 
@@ -64,3 +90,11 @@ func (k KeyMap) FullHelp() [][]key.Binding {
 		{k.New, k.Disks, k.Edit, k.Remove, k.Help, k.Quit},
 	}
 }
+
+// ShortHelp is the help bar under a form.
+func (k FormKeyMap) ShortHelp() []key.Binding {
+	return []key.Binding{k.Next, k.Prev, k.Enter, k.Submit, k.Cancel}
+}
+
+// FullHelp is ShortHelp, in one column.
+func (k FormKeyMap) FullHelp() [][]key.Binding { return [][]key.Binding{k.ShortHelp()} }

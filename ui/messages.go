@@ -8,27 +8,61 @@ import (
 	"github.com/vmtui/vmtui/vm"
 )
 
-// tickMsg asks for the next refresh of the VM list; gen tells stale ticks apart.
-type tickMsg struct{ gen int }
-
-// listMsg carries a refreshed VM list and CPU samples of the running ones.
-type listMsg struct {
-	list    []vm.Status
-	err     error
-	samples map[string]cpuSample
+// tickMsg asks for the next sample (or refresh) at at; gen tells stale
+// ticks apart.
+type tickMsg struct {
+	gen int
+	at  time.Time
 }
 
-// cpuSample is a QEMU process's CPU time (utime+stime, clock ticks) at a moment.
-type cpuSample struct {
-	pid   int
-	ticks uint64
-	at    time.Time
+// listMsg carries a full list of the VMs, read from at.
+type listMsg struct {
+	list []vm.Status
+	err  error
+	at   time.Time
+}
+
+// statusMsg carries the status of one VM, read from at; err is set when it
+// could not be read (store.ErrNotFound once it is gone).
+type statusMsg struct {
+	name string
+	st   vm.Status
+	err  error
+	at   time.Time
+}
+
+// sampleMsg carries /proc samples of the running VMs' QEMUs, by VM name,
+// and the backend's stamp of the VMs' directories.
+type sampleMsg struct {
+	samples map[string]procSample
+	stamp   string
+	at      time.Time
+}
+
+// procSample is one QEMU's /proc sample, or why there is none
+// (vm.ErrNotRunning once it exited).
+type procSample struct {
+	ps  vm.ProcStat
+	err error
+}
+
+// watchMsg carries an event of a watched VM.
+type watchMsg struct{ ev vm.WatchEvent }
+
+// closeMsg closes the screen shown (a form), back to the table.
+type closeMsg struct{}
+
+// noticeMsg puts a message in the status line.
+type noticeMsg struct {
+	text  string
+	isErr bool
 }
 
 // opDoneMsg reports the end of a lifecycle operation on a VM.
 type opDoneMsg struct {
-	name, verb string
-	err        error
+	op   *operation
+	name string
+	err  error
 }
 
 // consoleDoneMsg reports that the console session of a VM ended.

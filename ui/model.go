@@ -2,17 +2,22 @@
 // program: a live table of the VMs with keys to start, stop, pause and
 // attach to them, a detail view, and forms to define VMs and make disks.
 //
+// Each screen is a component (table, detail, help, the new-VM and disk
+// forms, the confirmation in the status line) with its own Update, View,
+// size and keys; the Model routes messages to them and keeps the picture of
+// the VMs they share. That picture follows QEMU's events (a vm.Watcher):
+// a VM is read again when an event names it, its CPU and memory come from
+// /proc alone, and the whole list is read only now and then.
+//
 // All I/O (the VM list, QMP, /proc, disks) happens in tea.Cmds through a
 // [Backend]; Update and View only compute. Quitting leaves every VM running.
 package ui
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -20,9 +25,9 @@ import (
 
 	"github.com/charmbracelet/bubbles/help"
 	"github.com/charmbracelet/bubbles/spinner"
-	"github.com/charmbracelet/bubbles/textinput"
 	tea "github.com/charmbracelet/bubbletea"
 	"github.com/charmbracelet/lipgloss"
+	"github.com/charmbracelet/x/ansi"
 
 	"github.com/vmtui/vmtui/vm"
 )
@@ -54,69 +59,6 @@ func (s screen) String() string {
 	return fmt.Sprintf("screen(%d)", int(s))
 }
 
-// mode is how the table screen takes keys.
-type mode int
-
-const (
-	modeNormal  mode = iota
-	modeFilter       // typing a filter
-	modeConfirm      // waiting for y or n
-)
-
-func (m mode) String() string {
-	switch m {
-	case modeNormal:
-		return "normal"
-	case modeFilter:
-		return "filter"
-	case modeConfirm:
-		return "confirm"
-	}
-	return fmt.Sprintf("mode(%d)", int(m))
-}
-
-// sortOrder is the order of the table's rows.
-type sortOrder int
-
-const (
-	sortByID sortOrder = iota
-	sortByName
-	sortByState
-	sortByMemory
-	numSortOrders
-)
-
-func (o sortOrder) String() string {
-	switch o {
-	case sortByID:
-		return "id"
-	case sortByName:
-		return "name"
-	case sortByState:
-		return "state"
-	case sortByMemory:
-		return "memory"
-	}
-	return fmt.Sprintf("sortOrder(%d)", int(o))
-}
-
-// stateRank orders states for sortByState: running first.
-var stateRank = map[vm.State]int{vm.StateStarting: 0, vm.StateRunning: 0, vm.StatePaused: 1, vm.StateStopping: 2, vm.StateBroken: 3, vm.StateStopped: 4}
-
-// compare orders a and b; ties go by ID.
-func (o sortOrder) compare(a, b vm.Status) int {
-	var c int
-	switch o {
-	case sortByName:
-		c = strings.Compare(a.Name, b.Name)
-	case sortByState:
-		c = cmp.Compare(stateRank[a.State], stateRank[b.State])
-	case sortByMemory:
-		c = cmp.Compare(b.CurMem, a.CurMem)
-	}
-	return cmp.Or(c, cmp.Compare(a.ID, b.ID))
-}
-
 // Default sizes, before the terminal reports its own.
 const (
 	defaultWidth  = 80
@@ -129,99 +71,56 @@ const (
 // shows within a frame (33 ms).
 const renderFPS = 30
 
-// DefaultRefresh is how often the VM list is refreshed.
-const DefaultRefresh = time.Second
-
-// quietRefreshes is how many refreshes in a row (10 s) may change nothing, with
-// no input, before the interval doubles (an idle TUI then costs half as
-// much); a key press or a change brings it back.
-const quietRefreshes = 10
-
-// historyLen is how many refreshes the CPU and memory charts keep (three
-// minutes at one a second).
-const historyLen = 180
-
 // Options configure a Model.
 type Options struct {
 	// Backend is where the VMs come from; required.
 	Backend Backend
-	// Refresh is the interval between refreshes; 0 means DefaultRefresh.
+	// Refresh is the interval between /proc samples of the running VMs
+	// (and, without a Watcher, full lists); 0 means DefaultRefresh.
 	Refresh time.Duration
+	// FullRefresh is the interval between full lists of the VMs when a
+	// Watcher follows them; 0 means DefaultFullRefresh.
+	FullRefresh time.Duration
 	// Cwd resolves relative paths typed in forms; "" means "/".
 	Cwd string
 	// Editor is the command that edits a definition file (split on
 	// spaces); blank means vi.
 	Editor string
-	// SampleCPU reads the CPU time of a process in clock ticks; nil
-	// means no CPU history (tests). Run sets it to read /proc.
-	SampleCPU func(pid int) (uint64, bool)
 	// Keys and Styles; zero values mean the defaults.
 	Keys   *KeyMap
 	Styles *Styles
 }
 
-// history is the recent CPU and memory use of a running VM.
-type history struct {
-	pid  int
-	last cpuSample
-	cpu  []float64 // percent of one core
-	mem  []float64 // bytes
-}
-
-// confirmation is a question waiting for y or n, and what y does.
-type confirmation struct {
-	prompt string
-	name   string
-	verb   string
-}
-
-// Model is the TUI.
+// Model is the TUI: the screens, the status line, and the picture of the
+// VMs they share.
 type Model struct {
+	common
 	opts   Options
-	b      Backend
-	keys   KeyMap
-	styles Styles
 	help   help.Model
-	spin   spinner.Model
-	filter textinput.Model
-
-	screen screen
-	mode   mode
 	width  int
 	height int
+	screen screen
 
-	all      []vm.Status // the last list, by ID
-	rows     []vm.Status // all, filtered
-	loaded   bool
-	listErr  error
-	cursor   int
-	offset   int
-	selected string // the name under the cursor, kept across refreshes and sorts
-	order    sortOrder
-
-	refreshing bool
-	refreshNow bool // refresh again as soon as the running one ends
-	tickGen    int
-	// quiet counts the refreshes in a row that changed nothing on the
-	// table with no key pressed: past quietRefreshes, refreshes slow down.
-	quiet int
+	table      *tableModel
+	detail     *detailModel  // on screenDetail
+	helpScreen *helpModel    // on screenHelp
+	newVM      *newVMModel   // on screenNewVM
+	disk       *diskModel    // on screenDisk
+	confirm    *confirmModel // a question in the status line, or nil
 
 	status    string
 	statusErr bool
-	busy      map[string]string // VM name → operation under way
-	confirm   *confirmation
 
-	history map[string]*history
-	detail  *detailMsg
-
-	vmForm   *vmForm
-	diskForm *diskForm
+	refresher
 }
 
 // New returns the TUI model for opts.
 func New(opts Options) Model {
 	if opts.Refresh == 0 {
 		opts.Refresh = DefaultRefresh
+	}
+	if opts.FullRefresh == 0 {
+		opts.FullRefresh = DefaultFullRefresh
 	}
 	if opts.Cwd == "" {
 		opts.Cwd = "/"
@@ -237,38 +136,38 @@ func New(opts Options) Model {
 	if opts.Styles != nil {
 		styles = *opts.Styles
 	}
-	f := textinput.New()
-	f.Prompt = "/"
-	f.Placeholder = "name"
-	f.CharLimit = 64
-	staticCursor(&f)
-	return Model{
-		opts:    opts,
-		b:       opts.Backend,
-		keys:    keys,
-		styles:  styles,
-		help:    help.New(),
-		spin:    spinner.New(spinner.WithSpinner(spinner.Dot)),
-		filter:  f,
-		width:   defaultWidth,
-		height:  defaultHeight,
-		busy:    make(map[string]string),
-		history: make(map[string]*history),
-		// Init's list is under way.
-		refreshing: true,
+	c := common{b: opts.Backend, keys: &keys, styles: &styles, cwd: opts.Cwd, vms: newFleet()}
+	m := Model{
+		common:     c,
+		opts:       opts,
+		help:       help.New(),
+		table:      newTable(c),
+		helpScreen: newHelp(c),
+		refresher:  newRefresher(opts.Backend.Watcher()),
 	}
+	m.setSize(defaultWidth, defaultHeight)
+	// Init's list is under way.
+	m.refreshing = true
+	return m
 }
 
-// Init starts the first refresh.
+// Init reads the list, starts the ticks and follows the events.
 func (m Model) Init() tea.Cmd {
-	return listCmd(m.b, m.opts.SampleCPU)
+	cmds := []tea.Cmd{listCmd(m.b, m.watcher), tickCmd(m.opts.Refresh, m.tickGen)}
+	if m.watcher != nil {
+		cmds = append(cmds, waitWatch(m.watcher))
+	}
+	return tea.Batch(cmds...)
 }
 
 // Run runs the TUI on the terminal until the user quits.
 func Run(ctx context.Context, b Backend) error {
 	cwd, _ := os.Getwd()
 	editor := strings.Join(editorCommand(os.Getenv("VISUAL"), os.Getenv("EDITOR")), " ")
-	m := New(Options{Backend: b, Cwd: cwd, Editor: editor, SampleCPU: procCPUTicks})
+	m := New(Options{Backend: b, Cwd: cwd, Editor: editor})
+	if w := b.Watcher(); w != nil {
+		defer w.Close()
+	}
 	// Decided here, never by asking the terminal: lipgloss would write
 	// ESC]11;? and wait up to 5 s for an answer that some terminals never
 	// give, and a late answer would reach the program as keystrokes.
@@ -307,55 +206,96 @@ func printable(s string) string {
 	return b.String()
 }
 
-// current returns the VM under the cursor.
-func (m *Model) current() (vm.Status, bool) {
-	if m.cursor < 0 || m.cursor >= len(m.rows) {
-		return vm.Status{}, false
+// current returns the VM under the table's cursor.
+func (m *Model) current() (vm.Status, bool) { return m.table.current() }
+
+// setSize gives every screen its size.
+func (m *Model) setSize(width, height int) {
+	m.width, m.height = width, height
+	m.help.Width = width
+	// The title above the table, the status line and help bar below.
+	m.table.SetSize(width, height-3)
+	if m.detail != nil {
+		m.detail.SetSize(width, height)
 	}
-	return m.rows[m.cursor], true
+	if m.newVM != nil {
+		m.newVM.SetSize(width, height)
+	}
+	if m.disk != nil {
+		m.disk.SetSize(width, height)
+	}
+	if m.confirm != nil {
+		m.confirm.SetSize(width, height)
+	}
+	m.helpScreen.SetSize(width, height)
+}
+
+// show opens screen s (its component c already made), sized.
+func (m *Model) show(s screen, c component) {
+	m.screen = s
+	c.SetSize(m.width, m.height)
+}
+
+// back returns to the table, dropping the screen that was shown.
+func (m *Model) back() {
+	m.screen = screenTable
+	m.detail, m.newVM, m.disk = nil, nil, nil
+}
+
+// active is the component shown, other than the table.
+func (m *Model) active() component {
+	switch {
+	case m.screen == screenNewVM && m.newVM != nil:
+		return m.newVM
+	case m.screen == screenDisk && m.disk != nil:
+		return m.disk
+	case m.screen == screenDetail && m.detail != nil:
+		return m.detail
+	}
+	return nil
 }
 
 // Update handles a message.
 func (m Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	switch msg := msg.(type) {
 	case tea.WindowSizeMsg:
-		m.width, m.height = msg.Width, msg.Height
-		m.help.Width = msg.Width
-		m.clampOffset()
+		m.setSize(msg.Width, msg.Height)
 		return m, nil
 	case tickMsg:
-		if msg.gen != m.tickGen || m.refreshing {
-			return m, nil
-		}
-		m.refreshing = true
-		return m, listCmd(m.b, m.opts.SampleCPU)
+		return m, m.onTick(msg)
 	case listMsg:
-		return m.applyList(msg)
+		return m, m.applyList(msg)
+	case statusMsg:
+		return m, m.applyStatus(msg)
+	case sampleMsg:
+		return m, m.applySample(msg)
+	case watchMsg:
+		return m, m.applyWatch(msg)
 	case spinner.TickMsg:
-		if len(m.busy) == 0 {
+		if len(m.vms.busy) == 0 {
 			return m, nil
 		}
 		var cmd tea.Cmd
-		m.spin, cmd = m.spin.Update(msg)
+		m.vms.spin, cmd = m.vms.spin.Update(msg)
 		return m, cmd
 	case opDoneMsg:
-		delete(m.busy, msg.name)
+		delete(m.vms.busy, msg.name)
 		if msg.err != nil {
-			m.setStatus(true, "%s %s: %v", msg.verb, msg.name, msg.err)
+			m.setStatus(true, "%s %s: %v", msg.op.verb, msg.name, msg.err)
 		} else {
-			m.setStatus(false, "%s: %s", msg.name, pastTense(msg.verb))
+			m.setStatus(false, "%s: %s", msg.name, msg.op.past)
 		}
-		if msg.verb == "remove" && msg.err == nil && m.screen == screenDetail {
-			m.screen = screenTable
+		if msg.op.gone && msg.err == nil && m.screen == screenDetail {
+			m.back()
 		}
-		return m, m.refresh()
+		return m, m.inspect(msg.name)
 	case consoleDoneMsg:
 		if msg.err != nil {
 			m.setStatus(true, "console %s: %v", msg.name, msg.err)
 		} else {
 			m.setStatus(false, "detached from the console of %s", msg.name)
 		}
-		return m, m.refresh()
+		return m, m.inspect(msg.name)
 	case editedMsg:
 		if msg.err != nil {
 			m.setStatus(true, "edit %s: %v", msg.name, msg.err)
@@ -370,181 +310,137 @@ func (m Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		}
 		return m, m.refresh()
 	case detailMsg:
-		if m.screen == screenDetail && m.selected == msg.name {
-			m.detail = &msg
+		if m.detail != nil {
+			return m, m.detail.Update(msg)
 		}
 		return m, nil
-	case createdMsg, diskDoneMsg, progressMsg:
-		return m.updateForms(msg)
+	case createdMsg:
+		if m.newVM == nil || !m.newVM.created(msg) {
+			return m, nil
+		}
+		m.back()
+		m.table.selected = msg.def.Name
+		m.setStatus(false, "defined vm %s (id %d): press s to start it", msg.def.Name, msg.def.ID)
+		return m, m.refresh()
+	case diskDoneMsg:
+		if m.disk == nil || !m.disk.finish(msg) {
+			return m, nil
+		}
+		m.back()
+		m.setStatus(false, "%s %s", msg.verb, msg.path)
+		return m, nil
+	case progressMsg:
+		if m.disk != nil {
+			return m, m.disk.Update(msg)
+		}
+		return m, nil
+	case closeMsg:
+		if m.screen == screenNewVM || m.screen == screenDisk {
+			m.back()
+		}
+		return m, nil
+	case noticeMsg:
+		m.setStatus(msg.isErr, "%s", msg.text)
+		return m, nil
 	case tea.MouseMsg:
 		m.quiet = 0
-		return m.updateMouse(msg)
+		if m.screen == screenTable && m.confirm == nil && !m.table.filtering {
+			return m, m.table.Update(msg)
+		}
+		return m, nil
 	case tea.KeyMsg:
 		m.quiet = 0
 		return m.updateKey(msg)
 	}
-	if m.screen == screenNewVM || m.screen == screenDisk {
-		return m.updateForms(msg)
+	if c := m.active(); c != nil {
+		return m, c.Update(msg)
 	}
 	return m, nil
 }
 
-// refresh asks for a refresh now.
-func (m *Model) refresh() tea.Cmd {
-	if m.refreshing {
-		m.refreshNow = true
-		return nil
+// View draws the screen shown.
+func (m Model) View() string {
+	switch m.screen {
+	case screenHelp:
+		return m.helpScreen.View()
+	case screenDetail, screenNewVM, screenDisk:
+		if c := m.active(); c != nil {
+			return c.View()
+		}
 	}
-	m.refreshing = true
-	return listCmd(m.b, m.opts.SampleCPU)
+	var b strings.Builder
+	b.WriteString(m.line(m.titleLine()))
+	b.WriteByte('\n')
+	b.WriteString(m.table.View())
+	b.WriteByte('\n')
+	b.WriteString(m.line(m.statusLine()))
+	b.WriteByte('\n')
+	var keys help.KeyMap = m.table
+	if m.confirm != nil {
+		keys = m.confirm
+	}
+	b.WriteString(m.line(m.help.ShortHelpView(keys.ShortHelp())))
+	return b.String()
 }
 
-// applyList takes a refreshed list, keeps the cursor on the same VM and
-// schedules the next refresh.
-func (m Model) applyList(msg listMsg) (tea.Model, tea.Cmd) {
-	m.refreshing = false
-	m.tickGen++
-	var cmds []tea.Cmd
-	if m.refreshNow {
-		m.refreshNow = false
-		m.refreshing = true
-		cmds = append(cmds, listCmd(m.b, m.opts.SampleCPU))
-	}
-	if msg.err == nil && sameRows(m.all, msg.list) {
-		m.quiet++
-	} else {
-		m.quiet = 0
-	}
-	if !m.refreshing {
-		cmds = append(cmds, tickCmd(m.interval(), m.tickGen))
-	}
-	m.listErr = msg.err
-	if msg.err == nil {
-		m.all = msg.list
-		m.loaded = true
-		m.record(msg)
-	}
-	m.applyFilter()
-	if m.screen == screenDetail && m.selected != "" {
-		cmds = append(cmds, detailCmd(m.b, m.selected))
-	}
-	return m, tea.Batch(cmds...)
+// line cuts s to the width of the screen.
+func (m Model) line(s string) string {
+	return ansi.Truncate(s, m.width, "")
 }
 
-// interval is the time to the next refresh.
-func (m *Model) interval() time.Duration {
-	if m.quiet >= quietRefreshes {
-		return 2 * m.opts.Refresh
+// titleLine is the first line: counts, the filter and the spinner.
+func (m Model) titleLine() string {
+	counts := map[vm.State]int{}
+	for _, s := range m.vms.all {
+		counts[s.State]++
 	}
-	return m.opts.Refresh
+	var parts []string
+	for _, st := range []vm.State{vm.StateStarting, vm.StateRunning, vm.StatePaused, vm.StateStopping, vm.StateStopped, vm.StateBroken} {
+		if n := counts[st]; n > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", n, st))
+		}
+	}
+	title := m.styles.Title.Render("vmtui")
+	text := fmt.Sprintf("%s  %d vms", title, len(m.vms.all))
+	if len(parts) > 0 {
+		text += ": " + strings.Join(parts, ", ")
+	}
+	text += m.table.filterNote()
+	if busy := m.vms.busyText(); busy != "" {
+		text += "  " + busy
+	}
+	return text
 }
 
-// sameRows reports whether two lists draw the same table.
-func sameRows(a, b []vm.Status) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	cols := columns
-	for i := range a {
-		la, sa, na := rowCells(a[i], cols)
-		lb, sb, nb := rowCells(b[i], cols)
-		if la != lb || sa != sb || na != nb || a[i].Err != b[i].Err {
-			return false
+// statusLine is the line above the help bar: the filter being typed, a
+// question, or the last result.
+func (m Model) statusLine() string {
+	switch {
+	case m.table.filtering:
+		return m.table.filter.View()
+	case m.confirm != nil:
+		return m.confirm.View()
+	case m.vms.err != nil:
+		return m.styles.Error.Render("list vms: " + oneLine(m.vms.err))
+	case m.status == "":
+		if st, ok := m.current(); ok && st.Err != "" {
+			return m.styles.Error.Render(st.DisplayName() + ": " + st.Err)
 		}
+		return ""
+	case m.statusErr:
+		return m.styles.Error.Render(m.status)
 	}
-	return true
+	return m.styles.Status.Render(m.status)
 }
 
-// record adds a refresh to the CPU and memory history.
-func (m *Model) record(msg listMsg) {
-	seen := make(map[string]bool, len(msg.list))
-	for _, st := range msg.list {
-		seen[st.Name] = true
-		if st.PID == 0 {
-			continue
-		}
-		h := m.history[st.Name]
-		if h == nil || h.pid != st.PID {
-			h = &history{pid: st.PID}
-			m.history[st.Name] = h
-		}
-		h.mem = appendCapped(h.mem, float64(st.CurMem))
-		s, ok := msg.samples[st.Name]
-		if !ok || s.pid != st.PID {
-			continue
-		}
-		if !h.last.at.IsZero() {
-			if dt := s.at.Sub(h.last.at).Seconds(); dt > 0 && s.ticks >= h.last.ticks {
-				// Clock ticks are USER_HZ, 100 a second on Linux.
-				h.cpu = appendCapped(h.cpu, float64(s.ticks-h.last.ticks)/100/dt*100)
-			}
-		}
-		h.last = s
+// clip cuts a whole screen to width×height.
+func clip(s string, width, height int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > height {
+		lines = lines[:max(height, 0)]
 	}
-	for name := range m.history {
-		if !seen[name] {
-			delete(m.history, name)
-		}
+	for i, l := range lines {
+		lines[i] = ansi.Truncate(l, width, "")
 	}
-}
-
-func appendCapped(s []float64, v float64) []float64 {
-	s = append(s, v)
-	if len(s) > historyLen {
-		s = s[len(s)-historyLen:]
-	}
-	return s
-}
-
-// applyFilter recomputes the visible rows and puts the cursor back on the
-// selected VM (or the nearest row when it is gone).
-func (m *Model) applyFilter() {
-	q := strings.ToLower(strings.TrimSpace(m.filter.Value()))
-	m.rows = m.rows[:0:0]
-	for _, st := range m.all {
-		if q == "" || strings.Contains(strings.ToLower(st.Name), q) {
-			m.rows = append(m.rows, st)
-		}
-	}
-	if m.order != sortByID {
-		slices.SortStableFunc(m.rows, m.order.compare)
-	}
-	found := false
-	for i, st := range m.rows {
-		if st.Name == m.selected {
-			m.cursor, found = i, true
-			break
-		}
-	}
-	if !found {
-		m.cursor = min(max(m.cursor, 0), max(len(m.rows)-1, 0))
-		if st, ok := m.current(); ok {
-			m.selected = st.Name
-		} else {
-			m.selected = ""
-		}
-	}
-	m.clampOffset()
-}
-
-// moveTo puts the cursor on row i.
-func (m *Model) moveTo(i int) {
-	if len(m.rows) == 0 {
-		return
-	}
-	m.cursor = min(max(i, 0), len(m.rows)-1)
-	m.selected = m.rows[m.cursor].Name
-	m.clampOffset()
-}
-
-// clampOffset scrolls the table so that the cursor is visible.
-func (m *Model) clampOffset() {
-	h := m.tableHeight()
-	if m.cursor < m.offset {
-		m.offset = m.cursor
-	}
-	if m.cursor >= m.offset+h {
-		m.offset = m.cursor - h + 1
-	}
-	m.offset = max(0, min(m.offset, len(m.rows)-h))
+	return strings.Join(lines, "\n")
 }

@@ -30,11 +30,15 @@ func init() {
 
 // fakeBackend serves fixed VMs and records what is asked of it.
 type fakeBackend struct {
-	mu    sync.Mutex
-	list  []vm.Status
-	defs  map[string]*config.VM
-	calls []string
-	err   error // returned by operations
+	mu      sync.Mutex
+	list    []vm.Status
+	defs    map[string]*config.VM
+	calls   []string
+	err     error // returned by operations
+	lists   int   // List calls
+	samples map[int]vm.ProcStat
+	stamp   string
+	watcher Watcher // nil: none
 }
 
 func newFake() *fakeBackend {
@@ -69,8 +73,45 @@ func (f *fakeBackend) Calls() []string {
 func (f *fakeBackend) List(context.Context) ([]vm.Status, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.lists++
 	return append([]vm.Status(nil), f.list...), nil
 }
+
+// Lists returns the number of List calls.
+func (f *fakeBackend) Lists() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.lists
+}
+
+func (f *fakeBackend) Status(_ context.Context, name string) (vm.Status, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, "status "+name)
+	for _, st := range f.list {
+		if st.Name == name {
+			return st, nil
+		}
+	}
+	return vm.Status{}, fmt.Errorf("%s: %w", name, store.ErrNotFound)
+}
+
+func (f *fakeBackend) Sample(st vm.Status) (vm.ProcStat, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if ps, ok := f.samples[st.PID]; ok {
+		return ps, nil
+	}
+	return vm.ProcStat{}, errors.New("no sample")
+}
+
+func (f *fakeBackend) Stamp() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.stamp
+}
+
+func (f *fakeBackend) Watcher() Watcher { return f.watcher }
 
 func (f *fakeBackend) setList(l []vm.Status) {
 	f.mu.Lock()
@@ -140,7 +181,7 @@ func loaded(t *testing.T, f *fakeBackend, w, h int) Model {
 	m := New(Options{Backend: f, Cwd: "/home/user"})
 	m = update(t, m, tea.WindowSizeMsg{Width: w, Height: h})
 	list, _ := f.List(context.Background())
-	return update(t, m, listMsg{list: list})
+	return update(t, m, listMsg{list: list, at: time.Now()})
 }
 
 // update passes msg to m and returns the new model; the Cmd is dropped.
@@ -216,10 +257,10 @@ func TestNewVMFormCreates(t *testing.T) {
 	f := newFake()
 	m := keys(t, loaded(t, f, 80, 24), "n")
 	m = keys(t, m, "guest1<tab>128M<tab>2<tab>disk.qcow2<tab><tab>/boot/vmlinuz<tab>/boot/initrd<tab>console=ttyS0<tab>user<tab>tcp::2222-:22")
-	if err := m.vmForm.form.err; err != nil {
+	if err := m.newVM.err; err != nil {
 		t.Fatalf("form error %v, want none", err)
 	}
-	def, err := m.vmForm.definition()
+	def, err := m.newVM.definition()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,15 +317,15 @@ func TestDiskImportProgress(t *testing.T) {
 	m = keys(t, m, "copy.qcow2<tab><tab><tab><tab>src.raw")
 	next, cmd := m.Update(tea.KeyMsg{Type: tea.KeyEnter})
 	m = next.(Model)
-	if m.diskForm == nil || m.diskForm.job == nil || cmd == nil {
+	if m.disk == nil || m.disk.job == nil || cmd == nil {
 		t.Fatal("import did not start")
 	}
-	job := m.diskForm.job
+	job := m.disk.job
 	done := convertCmd(context.Background(), f, job, "/home/user/src.raw", "/home/user/copy.qcow2", disk.FormatQcow2)()
 	if p, ok := waitProgress(job)().(progressMsg); ok {
 		m = update(t, m, p)
-		if m.diskForm.total != 100 {
-			t.Errorf("progress total %d, want 100", m.diskForm.total)
+		if m.disk.total != 100 {
+			t.Errorf("progress total %d, want 100", m.disk.total)
 		}
 	}
 	m = update(t, m, done)
@@ -297,19 +338,14 @@ func TestDiskImportCancel(t *testing.T) {
 	f := newFake()
 	m := keys(t, loaded(t, f, 80, 24), "d")
 	m = keys(t, m, "copy.qcow2<tab><tab><tab><tab>src.raw<enter>")
-	job := m.diskForm.job
-	m = keys(t, m, "<esc>")
-	ctxDone := make(chan struct{})
-	go func() {
-		// The cancel func was called: the import's context is done.
-		defer close(ctxDone)
-	}()
-	<-ctxDone
-	m = update(t, m, diskDoneMsg{path: "/home/user/copy.qcow2", verb: "imported", err: context.Canceled})
-	if m.screen != screenDisk || m.diskForm.job != nil || !strings.Contains(m.diskForm.err.Error(), "cancelled") {
-		t.Errorf("after cancel: screen %v, err %v", m.screen, m.diskForm.err)
+	if m.disk == nil || m.disk.job == nil {
+		t.Fatal("import did not start")
 	}
-	_ = job
+	m = keys(t, m, "<esc>")
+	m = update(t, m, diskDoneMsg{path: "/home/user/copy.qcow2", verb: "imported", err: context.Canceled})
+	if m.screen != screenDisk || m.disk.job != nil || !strings.Contains(m.disk.err.Error(), "cancelled") {
+		t.Errorf("after cancel: screen %v, err %v", m.screen, m.disk.err)
+	}
 }
 
 func TestDetailGolden(t *testing.T) {
@@ -319,25 +355,25 @@ func TestDetailGolden(t *testing.T) {
 	m = next.(Model)
 	m = update(t, m, cmd())
 	// A fixed history: no time in the golden file.
-	m.history["web"] = &history{pid: 4242, cpu: []float64{0, 10, 50, 100, 30, 5}, mem: []float64{100 << 20, 200 << 20, 312 << 20}}
+	m.vms.history["web"] = &history{pid: 4242, cpu: []float64{0, 10, 50, 100, 30, 5}, mem: []float64{100 << 20, 200 << 20, 312 << 20}}
 	golden.RequireEqual(t, []byte(m.View()))
 }
 
 func TestCursorFollowsVM(t *testing.T) {
 	f := newFake()
 	m := keys(t, loaded(t, f, 80, 24), "j")
-	if m.selected != "build" {
-		t.Fatalf("selected %q after j, want build", m.selected)
+	if m.table.selected != "build" {
+		t.Fatalf("selected %q after j, want build", m.table.selected)
 	}
 	// A new VM with a lower ID appears above: the cursor stays on build.
 	list, _ := f.List(context.Background())
 	list = append([]vm.Status{{ID: 0, Name: "aaa", State: vm.StateStopped}}, list...)
-	m = update(t, m, listMsg{list: list})
-	if st, _ := m.current(); st.Name != "build" || m.cursor != 2 {
-		t.Errorf("after refresh: cursor %d on %q, want 2 on build", m.cursor, st.Name)
+	m = update(t, m, listMsg{list: list, at: time.Now()})
+	if st, _ := m.current(); st.Name != "build" || m.table.cursor != 2 {
+		t.Errorf("after refresh: cursor %d on %q, want 2 on build", m.table.cursor, st.Name)
 	}
 	// build goes away: the cursor stays in place, on the next VM.
-	m = update(t, m, listMsg{list: []vm.Status{list[0], list[1], list[3]}})
+	m = update(t, m, listMsg{list: []vm.Status{list[0], list[1], list[3]}, at: time.Now()})
 	if st, _ := m.current(); st.Name != "openbsd" {
 		t.Errorf("after removal: cursor on %q, want openbsd", st.Name)
 	}
@@ -345,16 +381,16 @@ func TestCursorFollowsVM(t *testing.T) {
 
 func TestFilter(t *testing.T) {
 	m := keys(t, loaded(t, newFake(), 80, 24), "/bu")
-	if len(m.rows) != 1 || m.rows[0].Name != "build" || m.selected != "build" {
-		t.Fatalf("rows %v, selected %q; want only build", m.rows, m.selected)
+	if rows := m.table.rows; len(rows) != 1 || rows[0].Name != "build" || m.table.selected != "build" {
+		t.Fatalf("rows %v, selected %q; want only build", rows, m.table.selected)
 	}
 	m = keys(t, m, "<enter>")
-	if m.mode != modeNormal || !strings.Contains(m.View(), `[filter "bu": 1 shown]`) {
-		t.Errorf("after enter: mode %v, view:\n%s", m.mode, m.View())
+	if m.table.filtering || !strings.Contains(m.View(), `[filter "bu": 1 shown]`) {
+		t.Errorf("after enter: filtering %v, view:\n%s", m.table.filtering, m.View())
 	}
 	m = keys(t, m, "<esc>")
-	if len(m.rows) != 3 {
-		t.Errorf("esc: %d rows, want 3", len(m.rows))
+	if len(m.table.rows) != 3 {
+		t.Errorf("esc: %d rows, want 3", len(m.table.rows))
 	}
 }
 
@@ -387,7 +423,7 @@ func TestLifecycleKeys(t *testing.T) {
 				cmds = append(cmds, cmd)
 			}
 			status := m.status
-			if m.mode == modeConfirm {
+			if m.confirm != nil {
 				status = m.confirm.prompt
 			}
 			if status != tc.status {
@@ -396,7 +432,13 @@ func TestLifecycleKeys(t *testing.T) {
 			for _, cmd := range cmds {
 				runCmd(t, cmd)
 			}
-			got := strings.Join(f.Calls(), ",")
+			var ops []string
+			for _, c := range f.Calls() {
+				if !strings.HasPrefix(c, "status ") { // the VM read again after the operation
+					ops = append(ops, c)
+				}
+			}
+			got := strings.Join(ops, ",")
 			if got != tc.call {
 				t.Errorf("calls %q, want %q", got, tc.call)
 			}
@@ -427,18 +469,19 @@ func runCmd(t *testing.T, cmd tea.Cmd) {
 
 func TestOperationResult(t *testing.T) {
 	m := loaded(t, newFake(), 80, 24)
-	m.busy["web"] = "stop"
-	m = update(t, m, opDoneMsg{name: "web", verb: "stop", err: errors.New("qemu does not answer")})
-	if !m.statusErr || m.status != "stop web: qemu does not answer" || len(m.busy) != 0 {
-		t.Errorf("status %q (error %v), busy %v", m.status, m.statusErr, m.busy)
+	stop, _ := operationFor(*m.keys, splitKeys("x")[0], m.vms.all[0])
+	m.vms.busy["web"] = stop
+	m = update(t, m, opDoneMsg{op: stop, name: "web", err: errors.New("qemu does not answer")})
+	if !m.statusErr || m.status != "stop web: qemu does not answer" || len(m.vms.busy) != 0 {
+		t.Errorf("status %q (error %v), busy %v", m.status, m.statusErr, m.vms.busy)
 	}
 }
 
 func TestMouseSelectsRow(t *testing.T) {
 	m := loaded(t, newFake(), 80, 24)
 	m = update(t, m, tea.MouseMsg{X: 10, Y: tableTop + 2, Button: tea.MouseButtonLeft, Action: tea.MouseActionPress})
-	if m.selected != "openbsd" {
-		t.Errorf("click on the third row selected %q, want openbsd", m.selected)
+	if m.table.selected != "openbsd" {
+		t.Errorf("click on the third row selected %q, want openbsd", m.table.selected)
 	}
 }
 
@@ -476,22 +519,13 @@ func TestProgram(t *testing.T) {
 	tm.Send(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune("j")})
 	tm.Send(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune("q")})
 	final := tm.FinalModel(t, teatest.WithFinalTimeout(30*time.Second)).(Model)
-	if final.selected != "build" {
-		t.Errorf("selected %q, want build", final.selected)
+	if final.table.selected != "build" {
+		t.Errorf("selected %q, want build", final.table.selected)
 	}
 	if calls := f.Calls(); len(calls) != 0 {
 		t.Errorf("quitting called %q, want nothing", calls)
 	}
 	io.Copy(io.Discard, tm.FinalOutput(t))
-}
-
-func TestProcCPUTicks(t *testing.T) {
-	if _, ok := procCPUTicks(1); !ok {
-		t.Skip("no /proc/1/stat")
-	}
-	if _, ok := procCPUTicks(-1); ok {
-		t.Error("pid -1: ok")
-	}
 }
 
 func TestSparkline(t *testing.T) {
@@ -506,22 +540,22 @@ func TestSparkline(t *testing.T) {
 func TestQuietRefreshesSlowDown(t *testing.T) {
 	f := newFake()
 	m := loaded(t, f, 80, 24)
-	list, _ := f.List(context.Background())
+	sample := func(rss int64) sampleMsg {
+		return sampleMsg{samples: map[string]procSample{"web": {ps: vm.ProcStat{PID: 4242, RSS: rss}}}, at: time.Now()}
+	}
 	for range quietRefreshes {
-		m = update(t, m, listMsg{list: list})
+		m = update(t, m, sample(312<<20))
 	}
 	if got := m.interval(); got != 2*DefaultRefresh {
-		t.Errorf("after %d quiet refreshes: interval %v, want %v", quietRefreshes, got, 2*DefaultRefresh)
+		t.Errorf("after %d quiet samples: interval %v, want %v", quietRefreshes, got, 2*DefaultRefresh)
 	}
 	if m = keys(t, m, "j"); m.interval() != DefaultRefresh {
 		t.Errorf("after a key: interval %v, want %v", m.interval(), DefaultRefresh)
 	}
 	for range quietRefreshes {
-		m = update(t, m, listMsg{list: list})
+		m = update(t, m, sample(312<<20))
 	}
-	changed := append([]vm.Status(nil), list...)
-	changed[2].State = vm.StateRunning
-	if m = update(t, m, listMsg{list: changed}); m.interval() != DefaultRefresh {
+	if m = update(t, m, sample(400<<20)); m.interval() != DefaultRefresh {
 		t.Errorf("after a change: interval %v, want %v", m.interval(), DefaultRefresh)
 	}
 }
@@ -560,14 +594,14 @@ func TestSortKeepsCursor(t *testing.T) {
 	} {
 		m = keys(t, m, "o")
 		var names []string
-		for _, r := range m.rows {
+		for _, r := range m.table.rows {
 			names = append(names, r.Name)
 		}
-		if m.order != want.order || strings.Join(names, " ") != want.names {
-			t.Errorf("order %v: rows %q, want %v %q", m.order, names, want.order, want.names)
+		if m.table.order != want.order || strings.Join(names, " ") != want.names {
+			t.Errorf("order %v: rows %q, want %v %q", m.table.order, names, want.order, want.names)
 		}
 		if st, _ := m.current(); st.Name != "openbsd" {
-			t.Errorf("order %v: cursor on %q, want openbsd", m.order, st.Name)
+			t.Errorf("order %v: cursor on %q, want openbsd", m.table.order, st.Name)
 		}
 	}
 }

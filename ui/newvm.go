@@ -6,13 +6,15 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/charmbracelet/bubbles/help"
+	"github.com/charmbracelet/bubbles/key"
 	tea "github.com/charmbracelet/bubbletea"
 
 	"github.com/vmtui/vmtui/config"
 )
 
 // The new VM form: every field checked as it is typed, with the config
-// package's own rules, then the whole definition with config.VM.Validate.
+// package's own rules, then the whole definition with config.VM.ValidateNew.
 
 // Fields of the new VM form.
 const (
@@ -143,59 +145,71 @@ func (f *vmForm) definition() (*config.VM, error) {
 		return nil, errors.New("nothing to boot: give a disk, an iso or a kernel")
 	}
 	def.SetDefaults()
-	// Validate wants the ID that Store.Create assigns: lend it one.
-	def.ID = 1
-	err := def.Validate()
-	def.ID = 0
-	if err != nil {
+	// The ID is Store.Create's to assign.
+	if err := def.ValidateNew(); err != nil {
 		return nil, errors.New(strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
 	return def, nil
 }
 
-// updateForms handles messages while a form is open, and the results of
-// forms submitted.
-func (m Model) updateForms(msg tea.Msg) (tea.Model, tea.Cmd) {
-	switch msg := msg.(type) {
-	case createdMsg:
-		if m.vmForm == nil {
-			return m, nil
-		}
-		m.vmForm.busy = false
-		if msg.err != nil {
-			m.vmForm.err = fmt.Errorf("define %s: %w", msg.def.Name, msg.err)
-			return m, nil
-		}
-		m.vmForm, m.screen = nil, screenTable
-		m.selected = msg.def.Name
-		m.setStatus(false, "defined vm %s (id %d): press s to start it", msg.def.Name, msg.def.ID)
-		return m, m.refresh()
-	case diskDoneMsg, progressMsg:
-		return m.updateDiskResult(msg)
+// newVMModel is the new VM screen.
+type newVMModel struct {
+	common
+	*vmForm
+	width, height int
+	help          help.Model
+}
+
+func newNewVM(c common) *newVMModel {
+	return &newVMModel{common: c, vmForm: newVMForm(c.cwd), help: help.New(), width: defaultWidth, height: defaultHeight}
+}
+
+// SetSize sets the size of the screen.
+func (n *newVMModel) SetSize(width, height int) {
+	n.width, n.height = width, height
+	n.help.Width = width
+}
+
+// ShortHelp is the form's keys.
+func (n *newVMModel) ShortHelp() []key.Binding { return n.keys.Form.ShortHelp() }
+
+// FullHelp is the form's keys.
+func (n *newVMModel) FullHelp() [][]key.Binding { return n.keys.Form.FullHelp() }
+
+// Update types in the form, and submits it (createCmd) or cancels it
+// (closeMsg).
+func (n *newVMModel) Update(msg tea.Msg) tea.Cmd {
+	if n.busy {
+		return nil
 	}
-	switch m.screen {
-	case screenNewVM:
-		f := m.vmForm
-		if f.busy {
-			return m, nil
+	res, cmd := n.update(n.keys.Form, msg)
+	switch res {
+	case formCancel:
+		return closeScreen
+	case formSubmit:
+		def, err := n.definition()
+		if err != nil {
+			n.err = err
+			return nil
 		}
-		res, cmd := f.update(msg)
-		switch res {
-		case formCancel:
-			m.vmForm, m.screen = nil, screenTable
-			return m, nil
-		case formSubmit:
-			def, err := f.definition()
-			if err != nil {
-				f.err = err
-				return m, nil
-			}
-			f.busy = true
-			return m, createCmd(m.b, def)
-		}
-		return m, cmd
-	case screenDisk:
-		return m.updateDiskForm(msg)
+		n.busy = true
+		return createCmd(n.b, def)
 	}
-	return m, nil
+	return cmd
+}
+
+// created takes the result of the submission; it reports whether the
+// screen is done.
+func (n *newVMModel) created(msg createdMsg) bool {
+	n.busy = false
+	if msg.err != nil {
+		n.err = fmt.Errorf("define %s: %w", msg.def.Name, msg.err)
+		return false
+	}
+	return true
+}
+
+// View draws the form and its keys.
+func (n *newVMModel) View() string {
+	return clip(n.view(n.styles, n.width, n.vms.spin.View())+n.help.ShortHelpView(n.ShortHelp()), n.width, n.height)
 }

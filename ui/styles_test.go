@@ -3,6 +3,7 @@ package ui
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vmtui/vmtui/vm"
 )
@@ -48,7 +49,7 @@ func TestHostileNameEscaped(t *testing.T) {
 	evil := "x\x1b[2J\x1b]0;pwned\a"
 	f := newFake()
 	m := New(Options{Backend: f})
-	m = update(t, m, listMsg{list: []vm.Status{{ID: 9, Name: evil, VCPUs: 1, MaxMem: 1 << 20, State: vm.StateStopped}}})
+	m = update(t, m, listMsg{list: []vm.Status{{ID: 9, Name: evil, VCPUs: 1, MaxMem: 1 << 20, State: vm.StateStopped}}, at: time.Now()})
 	for _, k := range []string{"x", "D"} { // stop: not running (status line); remove: asks
 		m = keys(t, m, k)
 		if v := m.View(); strings.Contains(v, "\x1b[2J") || strings.Contains(v, "\x1b]0;") || !strings.Contains(v, `x\x1b[2J`) {

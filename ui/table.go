@@ -1,19 +1,25 @@
 package ui
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/charmbracelet/bubbles/key"
+	"github.com/charmbracelet/bubbles/textinput"
+	tea "github.com/charmbracelet/bubbletea"
 	"github.com/charmbracelet/x/ansi"
 
 	"github.com/vmtui/vmtui/internal/units"
 	"github.com/vmtui/vmtui/vm"
 )
 
-// The table screen: a title line, the header, the rows, a status line and
-// the help bar. The columns are exactly those of `vmtui --list`, with the
-// same widths, after a two-column gutter for the cursor.
+// The table screen's component: the header and the rows, the cursor, the
+// filter and the order. The columns are exactly those of `vmtui --list`,
+// with the same widths, after a two-column gutter for the cursor. The model
+// draws the title above it and the status line and help bar below.
 
 // tableTop is the screen line of the first row.
 const tableTop = 2
@@ -91,6 +97,14 @@ func rowCells(s vm.Status, cols []column) (left, state, name string) {
 	return b.String(), fmt.Sprintf("%*s", stateWidth, string(s.State)), s.DisplayName()
 }
 
+// cellsDiffer reports whether two rows draw differently (or one has an
+// error the other has not).
+func cellsDiffer(a, b vm.Status) bool {
+	la, sa, na := rowCells(a, columns)
+	lb, sb, nb := rowCells(b, columns)
+	return la != lb || sa != sb || na != nb || a.Err != b.Err
+}
+
 // headerLine is the table's header for cols.
 func headerLine(cols []column) string {
 	var b strings.Builder
@@ -102,167 +116,255 @@ func headerLine(cols []column) string {
 	return b.String()
 }
 
-// View draws the TUI.
-func (m Model) View() string {
-	switch m.screen {
-	case screenHelp:
-		return m.viewHelp()
-	case screenDetail:
-		return m.viewDetail()
-	case screenNewVM:
-		return m.clip(m.viewForm(m.vmForm.form) + m.styles.Faint.Render("tab/↑↓ move  enter next/submit  ctrl+s submit  esc cancel"))
-	case screenDisk:
-		return m.viewDisk()
+// sortOrder is the order of the table's rows.
+type sortOrder int
+
+const (
+	sortByID sortOrder = iota
+	sortByName
+	sortByState
+	sortByMemory
+	numSortOrders
+)
+
+func (o sortOrder) String() string {
+	switch o {
+	case sortByID:
+		return "id"
+	case sortByName:
+		return "name"
+	case sortByState:
+		return "state"
+	case sortByMemory:
+		return "memory"
 	}
-	return m.viewTable()
+	return fmt.Sprintf("sortOrder(%d)", int(o))
 }
 
-func (m Model) viewTable() string {
-	var b strings.Builder
-	b.WriteString(m.line(m.titleLine()))
-	b.WriteByte('\n')
-	cols := visibleColumns(m.width)
-	b.WriteString(m.line(m.styles.Header.Render(ansi.Truncate(headerLine(cols), m.width, ""))))
-	b.WriteByte('\n')
-	h := m.tableHeight()
-	for i := m.offset; i < m.offset+h; i++ {
-		switch {
-		case i < len(m.rows):
-			b.WriteString(m.line(m.renderRow(m.rows[i], cols, i == m.cursor)))
-		case i == 0 && m.loaded && len(m.all) == 0:
-			b.WriteString(m.line(m.styles.Faint.Render("  no vms defined: press n to define one")))
-		case i == 0 && m.loaded:
-			b.WriteString(m.line(m.styles.Faint.Render("  no vm matches the filter (esc clears it)")))
-		case i == 0 && !m.loaded && m.listErr == nil:
-			b.WriteString(m.line(m.styles.Faint.Render("  loading…")))
-		}
-		b.WriteByte('\n')
+// stateRank orders states for sortByState: running first.
+var stateRank = map[vm.State]int{vm.StateStarting: 0, vm.StateRunning: 0, vm.StatePaused: 1, vm.StateStopping: 2, vm.StateBroken: 3, vm.StateStopped: 4}
+
+// compare orders a and b; ties go by ID.
+func (o sortOrder) compare(a, b vm.Status) int {
+	var c int
+	switch o {
+	case sortByName:
+		c = strings.Compare(a.Name, b.Name)
+	case sortByState:
+		c = cmp.Compare(stateRank[a.State], stateRank[b.State])
+	case sortByMemory:
+		c = cmp.Compare(b.CurMem, a.CurMem)
 	}
-	b.WriteString(m.line(m.statusLine()))
-	b.WriteByte('\n')
-	b.WriteString(m.line(m.help.ShortHelpView(m.keys.ShortHelp())))
+	return cmp.Or(c, cmp.Compare(a.ID, b.ID))
+}
+
+// tableModel is the table of the VMs.
+type tableModel struct {
+	common
+	width, height int // height: the header and the rows
+
+	rows     []vm.Status // the fleet's, filtered and sorted
+	cursor   int
+	offset   int
+	selected string // the name under the cursor, kept across refreshes and sorts
+	order    sortOrder
+
+	filter    textinput.Model
+	filtering bool // typing a filter
+}
+
+func newTable(c common) *tableModel {
+	f := textinput.New()
+	f.Prompt = "/"
+	f.Placeholder = "name"
+	f.CharLimit = 64
+	staticCursor(&f)
+	return &tableModel{common: c, width: defaultWidth, height: defaultHeight - 3, filter: f}
+}
+
+// SetSize sets the size of the header and rows.
+func (t *tableModel) SetSize(width, height int) {
+	t.width, t.height = width, height
+	t.clampOffset()
+}
+
+// ShortHelp is the help bar under the table.
+func (t *tableModel) ShortHelp() []key.Binding {
+	if t.filtering {
+		return []key.Binding{t.keys.Filtering, t.keys.Back}
+	}
+	return t.keys.ShortHelp()
+}
+
+// FullHelp is the ? screen.
+func (t *tableModel) FullHelp() [][]key.Binding { return t.keys.FullHelp() }
+
+// Update moves the cursor, types the filter and changes the order.
+func (t *tableModel) Update(msg tea.Msg) tea.Cmd {
+	switch msg := msg.(type) {
+	case tea.MouseMsg:
+		switch {
+		case msg.Button == tea.MouseButtonWheelUp:
+			t.moveTo(t.cursor - 1)
+		case msg.Button == tea.MouseButtonWheelDown:
+			t.moveTo(t.cursor + 1)
+		case msg.Button == tea.MouseButtonLeft && msg.Action == tea.MouseActionPress:
+			row := msg.Y - tableTop + t.offset
+			if msg.Y >= tableTop && msg.Y < tableTop+t.rowsHeight() && row < len(t.rows) {
+				t.moveTo(row)
+			}
+		}
+		return nil
+	case tea.KeyMsg:
+		if t.filtering {
+			return t.updateFilter(msg)
+		}
+		k := t.keys
+		switch {
+		case key.Matches(msg, k.Up):
+			t.moveTo(t.cursor - 1)
+		case key.Matches(msg, k.Down):
+			t.moveTo(t.cursor + 1)
+		case key.Matches(msg, k.Top):
+			t.moveTo(0)
+		case key.Matches(msg, k.Bottom):
+			t.moveTo(len(t.rows) - 1)
+		case key.Matches(msg, k.Filter):
+			t.filtering = true
+			return t.filter.Focus()
+		case key.Matches(msg, k.Sort):
+			t.order = (t.order + 1) % numSortOrders
+			t.refresh()
+			return notice(false, "sorted by %s", t.order)
+		case key.Matches(msg, k.Back):
+			if t.filter.Value() != "" {
+				t.filter.SetValue("")
+				t.refresh()
+			}
+		}
+	}
+	return nil
+}
+
+// updateFilter types the filter.
+func (t *tableModel) updateFilter(msg tea.KeyMsg) tea.Cmd {
+	switch {
+	case key.Matches(msg, t.keys.Filtering):
+		t.filtering = false
+		t.filter.Blur()
+		return nil
+	case key.Matches(msg, t.keys.Back):
+		t.filtering = false
+		t.filter.Blur()
+		t.filter.SetValue("")
+		t.refresh()
+		return nil
+	}
+	var cmd tea.Cmd
+	t.filter, cmd = t.filter.Update(msg)
+	t.refresh()
+	return cmd
+}
+
+// refresh recomputes the visible rows from the fleet and puts the cursor
+// back on the selected VM (or the nearest row when it is gone).
+func (t *tableModel) refresh() {
+	q := strings.ToLower(strings.TrimSpace(t.filter.Value()))
+	t.rows = t.rows[:0:0]
+	for _, st := range t.vms.all {
+		if q == "" || strings.Contains(strings.ToLower(st.Name), q) {
+			t.rows = append(t.rows, st)
+		}
+	}
+	if t.order != sortByID {
+		slices.SortStableFunc(t.rows, t.order.compare)
+	}
+	if i := slices.IndexFunc(t.rows, func(s vm.Status) bool { return s.Name == t.selected }); i >= 0 {
+		t.cursor = i
+	} else {
+		t.cursor = min(max(t.cursor, 0), max(len(t.rows)-1, 0))
+		if st, ok := t.current(); ok {
+			t.selected = st.Name
+		} else {
+			t.selected = ""
+		}
+	}
+	t.clampOffset()
+}
+
+// current returns the VM under the cursor.
+func (t *tableModel) current() (vm.Status, bool) {
+	if t.cursor < 0 || t.cursor >= len(t.rows) {
+		return vm.Status{}, false
+	}
+	return t.rows[t.cursor], true
+}
+
+// moveTo puts the cursor on row i.
+func (t *tableModel) moveTo(i int) {
+	if len(t.rows) == 0 {
+		return
+	}
+	t.cursor = min(max(i, 0), len(t.rows)-1)
+	t.selected = t.rows[t.cursor].Name
+	t.clampOffset()
+}
+
+// rowsHeight is the number of rows there is room for.
+func (t *tableModel) rowsHeight() int { return max(1, t.height-1) }
+
+// clampOffset scrolls the table so that the cursor is visible.
+func (t *tableModel) clampOffset() {
+	h := t.rowsHeight()
+	if t.cursor < t.offset {
+		t.offset = t.cursor
+	}
+	if t.cursor >= t.offset+h {
+		t.offset = t.cursor - h + 1
+	}
+	t.offset = max(0, min(t.offset, len(t.rows)-h))
+}
+
+// filterNote is what the title says of a filter that is set.
+func (t *tableModel) filterNote() string {
+	if q := t.filter.Value(); q != "" && !t.filtering {
+		return fmt.Sprintf("  [filter %q: %d shown]", q, len(t.rows))
+	}
+	return ""
+}
+
+// View draws the header and the rows.
+func (t *tableModel) View() string {
+	var b strings.Builder
+	cols := visibleColumns(t.width)
+	b.WriteString(t.styles.Header.Render(ansi.Truncate(headerLine(cols), t.width, "")))
+	for i := t.offset; i < t.offset+t.rowsHeight(); i++ {
+		b.WriteByte('\n')
+		var line string
+		switch {
+		case i < len(t.rows):
+			line = t.renderRow(t.rows[i], cols, i == t.cursor)
+		case i == 0 && t.vms.loaded && len(t.vms.all) == 0:
+			line = t.styles.Faint.Render("  no vms defined: press n to define one")
+		case i == 0 && t.vms.loaded:
+			line = t.styles.Faint.Render("  no vm matches the filter (esc clears it)")
+		case i == 0 && !t.vms.loaded && t.vms.err == nil:
+			line = t.styles.Faint.Render("  loading…")
+		}
+		b.WriteString(ansi.Truncate(line, t.width, ""))
+	}
 	return b.String()
 }
 
-// line cuts s to the width of the screen.
-func (m Model) line(s string) string {
-	return ansi.Truncate(s, m.width, "")
-}
-
 // renderRow draws one row of the table.
-func (m Model) renderRow(s vm.Status, cols []column, selected bool) string {
+func (t *tableModel) renderRow(s vm.Status, cols []column, selected bool) string {
 	left, state, name := rowCells(s, cols)
 	if selected {
-		text := ansi.Truncate(cursorMark+left+state+" "+name, m.width, "")
-		if pad := m.width - ansi.StringWidth(text); pad > 0 {
+		text := ansi.Truncate(cursorMark+left+state+" "+name, t.width, "")
+		if pad := t.width - ansi.StringWidth(text); pad > 0 {
 			text += strings.Repeat(" ", pad)
 		}
-		return m.styles.Selected.Render(text)
+		return t.styles.Selected.Render(text)
 	}
-	return ansi.Truncate("  "+left+m.styles.state(s.State).Render(state)+" "+name, m.width, "")
-}
-
-// titleLine is the first line: counts, the filter and the spinner.
-func (m Model) titleLine() string {
-	counts := map[vm.State]int{}
-	for _, s := range m.all {
-		counts[s.State]++
-	}
-	var parts []string
-	for _, st := range []vm.State{vm.StateStarting, vm.StateRunning, vm.StatePaused, vm.StateStopping, vm.StateStopped, vm.StateBroken} {
-		if n := counts[st]; n > 0 {
-			parts = append(parts, fmt.Sprintf("%d %s", n, st))
-		}
-	}
-	title := m.styles.Title.Render("vmtui")
-	text := fmt.Sprintf("%s  %d vms", title, len(m.all))
-	if len(parts) > 0 {
-		text += ": " + strings.Join(parts, ", ")
-	}
-	if q := m.filter.Value(); q != "" && m.mode != modeFilter {
-		text += fmt.Sprintf("  [filter %q: %d shown]", q, len(m.rows))
-	}
-	if len(m.busy) > 0 {
-		text += "  " + m.spin.View() + " " + m.busyText()
-	}
-	return text
-}
-
-// busyText lists the operations under way.
-func (m Model) busyText() string {
-	var ops []string
-	for _, s := range m.all {
-		if op, ok := m.busy[s.Name]; ok {
-			ops = append(ops, progressive(op)+" "+s.DisplayName())
-		}
-	}
-	if len(ops) == 0 {
-		for name, op := range m.busy {
-			ops = append(ops, progressive(op)+" "+name)
-			break
-		}
-	}
-	return strings.Join(ops, ", ")
-}
-
-// statusLine is the line above the help bar: the filter being typed, a
-// question, or the last result.
-func (m Model) statusLine() string {
-	switch {
-	case m.mode == modeFilter:
-		return m.filter.View()
-	case m.mode == modeConfirm && m.confirm != nil:
-		return m.styles.Label.Render(m.confirm.prompt)
-	case m.listErr != nil:
-		return m.styles.Error.Render("list vms: " + oneLine(m.listErr))
-	case m.status == "":
-		if st, ok := m.current(); ok && st.Err != "" {
-			return m.styles.Error.Render(st.DisplayName() + ": " + st.Err)
-		}
-		return ""
-	case m.statusErr:
-		return m.styles.Error.Render(m.status)
-	}
-	return m.styles.Status.Render(m.status)
-}
-
-// viewHelp is the full help.
-func (m Model) viewHelp() string {
-	full := m.help
-	full.ShowAll = true
-	var b strings.Builder
-	b.WriteString(m.styles.Title.Render("vmtui keys"))
-	b.WriteString("\n\n")
-	b.WriteString(full.FullHelpView(m.keys.FullHelp()))
-	b.WriteString("\n\n")
-	b.WriteString(strings.Join([]string{
-		"The table is the one `vmtui --list` prints, refreshed every second.",
-		"x powers the guest down, X kills QEMU (both ask y/n). D removes the",
-		"definition of a stopped vm (asks; disks are kept). e opens it in",
-		"$EDITOR. o sorts by id, name, state or memory. In the console, ~.",
-		"(after a newline) or Ctrl-] returns here. In forms: tab/shift+tab",
-		"move, enter submits, esc cancels (an import too). q quits and",
-		"leaves every vm running.",
-	}, "\n"))
-	b.WriteString("\n\n")
-	b.WriteString(m.styles.Faint.Render("? or esc: back to the table"))
-	return m.clip(b.String())
-}
-
-// clip cuts a whole screen to the terminal's size.
-func (m Model) clip(s string) string {
-	lines := strings.Split(s, "\n")
-	if len(lines) > m.height {
-		lines = lines[:m.height]
-	}
-	for i, l := range lines {
-		lines[i] = ansi.Truncate(l, m.width, "")
-	}
-	return strings.Join(lines, "\n")
-}
-
-// tableHeight is the number of rows the screen has room for: all but the
-// title, the header, the status line and the help bar.
-func (m *Model) tableHeight() int {
-	return max(1, m.height-4)
+	return ansi.Truncate("  "+left+t.styles.state(s.State).Render(state)+" "+name, t.width, "")
 }
