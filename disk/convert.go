@@ -7,17 +7,15 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
-	"strconv"
-	"strings"
 	"sync"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/vmtui/vmtui/disk/qcow2"
+	"github.com/vmtui/vmtui/internal/atomicfile"
 )
 
 // ConvertOptions control Convert.
@@ -103,25 +101,30 @@ func convert(ctx context.Context, src, dst string, opts ConvertOptions) (err err
 	}
 	defer in.Close()
 
-	t, err := createTempOutput(dst)
+	t, err := atomicfile.Create(dst, 0o644)
 	if err != nil {
 		return err
 	}
-	f, tmp := t.f, t.path()
+	// The targets sync the data, and a failed sync of the directory
+	// cannot undo the link: Commit only links.
+	t.NoSync = true
+	// Messages name an unnamed temporary file after what it becomes.
+	f, tmp := t.File, t.Name()
 	var out target // once set, it owns f
 	closed := false
 	defer func() {
 		if err != nil {
-			switch {
-			case closed:
-			case out != nil:
+			if out != nil && !closed {
 				out.abort()
-			default:
-				f.Close()
 			}
-			t.remove()
+			t.Abort() // removes a named temporary file; closes f if need be
 		}
 	}()
+	// Locked for writing, as qemu-img locks its output, until it is closed
+	// (after it takes its name).
+	if err := lockFile(f, tmp, fileID{}, lockWrite); err != nil {
+		return fmt.Errorf("lock the new %q: %w", tmp, err)
+	}
 
 	size, granule := in.Size(), int64(zeroGranule)
 	switch opts.Format {
@@ -160,7 +163,7 @@ func convert(ctx context.Context, src, dst string, opts ConvertOptions) (err err
 	if err := out.flush(); err != nil {
 		return err
 	}
-	if err := t.publish(dst); err != nil {
+	if err := t.Commit(); err != nil {
 		return err
 	}
 	closed = true
@@ -169,7 +172,7 @@ func convert(ctx context.Context, src, dst string, opts ConvertOptions) (err err
 		return err
 	}
 	if !opts.NoSync {
-		syncDir(filepath.Dir(dst))
+		atomicfile.SyncDir(filepath.Dir(dst)) // an error cannot undo the link; the data is synced
 	}
 	return nil
 }
@@ -180,14 +183,6 @@ type unsyncedFile struct{ *os.File }
 
 func (unsyncedFile) Sync() error { return nil }
 
-// syncDir makes a rename in dir durable, where the file system allows.
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		d.Sync() // an error here cannot undo the rename; the data is synced
-		d.Close()
-	}
-}
-
 // writeback bounds the bytes written between two starts of writeback.
 const writeback = 32 << 20
 
@@ -195,152 +190,6 @@ const writeback = 32 << 20
 // waiting, so that the final fsync has little left to do.
 func startWriteback(f *os.File) {
 	unix.SyncFileRange(int(f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE) // advisory
-}
-
-// tempOutput is the file a conversion writes before it becomes dst,
-// locked for writing as long as it is open.
-type tempOutput struct {
-	f    *os.File
-	dir  string
-	name string // the named temporary file; "" when f has no name
-}
-
-// useTmpfile is cleared by tests to exercise the named temporary files of
-// file systems without O_TMPFILE.
-var useTmpfile = true
-
-// createTempOutput creates an empty temporary file in dst's directory:
-// unnamed (O_TMPFILE) where the file system allows, else a hidden file
-// named after dst, after removing those a killed conversion left.
-func createTempOutput(dst string) (*tempOutput, error) {
-	dir, base := filepath.Split(dst)
-	if dir == "" {
-		dir = "."
-	}
-	if useTmpfile {
-		var fd int
-		err := ignoringEINTR(func() error {
-			var err error
-			fd, err = unix.Open(dir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o644)
-			return err
-		})
-		switch {
-		case err == nil:
-			// Messages name it after what it becomes.
-			f := os.NewFile(uintptr(fd), dst)
-			if err := lockFile(f, dst, fileID{}, lockWrite); err != nil {
-				f.Close()
-				return nil, fmt.Errorf("lock temporary file in %q: %w", dir, err)
-			}
-			return &tempOutput{f: f, dir: dir}, nil
-		case errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EISDIR) || errors.Is(err, unix.EINVAL):
-			// The file system (or the kernel) has no O_TMPFILE.
-		default:
-			return nil, fmt.Errorf("create temporary file in %q: %w", dir, err)
-		}
-	}
-	prefix := "." + base + ".tmp"
-	removeStaleTemps(dir, prefix)
-	for range 100 {
-		name := filepath.Join(dir, prefix+strconv.FormatUint(rand.Uint64()%1e12, 36))
-		f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
-		if errors.Is(err, fs.ErrExist) {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("create temporary file: %w", err)
-		}
-		// The lock tells a conversion running at the same time that the
-		// file is not stale.
-		if err := lockFile(f, name, fileID{}, lockWrite); err != nil {
-			f.Close()
-			os.Remove(name)
-			return nil, fmt.Errorf("lock temporary file %q: %w", name, err)
-		}
-		return &tempOutput{f: f, dir: dir, name: name}, nil
-	}
-	return nil, fmt.Errorf("create temporary file in %q: too many attempts", dir)
-}
-
-// removeStaleTemps removes the named temporary files in dir, whose names
-// start with prefix, that no conversion holds: those of conversions that
-// were killed. A running conversion holds its file locked for writing.
-func removeStaleTemps(dir, prefix string) {
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return // the creation that follows says why
-	}
-	for _, e := range ents {
-		if !strings.HasPrefix(e.Name(), prefix) || !e.Type().IsRegular() {
-			continue
-		}
-		p := filepath.Join(dir, e.Name())
-		f, _, err := openImageFile(p, false, lockNone)
-		if err != nil {
-			continue
-		}
-		held, err := writerHolds(f)
-		f.Close()
-		if err == nil && !held {
-			os.Remove(p)
-		}
-	}
-}
-
-// path names the temporary file in messages.
-func (t *tempOutput) path() string {
-	if t.name != "" {
-		return t.name
-	}
-	return t.f.Name()
-}
-
-// publish gives the complete output the name dst, unless dst exists.
-func (t *tempOutput) publish(dst string) error {
-	if t.name != "" {
-		return renameNoReplace(t.name, dst)
-	}
-	fd := int(t.f.Fd())
-	err := unix.Linkat(fd, "", unix.AT_FDCWD, dst, unix.AT_EMPTY_PATH)
-	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EPERM) || errors.Is(err, unix.EINVAL) {
-		// AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH (before Linux 6.10);
-		// the file's link in /proc does not.
-		err = unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), unix.AT_FDCWD, dst, unix.AT_SYMLINK_FOLLOW)
-	}
-	switch {
-	case errors.Is(err, unix.EEXIST):
-		return fmt.Errorf("%w (created while converting)", fs.ErrExist)
-	case err != nil:
-		return fmt.Errorf("link the output to %q: %w", dst, err)
-	}
-	return nil
-}
-
-// remove removes a named temporary file after a failure; an unnamed one
-// went with its last descriptor.
-func (t *tempOutput) remove() {
-	if t.name != "" {
-		os.Remove(t.name)
-	}
-}
-
-// renameNoReplace renames tmp to dst unless dst exists.
-func renameNoReplace(tmp, dst string) error {
-	err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, dst, unix.RENAME_NOREPLACE)
-	if errors.Is(err, unix.EEXIST) {
-		return fmt.Errorf("%w (created while converting)", fs.ErrExist)
-	}
-	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
-		// The file system cannot rename without replacing.
-		if _, err := os.Lstat(dst); err == nil {
-			return fmt.Errorf("%w (created while converting)", fs.ErrExist)
-		}
-		err = os.Rename(tmp, dst)
-	}
-	if err != nil {
-		return fmt.Errorf("rename %q to %q: %w", tmp, dst, pathErr(err))
-	}
-	return nil
 }
 
 // target is the output of a conversion.

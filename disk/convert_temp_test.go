@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vmtui/vmtui/internal/atomicfile"
 	"github.com/vmtui/vmtui/internal/qemuimg"
 )
 
@@ -64,33 +65,30 @@ func TestConvertTemporaryHasNoName(t *testing.T) {
 }
 
 // TestConvertNamedTemporary: where O_TMPFILE is missing, the temporary file
-// is named, locked while converting, and the next conversion to the same
-// name removes those that conversions killed left, not those of running
-// ones.
+// is named, locked for writing (as QEMU locks) while converting, and the
+// next conversion to the same name removes those that conversions killed
+// left, not those of running ones (package atomicfile tests this further).
 func TestConvertNamedTemporary(t *testing.T) {
 	qemuimg.Require(t)
-	useTmpfile = false
-	t.Cleanup(func() { useTmpfile = true })
+	prev := atomicfile.UseTmpfile(false)
+	t.Cleanup(func() { atomicfile.UseTmpfile(prev) })
 	src := sparseRaw(t, t.TempDir())
 	out := t.TempDir()
 	dst := filepath.Join(out, "dst.qcow2")
 	stale := filepath.Join(out, ".dst.qcow2.tmpstale")
-	running := filepath.Join(out, ".dst.qcow2.tmprunning")
 	other := filepath.Join(out, ".other.qcow2.tmpstale")
-	for _, p := range []string{stale, running, other} {
+	for _, p := range []string{stale, other} {
 		if err := os.WriteFile(p, []byte("half an image"), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// A conversion still running holds its temporary file.
-	f, err := os.OpenFile(running, os.O_RDWR, 0)
+	f, err := atomicfile.Create(dst, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	if err := lockFile(f, running, fileID{}, lockWrite); err != nil {
-		t.Fatal(err)
-	}
+	defer f.Abort()
+	running := f.Name()
 
 	var temp string
 	locked := false
@@ -136,8 +134,8 @@ func TestConvertOutputCreatedMeanwhile(t *testing.T) {
 	src := sparseRaw(t, t.TempDir())
 	for _, tmpfile := range []bool{true, false} {
 		t.Run(map[bool]string{true: "O_TMPFILE", false: "named"}[tmpfile], func(t *testing.T) {
-			useTmpfile = tmpfile
-			t.Cleanup(func() { useTmpfile = true })
+			prev := atomicfile.UseTmpfile(tmpfile)
+			t.Cleanup(func() { atomicfile.UseTmpfile(prev) })
 			out := t.TempDir()
 			dst := filepath.Join(out, "dst.qcow2")
 			err := Convert(context.Background(), src, dst, ConvertOptions{

@@ -10,6 +10,7 @@ import (
 	"syscall"
 
 	"github.com/vmtui/vmtui/config"
+	"github.com/vmtui/vmtui/internal/atomicfile"
 )
 
 // maxFileSize bounds what is read of a definition file: a definition is a
@@ -61,67 +62,49 @@ func fileKind(m fs.FileMode) string {
 	return "type " + m.Type().String()
 }
 
-// testHookBeforeCommit, when set by a test, runs after the temporary file
-// is written and synced and before it is put in place; its error fails the
+// testHookBeforeCommit, when set by a test, runs after the new file is
+// written and before it is synced and put in place; its error fails the
 // write.
-var testHookBeforeCommit func(tmp string) error
+var testHookBeforeCommit func(f *os.File) error
 
 // writeFileAtomic puts a file with the given content at path, mode 0600, so
-// that path never holds part of it: it writes a temporary file in the same
-// directory, syncs it, renames it over path (or, with noReplace, links it
-// to path, which fails if path exists) and syncs the directory. On failure
-// path is left as it was and the temporary file is removed.
+// that path never holds part of it: the file is written without a name (or
+// under a hidden temporary one), synced, and linked to path (with noReplace,
+// which fails if path exists) or renamed over it, and the directory is
+// synced. On failure path is left as it was, and no temporary file remains.
 func writeFileAtomic(path string, data []byte, noReplace bool) (err error) {
-	dir, base := filepath.Split(path)
-	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
+	f, err := atomicfile.Create(path, 0o600)
 	if err != nil {
 		return fmt.Errorf("write %q: %w", path, err)
 	}
-	tmp := f.Name()
 	defer func() {
 		if err != nil {
-			f.Close()
-			os.Remove(tmp)
+			f.Abort()
 			err = fmt.Errorf("write %q: %w", path, err)
 		}
 	}()
 	if _, err := f.Write(data); err != nil {
 		return err
 	}
+	// Whatever the umask.
 	if err := f.Chmod(0o600); err != nil {
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
 	if testHookBeforeCommit != nil {
-		if err := testHookBeforeCommit(tmp); err != nil {
+		if err := testHookBeforeCommit(f.File); err != nil {
 			return err
 		}
 	}
 	if noReplace {
-		if err := os.Link(tmp, path); err != nil {
-			return err
-		}
-		os.Remove(tmp)
-	} else if err := os.Rename(tmp, path); err != nil {
-		return err
+		err = f.Commit()
+	} else {
+		err = f.CommitReplace()
 	}
-	return syncDir(dir)
-}
-
-// syncDir makes a change to dir's entries durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
 	if err != nil {
 		return err
 	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return f.Close()
 }
+
+// syncDir makes a change to dir's entries durable.
+func syncDir(dir string) error { return atomicfile.SyncDir(dir) }

@@ -319,9 +319,9 @@ func TestSaveFailureKeepsOldFile(t *testing.T) {
 	vm.CPUs = 4
 
 	t.Run("failed commit", func(t *testing.T) {
-		testHookBeforeCommit = func(tmp string) error {
-			if _, err := os.Stat(tmp); err != nil {
-				t.Errorf("temporary file missing at commit: %v", err)
+		testHookBeforeCommit = func(f *os.File) error {
+			if fi, err := f.Stat(); err != nil || fi.Size() == 0 {
+				t.Errorf("new file at commit: %v, %v; want it written", fi, err)
 			}
 			return errors.New("disk on fire")
 		}
