@@ -404,16 +404,30 @@ func (c *Client) write(ctx context.Context, line []byte) error {
 	return fmt.Errorf("write: %w", err)
 }
 
+// MaxMessageSize bounds one message from QEMU, in bytes. QEMU 7.2's
+// largest reply, to query-qmp-schema, is about 200 KiB; a peer that sends a
+// longer message (a broken or hostile one) ends the connection, with an
+// error wrapping [io.ErrUnexpectedEOF] that says so, instead of having the
+// client buffer it whole.
+const MaxMessageSize = 8 << 20
+
+// errTooLong ends a connection whose peer sent a message longer than
+// MaxMessageSize.
+var errTooLong = fmt.Errorf("message longer than %d MiB", MaxMessageSize>>20)
+
 // readLoop owns the reading side of the connection: it reads the greeting,
 // then dispatches replies and events until the connection ends.
 func (c *Client) readLoop(greeted chan<- struct{}) {
 	defer close(c.readerDone)
-	r := &pushbackReader{r: c.conn}
+	r := &pushbackReader{r: c.conn, limit: MaxMessageSize}
 	dec := json.NewDecoder(r)
 	first := true
 	for {
 		var m message
 		err := dec.Decode(&m)
+		// The next message may take MaxMessageSize bytes from where this
+		// one ended, whatever the decoder has read ahead.
+		r.limit = dec.InputOffset() + MaxMessageSize
 		var typeErr *json.UnmarshalTypeError
 		var syntaxErr *json.SyntaxError
 		switch {
@@ -495,32 +509,48 @@ func (c *Client) fail(err error) {
 }
 
 // pushbackReader reads buf before r; it lets the decoder be restarted on
-// bytes it had already read.
+// bytes it had already read. It gives the decoder no more than limit bytes
+// (counted from the decoder's start), and then errTooLong: the decoder holds
+// a whole message in memory, so that is what bounds it.
 type pushbackReader struct {
-	buf []byte
-	r   io.Reader
+	buf   []byte
+	r     io.Reader
+	n     int64 // bytes read by the current decoder
+	limit int64
 }
 
 func (p *pushbackReader) Read(b []byte) (int, error) {
-	if len(p.buf) > 0 {
-		n := copy(b, p.buf)
-		p.buf = p.buf[n:]
-		return n, nil
+	if p.n >= p.limit {
+		return 0, errTooLong
 	}
-	return p.r.Read(b)
+	b = b[:min(int64(len(b)), p.limit-p.n)]
+	var n int
+	var err error
+	if len(p.buf) > 0 {
+		n = copy(b, p.buf)
+		p.buf = p.buf[n:]
+	} else {
+		n, err = p.r.Read(b)
+	}
+	p.n += int64(n)
+	return n, err
 }
 
 // resync discards input up to and including the next newline, and returns
-// a fresh decoder that continues after it.
+// a fresh decoder that continues after it, with a fresh limit.
 func (p *pushbackReader) resync(dec *json.Decoder) (*json.Decoder, error) {
 	rest, _ := io.ReadAll(dec.Buffered())
 	p.buf = append(rest, p.buf...)
+	var chunk []byte
 	for {
 		if i := bytes.IndexByte(p.buf, '\n'); i >= 0 {
 			p.buf = p.buf[i+1:]
+			p.n, p.limit = 0, MaxMessageSize
 			return json.NewDecoder(p), nil
 		}
-		chunk := make([]byte, 4096)
+		if chunk == nil {
+			chunk = make([]byte, 4096)
+		}
 		n, err := p.r.Read(chunk)
 		p.buf = chunk[:n]
 		if n == 0 && err != nil {
