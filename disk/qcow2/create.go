@@ -1,7 +1,6 @@
 package qcow2
 
 import (
-	"encoding/binary"
 	"fmt"
 	"math/bits"
 )
@@ -50,7 +49,7 @@ func Create(f File, opts CreateOptions, backing Backing) (_ *Image, err error) {
 	}
 	buf := make([]byte, 3*cs)
 	copy(buf, cluster0)
-	binary.BigEndian.PutUint64(buf[cs:], uint64(2*cs)) // refcount table entry 0: the first block
+	copy(buf[cs:], encodeTable([]refTableEntry{refTableEntry(2 * cs)})) // entry 0: the first block
 	for i := int64(0); i < 3; i++ {
 		setRefcount(buf[2*cs:], i, h.RefcountOrder, 1)
 	}
