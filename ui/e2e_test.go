@@ -134,6 +134,15 @@ func TestEndToEnd(t *testing.T) {
 	tm.waitFor("e2e: unpaused", 30*time.Second)
 	tm.waitFor("running e2e", 30*time.Second)
 
+	// Paused and resumed by another process: the table follows QEMU's
+	// events (the list itself is read only every 15 s).
+	for _, step := range []struct{ cmd, want string }{{"pause", " paused e2e"}, {"unpause", "running e2e"}} {
+		if out, err := vmtui(step.cmd, "e2e"); err != nil {
+			t.Fatalf("vmtui %s e2e: %v\n%s", step.cmd, err, out)
+		}
+		tm.waitFor(step.want, 10*time.Second)
+	}
+
 	// Stop, graceful, confirmed.
 	tm.keys("x")
 	tm.waitFor("stop e2e (power down)? (y/n)", 30*time.Second)
