@@ -13,7 +13,7 @@ import (
 	"github.com/vmtui/vmtui/vm/qmp"
 )
 
-// ErrRunning is returned by Remove for a VM that runs.
+// ErrRunning is what Remove's error for a VM that runs wraps.
 var ErrRunning = errors.New("vm is running")
 
 // StopOptions modify Stop.
@@ -26,7 +26,9 @@ type StopOptions struct {
 }
 
 // Stop stops a running VM: a graceful ACPI power-down, or with Force a quit.
-// A start in progress is waited for first.
+// A start in progress is waited for first. A QEMU that lost its runtime
+// files (see Adopt) is found by its command line and stopped too; once its
+// monitor's socket is gone, only by a forced stop.
 func (m *Manager) Stop(ctx context.Context, def *config.VM, opts StopOptions) error {
 	st := m.inspect(ctx, def, &scan{}, true)
 	if !st.Running() {

@@ -37,7 +37,8 @@ const startingFileName = "starting"
 
 // List returns the status of every defined VM, sorted by ID, querying the
 // running ones concurrently. It never waits for a start in progress: such a
-// VM is StateStarting.
+// VM is StateStarting. It creates no file (see Adopt), and removes the
+// runtime files of QEMUs that have exited.
 func (m *Manager) List(ctx context.Context) ([]Status, error) {
 	defs, err := m.store.List()
 	if err != nil {
@@ -62,8 +63,8 @@ func (m *Manager) List(ctx context.Context) ([]Status, error) {
 }
 
 // Status returns the status of the VM named by nameOrID (a name, or an ID
-// when all digits), without waiting for a start in progress. It returns
-// store.ErrNotFound for an unknown VM.
+// when all digits), without waiting for a start in progress, as List does.
+// It returns a *store.NotFoundError for an unknown VM.
 func (m *Manager) Status(ctx context.Context, nameOrID string) (Status, *config.VM, error) {
 	def, err := m.store.Lookup(nameOrID)
 	if def == nil {

@@ -9,9 +9,10 @@
 //
 // The files of the package follow a VM's life: spec.go resolves a
 // definition into the Spec that cmdline.go renders as QEMU's command line;
-// start.go starts QEMU; inspect.go finds a VM's QEMU and asks it its state;
-// adopt.go takes back a QEMU whose runtime files were lost; control.go stops,
-// pauses, waits for and removes VMs.
+// start.go starts QEMU; inspect.go finds a VM's QEMU (proc.go reads /proc)
+// and asks it its state, which status.go prints; adopt.go takes back a QEMU
+// whose runtime files were lost; control.go stops, pauses, waits for and
+// removes VMs; watch.go follows running VMs through QEMU's events.
 //
 // Inspecting a VM (List, Status) creates no file: it only removes the
 // runtime files of a QEMU that no longer runs. A QEMU whose runtime files

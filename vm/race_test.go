@@ -201,8 +201,8 @@ func TestStartOfRemovedVM(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	_, err = m2.Start(ctx, def, vm.StartOptions{Paused: true})
-	if !errors.Is(err, store.ErrNotFound) {
-		t.Errorf("start of a vm removed since it was looked up: %v, want %v", err, store.ErrNotFound)
+	if !errors.Is(err, store.ErrNotFound) || err.Error() != "doomed: vm not found" {
+		t.Errorf("start of a vm removed since it was looked up: %v, want doomed: %v", err, store.ErrNotFound)
 	}
 	if pids := qemuPIDs(e.paths.PIDFile("doomed"), false); len(pids) != 0 {
 		t.Errorf("QEMUs %v run for a removed vm", pids)

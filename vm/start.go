@@ -31,7 +31,7 @@ type StartOptions struct {
 // the second finds it running and returns ErrAlreadyRunning. So does a Start
 // of a VM whose QEMU runs but lost its runtime files, after adopting it
 // (Adopt). Start reads the definition again under the VM's lock, and starts
-// what it says then: store.ErrNotFound once it was removed.
+// what it says then: a *store.NotFoundError once it was removed.
 func (m *Manager) Start(ctx context.Context, def *config.VM, opts StartOptions) (Status, error) {
 	if def.Err != nil {
 		return Status{}, def.Err
@@ -173,14 +173,15 @@ func (m *Manager) Start(ctx context.Context, def *config.VM, opts StartOptions) 
 	return m.inspectLocked(ctx, def, nil), nil
 }
 
-// current reads def's definition again, under the VM's lock: it returns
-// store.ErrNotFound if it was removed (or removed and defined again: another
-// VM, with another ID), and refuses a VM whose ID another definition has.
+// current reads def's definition again, under the VM's lock: it returns a
+// *store.NotFoundError if it was removed (or removed and defined again:
+// another VM, with another ID), and refuses a VM whose ID another
+// definition has.
 func (m *Manager) current(def *config.VM) (*config.VM, error) {
 	cur, err := m.store.Lookup(def.Name)
 	switch {
 	case errors.Is(err, store.ErrNotFound) || cur != nil && cur.ID != def.ID:
-		return nil, fmt.Errorf("start vm %s: %w", def.Name, store.ErrNotFound)
+		return nil, &store.NotFoundError{Name: def.Name}
 	case err != nil:
 		return nil, err
 	}
