@@ -31,7 +31,7 @@ type standardRenderer struct {
 	buf                bytes.Buffer
 	queuedMessageLines []string
 	framerate          time.Duration
-	ticker             *time.Ticker
+	wake               chan struct{} // vmtui: something to flush
 	done               chan struct{}
 	lastRender         string
 	lastRenderedLines  []string
@@ -72,6 +72,7 @@ func newRenderer(out io.Writer, useANSICompressor bool, fps int) renderer {
 		out:                out,
 		mtx:                &sync.Mutex{},
 		done:               make(chan struct{}),
+		wake:               make(chan struct{}, 1),
 		framerate:          time.Second / time.Duration(fps),
 		useANSICompressor:  useANSICompressor,
 		queuedMessageLines: []string{},
@@ -84,14 +85,6 @@ func newRenderer(out io.Writer, useANSICompressor bool, fps int) renderer {
 
 // start starts the renderer.
 func (r *standardRenderer) start() {
-	if r.ticker == nil {
-		r.ticker = time.NewTicker(r.framerate)
-	} else {
-		// If the ticker already exists, it has been stopped and we need to
-		// reset it.
-		r.ticker.Reset(r.framerate)
-	}
-
 	// Since the renderer can be restarted after a stop, we need to reset
 	// the done channel and its corresponding sync.Once.
 	r.once = sync.Once{}
@@ -143,17 +136,33 @@ func (r *standardRenderer) kill() {
 	r.execute("\r")
 }
 
-// listen waits for ticks on the ticker, or a signal to stop the renderer.
+// listen flushes when there is something to flush (vmtui: instead of on
+// every tick of a ticker, which woke an idle program framerate times a
+// second), at most once a frame, until a signal stops the renderer.
 func (r *standardRenderer) listen() {
+	frame := time.NewTimer(r.framerate)
+	defer frame.Stop()
 	for {
 		select {
 		case <-r.done:
-			r.ticker.Stop()
 			return
-
-		case <-r.ticker.C:
-			r.flush()
+		case <-r.wake:
 		}
+		r.flush()
+		frame.Reset(r.framerate)
+		select {
+		case <-r.done:
+			return
+		case <-frame.C:
+		}
+	}
+}
+
+// wakeUp tells listen that there is something to flush.
+func (r *standardRenderer) wakeUp() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
 	}
 }
 
@@ -298,8 +307,8 @@ func (r *standardRenderer) lastLinesRendered() int {
 	return r.linesRendered
 }
 
-// write writes to the internal buffer. The buffer will be outputted via the
-// ticker which calls flush().
+// write writes to the internal buffer. The buffer will be outputted by
+// listen, which calls flush().
 func (r *standardRenderer) write(s string) {
 	r.mtx.Lock()
 	defer r.mtx.Unlock()
@@ -314,11 +323,13 @@ func (r *standardRenderer) write(s string) {
 	}
 
 	_, _ = r.buf.WriteString(s)
+	r.wakeUp()
 }
 
 func (r *standardRenderer) repaint() {
 	r.lastRender = ""
 	r.lastRenderedLines = nil
+	r.wakeUp()
 }
 
 func (r *standardRenderer) clearScreen() {
