@@ -61,7 +61,7 @@ func check(ctx context.Context, path string, mode qcow2.RepairMode, opts CheckOp
 	}
 	if mode != qcow2.RepairNone {
 		if err := f.Sync(); err != nil {
-			return nil, pathErr(err)
+			return nil, PathCause(err)
 		}
 	}
 	return res, nil

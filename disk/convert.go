@@ -130,7 +130,7 @@ func convert(ctx context.Context, src, dst string, opts ConvertOptions) (err err
 	switch opts.Format {
 	case FormatRaw:
 		if err := f.Truncate(size); err != nil {
-			return fmt.Errorf("size %q: %w", tmp, pathErr(err))
+			return fmt.Errorf("size %q: %w", tmp, PathCause(err))
 		}
 		out = &rawTarget{f: f, path: tmp, sync: !opts.NoSync}
 	case FormatQcow2:
@@ -215,7 +215,7 @@ type rawTarget struct {
 
 func (t *rawTarget) write(off int64, data []byte) error {
 	if _, err := t.f.WriteAt(data, off); err != nil {
-		return fmt.Errorf("write %q at %d: %w", t.path, off, pathErr(err))
+		return fmt.Errorf("write %q at %d: %w", t.path, off, PathCause(err))
 	}
 	if t.written += int64(len(data)); t.sync && t.written >= writeback {
 		startWriteback(t.f)
@@ -233,14 +233,14 @@ func (t *rawTarget) flush() error {
 		return nil
 	}
 	if err := t.f.Sync(); err != nil {
-		return fmt.Errorf("sync %q: %w", t.path, pathErr(err))
+		return fmt.Errorf("sync %q: %w", t.path, PathCause(err))
 	}
 	return nil
 }
 
 func (t *rawTarget) close() error {
 	if err := t.f.Close(); err != nil {
-		return fmt.Errorf("close %q: %w", t.path, pathErr(err))
+		return fmt.Errorf("close %q: %w", t.path, PathCause(err))
 	}
 	return nil
 }
@@ -282,7 +282,7 @@ func (t *qcow2Target) flush() error {
 	err := t.img.Flush()
 	if err == nil && t.sync {
 		if err = t.f.Sync(); err != nil {
-			err = pathErr(err)
+			err = PathCause(err)
 		}
 	}
 	if err != nil {

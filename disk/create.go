@@ -72,7 +72,7 @@ func createFile(path string) (*os.File, error) {
 		return nil, fmt.Errorf("%w (remove it first or choose another name)", fs.ErrExist)
 	}
 	if err != nil {
-		return nil, pathErr(err)
+		return nil, PathCause(err)
 	}
 	if err := lockFile(f, path, fileID{}, lockWrite); err != nil {
 		// Only a program that opened the file in the instant since it was
@@ -104,7 +104,7 @@ func createRaw(path string, opts CreateOptions) error {
 	}
 	if err != nil {
 		os.Remove(path)
-		return pathErr(err)
+		return PathCause(err)
 	}
 	return nil
 }

@@ -139,7 +139,7 @@ func describe(path string, ft Format, lock func(Format) lockMode) (*ImageInfo, f
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, fileID{}, pathErr(err)
+		return nil, fileID{}, PathCause(err)
 	}
 	st, ok := fi.Sys().(*syscall.Stat_t)
 	if !ok {
@@ -148,7 +148,7 @@ func describe(path string, ft Format, lock func(Format) lockMode) (*ImageInfo, f
 	id := fileID{dev: uint64(st.Dev), ino: uint64(st.Ino)}
 	size, err := f.Seek(0, 2)
 	if err != nil {
-		return nil, fileID{}, pathErr(err)
+		return nil, fileID{}, PathCause(err)
 	}
 	info := &ImageInfo{Filename: path, ActualSize: st.Blocks * 512}
 	if ft == "" {

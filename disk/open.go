@@ -330,9 +330,6 @@ func PathCause(err error) error {
 	return err
 }
 
-// pathErr is PathCause under the name the files of this package use.
-var pathErr = PathCause
-
 // qcow2Image is an open qcow2 image with its backing chain.
 type qcow2Image struct {
 	img     *qcow2.Image

@@ -34,7 +34,7 @@ type rawImage struct {
 func newRaw(f *os.File, path string, readOnly bool) (*rawImage, error) {
 	size, err := f.Seek(0, io.SeekEnd)
 	if err != nil {
-		return nil, fmt.Errorf("size of %q: %w", path, pathErr(err))
+		return nil, fmt.Errorf("size of %q: %w", path, PathCause(err))
 	}
 	return &rawImage{f: f, path: path, size: rawSize(size), readOnly: readOnly}, nil
 }
@@ -114,7 +114,7 @@ func (r *rawImage) WriteZeroes(off, n int64) error {
 	for n > 0 {
 		k := min(n, int64(len(zero)))
 		if _, err := r.f.WriteAt(zero[:k], off); err != nil {
-			return fmt.Errorf("write zeroes to %q at %d: %w", r.path, off, pathErr(err))
+			return fmt.Errorf("write zeroes to %q at %d: %w", r.path, off, PathCause(err))
 		}
 		off, n = off+k, n-k
 	}
@@ -184,7 +184,7 @@ func (r *rawImage) Flush() error {
 		return nil
 	}
 	if err := r.f.Sync(); err != nil {
-		return fmt.Errorf("flush %q: %w", r.path, pathErr(err))
+		return fmt.Errorf("flush %q: %w", r.path, PathCause(err))
 	}
 	return nil
 }
@@ -192,7 +192,7 @@ func (r *rawImage) Flush() error {
 func (r *rawImage) Close() error {
 	err := r.Flush()
 	if cerr := r.f.Close(); cerr != nil && err == nil {
-		err = fmt.Errorf("close %q: %w", r.path, pathErr(cerr))
+		err = fmt.Errorf("close %q: %w", r.path, PathCause(cerr))
 	}
 	return err
 }
@@ -203,7 +203,7 @@ func (r *rawImage) resize(size int64) error {
 		return fmt.Errorf("resize %q: image is open read-only", r.path)
 	}
 	if err := r.f.Truncate(size); err != nil {
-		return fmt.Errorf("resize %q: %w", r.path, pathErr(err))
+		return fmt.Errorf("resize %q: %w", r.path, PathCause(err))
 	}
 	r.size = rawSize(size)
 	r.forget()
