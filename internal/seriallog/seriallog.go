@@ -3,7 +3,8 @@
 // capping it before a start, showing its tail, following it, and making its
 // text safe to replay on a terminal. Package vm caps the log and shows
 // QEMU's last words from it; package console replays and follows it. It
-// imports nothing of vmtui's.
+// imports nothing of vmtui's but the leaf atomicfile, with which it rewrites
+// a capped log.
 package seriallog
 
 import (
@@ -14,10 +15,11 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/vmtui/vmtui/internal/atomicfile"
 )
 
 // DefaultCap is the size above which Cap trims a serial log.
@@ -57,21 +59,19 @@ func Cap(path string, limit int64) error {
 	if i := bytes.IndexByte(buf, '\n'); i >= 0 && int64(i) < keep/4 {
 		buf, off = buf[i+1:], off+int64(i)+1
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	tmp, err := atomicfile.Create(path, fi.Mode().Perm())
 	if err != nil {
 		return fmt.Errorf("cap serial log: %w", err)
 	}
-	defer os.Remove(tmp.Name()) // after a successful rename, removes nothing
 	fmt.Fprintf(tmp, "[vmtui: %d bytes of older serial output dropped]\r\n", off)
 	_, err = tmp.Write(buf)
 	if err == nil {
-		err = tmp.Chmod(fi.Mode().Perm())
+		err = tmp.CommitReplace()
 	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
+	if err != nil {
+		tmp.Abort()
+	} else {
+		err = tmp.Close()
 	}
 	if err != nil {
 		return fmt.Errorf("cap serial log %q: %w", path, err)
