@@ -410,7 +410,7 @@ func TestLifecycleKeys(t *testing.T) {
 		{"s", "", "start web: vm is already running"},
 		{"jjx", "", "stop openbsd: vm is not running"},
 		{"jjc", "", "console openbsd: vm is not running; start it with s"},
-		{"D", "", "remove web: vm is running; stop it first"},
+		{"D", "", "remove web: vm is running (pid 4242); stop it first"},
 		{"jjDy", "remove openbsd", "openbsd: removing…"},
 	} {
 		t.Run(tc.keys, func(t *testing.T) {

@@ -88,14 +88,9 @@ var operations = []*operation{
 	{
 		verb: "remove", ing: "removing", past: "definition removed (disks kept)",
 		prompt: "remove the definition of %s (disks are kept)? (y/n)", gone: true,
-		key: func(k KeyMap) key.Binding { return k.Remove },
-		when: func(st vm.Status) error {
-			if st.Running() {
-				return fmt.Errorf("vm is running; stop it first")
-			}
-			return nil
-		},
-		do: func(ctx context.Context, b Backend, name string) error { return b.Remove(ctx, name) },
+		key:  func(k KeyMap) key.Binding { return k.Remove },
+		when: vm.Status.Removable,
+		do:   func(ctx context.Context, b Backend, name string) error { return b.Remove(ctx, name) },
 	},
 }
 

@@ -34,7 +34,7 @@ func TestOperationsTable(t *testing.T) {
 		{"p", stopped, "pause", "vm is stopped"},
 		{"p", broken, "pause", "vm is broken"},
 		{"D", stopped, "remove", ""},
-		{"D", running, "remove", "vm is running; stop it first"},
+		{"D", running, "remove", "vm is running (pid 1); stop it first"},
 		{"j", stopped, "", ""},
 	} {
 		t.Run(fmt.Sprintf("%s_%s", tc.key, tc.st.State), func(t *testing.T) {

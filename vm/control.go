@@ -160,6 +160,17 @@ func (m *Manager) control(ctx context.Context, def *config.VM, fn func(*qmp.Clie
 	return m.withQMP(ctx, def.Name, fn)
 }
 
+// Removable says whether a VM in status s may have its definition removed:
+// not while it runs (an error matching ErrRunning, "vm is running (pid N);
+// stop it first"). Remove decides by it under the VM's lock; the TUI asks
+// it to refuse the key at once.
+func (s Status) Removable() error {
+	if s.Running() {
+		return fmt.Errorf("%w (pid %d); stop it first", ErrRunning, s.PID)
+	}
+	return nil
+}
+
 // Remove deletes the definition of a VM that is not running, holding the
 // VM's lock as a start does, so that a remove and a start of one VM never
 // interleave: either the start comes first and Remove returns an error
@@ -182,8 +193,8 @@ func (m *Manager) Remove(ctx context.Context, def *config.VM) (Status, error) {
 	}
 	defer lock.Unlock()
 	st := m.inspectLocked(ctx, def, &scan{})
-	if st.Running() {
-		return st, fmt.Errorf("remove %s: %w (pid %d); stop it first", def.Name, ErrRunning, st.PID)
+	if err := st.Removable(); err != nil {
+		return st, fmt.Errorf("remove %s: %w", def.Name, err)
 	}
 	cur, err := m.store.Lookup(def.Name)
 	if cur == nil {
