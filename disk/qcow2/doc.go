@@ -18,9 +18,11 @@
 // L2 entries (subclusters: in existing images, Create makes none);
 // compressed clusters, zlib (raw deflate) and zstd,
 // which WriteCompressed writes to unallocated clusters; zero clusters;
-// backing files, qcow2 or raw, opened by the caller's BackingOpener; images
-// with internal snapshots, whose shared clusters and L2 tables are copied on
-// write as QEMU copies them (snapshots cannot be made, applied or deleted);
+// backing files, qcow2 or raw, opened by the caller's BackingOpener;
+// internal snapshots, listed, made (disk-only), applied and deleted as QEMU
+// does (Snapshots, CreateSnapshot, ApplySnapshot, DeleteSnapshot), whose
+// shared clusters and L2 tables are copied on write; a snapshot's VM state
+// (saved by QEMU) is kept, counted and freed with it, but never written;
 // lazy refcounts, whose dirty images are repaired by Check when opened for
 // writing; growing the virtual disk (Resize); creation with
 // preallocated metadata. Persistent dirty bitmaps are left alone, but marked
