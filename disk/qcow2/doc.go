@@ -53,8 +53,13 @@
 // written before Flush returns survives a crash; data written since the last
 // Flush may be lost, in part or whole. Header changes (a moved refcount
 // table, a larger L1 table, a new size) are single writes of a few bytes
-// within one sector. A Check repair stopped by cancellation has written only
-// whole repairs.
+// within one sector. Snapshot operations write their whole new state (L1
+// and L2 tables, snapshot table, refcount blocks and table) past the end of
+// the file and switch to it with one header write: killed at any instant,
+// the image is as before or as after, without even a leak (QEMU, which
+// updates refcounts and COPIED flags in place, can leave flags that
+// qemu-img check calls corruptions). A Check repair stopped by cancellation
+// has written only whole repairs.
 //
 // # Security
 //
