@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/vmtui/vmtui/disk/qcow2"
 )
@@ -36,6 +37,10 @@ type ImageInfo struct {
 	// BackingError says why the backing file could not be described
 	// (missing, a loop, a chain too deep); the chain stops there.
 	BackingError string `json:"backing-error,omitempty"`
+	// Snapshots are a qcow2 image's internal snapshots (snapshot.go).
+	Snapshots []SnapshotInfo `json:"snapshots,omitempty"`
+	// snapshots are the same, for the text form.
+	snapshots []Snapshot
 }
 
 // FormatSpecific holds what only one format has, as qemu-img's
@@ -191,6 +196,10 @@ func describe(path string, ft Format, lock func(Format) lockMode) (*ImageInfo, f
 		d.LazyRefcounts, d.Corrupt, d.ExtendedL2 = &lazy, &corrupt, &ext
 	}
 	info.FormatSpecific = &FormatSpecific{Type: "qcow2", Data: d}
+	if info.snapshots, err = qcow2.ReadSnapshots(f, h, size); err != nil {
+		return nil, fileID{}, err
+	}
+	info.Snapshots = snapshotInfos(info.snapshots)
 	return info, id, nil
 }
 
@@ -245,6 +254,9 @@ func (info *ImageInfo) render(b *strings.Builder) {
 	}
 	if info.BackingError != "" {
 		fmt.Fprintf(b, "backing file error: %s\n", info.BackingError)
+	}
+	if len(info.snapshots) > 0 {
+		_ = WriteSnapshotList(b, info.snapshots, time.Local)
 	}
 	if fs := info.FormatSpecific; fs != nil {
 		d := fs.Data

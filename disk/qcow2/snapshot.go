@@ -9,6 +9,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"time"
 )
@@ -138,25 +139,35 @@ func encodeSnapshots(sns []Snapshot) []byte {
 // loadSnapshots reads the snapshot table and returns its entries and size
 // in bytes. Called with img.mu held.
 func (img *Image) loadSnapshots() ([]Snapshot, int64, error) {
-	nb := img.hdr.NbSnapshots
+	return readSnapshots(img.f, &img.hdr, img.fileSize)
+}
+
+// ReadSnapshots reads the snapshot table of the image in r, of fileSize
+// bytes, whose header is h (from ParseHeader), without opening it.
+func ReadSnapshots(r io.ReaderAt, h *Header, fileSize int64) ([]Snapshot, error) {
+	sns, _, err := readSnapshots(r, h, fileSize)
+	return sns, err
+}
+
+func readSnapshots(r io.ReaderAt, h *Header, fileSize int64) ([]Snapshot, int64, error) {
+	nb := h.NbSnapshots
 	if nb == 0 {
 		return nil, 0, nil
 	}
-	off := int64(img.hdr.SnapshotsOffset)
-	// Each entry is at most 40 + 1024 + 2*65535 bytes plus padding; read
-	// what the file holds, bounded by QEMU's table limit.
-	n := min(img.fileSize-off, checkMaxSnapshotTable)
+	off := int64(h.SnapshotsOffset)
+	// Read what the file holds, bounded by QEMU's table limit, in pieces
+	// of growing size so that a small table costs a small read.
+	n := min(fileSize-off, checkMaxSnapshotTable)
 	if n <= 0 {
 		return nil, 0, formatErr(int64(fieldSnapshotsOffset.off), "snapshot table at %#x is past the end of the file", off)
 	}
-	// Read in pieces of growing size so that a small table costs a small read.
-	size := min(n, max(img.cs, int64(nb)*64))
+	size := min(n, max(h.ClusterSize(), int64(nb)*64))
 	for {
 		b := make([]byte, size)
-		if err := img.readMeta(b, off); err != nil {
+		if k, err := r.ReadAt(b, off); err != nil && !(err == io.EOF && int64(k) == size) {
 			return nil, 0, fmt.Errorf("qcow2: read snapshot table: %w", err)
 		}
-		sns, tsize, err := decodeSnapshots(b, nb, img.hdr.Size, off)
+		sns, tsize, err := decodeSnapshots(b, nb, h.Size&^511, off)
 		if err == nil || size == n {
 			return sns, tsize, err
 		}
