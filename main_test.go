@@ -329,7 +329,7 @@ func TestCreateErrors(t *testing.T) {
 		{[]string{"-i", "base.qcow2", "-c", "new.raw"}, "-c needs the qcow2 format, not raw"},
 		{[]string{"-i", "missing.qcow2", "new.qcow2"}, "missing.qcow2"},
 		{[]string{"-i", "base.qcow2", "-s", "1M", "new.qcow2"}, "cannot be smaller than input disk size 16.0M"},
-		{[]string{"-f", "vmdk", "-s", "1G", "new.qcow2"}, `unknown image format "vmdk" (want qcow2 or raw)`},
+		{[]string{"-f", "vmdk", "-s", "1G", "new.qcow2"}, `unknown image format "vmdk" (want qcow2, raw or qcow)`},
 		{[]string{"-f", "qcow2", "-s", "1G", "raw:new"}, "conflicts with the format qcow2"},
 		{[]string{"-s", "1G"}, "usage:\tvmtui create"},
 		{[]string{"-s", "1G", "a", "b"}, "usage:\tvmtui create"},

@@ -17,7 +17,8 @@ type CheckOptions struct {
 }
 
 // Check checks the consistency of the qcow2 image at path as qemu-img check
-// does, repairing what mode asks for; the file is opened for writing only
+// does, repairing what mode asks for, or of the qcow image at path beyond
+// qemu-img (see qcow.Check; qcow images are not repaired); the file is opened for writing only
 // when repairing. Backing files are not needed. For a raw image it returns
 // an error wrapping ErrCheckNotSupported. The image is locked as qemu-img
 // check locks it (see Open): an image a running QEMU writes is refused with
@@ -51,6 +52,9 @@ func check(ctx context.Context, path string, mode qcow2.RepairMode, opts CheckOp
 	}
 	if err := lockFile(f, path, id, lockFor(ft, write, false, opts.ForceShare)); err != nil {
 		return nil, err
+	}
+	if ft == FormatQcow {
+		return checkQcow(ctx, f, mode)
 	}
 	if ft != FormatQcow2 {
 		return nil, fmt.Errorf("%w (%s)", ErrCheckNotSupported, ft)

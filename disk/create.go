@@ -12,7 +12,9 @@ import (
 
 // CreateOptions describe a new image.
 type CreateOptions struct {
-	// Format is FormatQcow2 (the default when empty) or FormatRaw.
+	// Format is FormatQcow2 (the default when empty), FormatRaw or
+	// FormatQcow (which takes Size, BackingFile, BackingFormat and
+	// ClusterSize only).
 	Format Format
 	// Size is the virtual size in bytes (qcow2 rounds it up to 512). With a
 	// backing file, 0 takes the size of the backing image, and any other
@@ -61,8 +63,10 @@ func create(path string, opts CreateOptions) error {
 		return createRaw(path, opts)
 	case FormatQcow2, "":
 		return createQcow2(path, opts)
+	case FormatQcow:
+		return createQcow(path, opts)
 	}
-	return fmt.Errorf("unsupported image format %q (want qcow2 or raw)", opts.Format)
+	return fmt.Errorf("unsupported image format %q (want qcow2, raw or qcow)", opts.Format)
 }
 
 // createFile creates path exclusively, locked for writing.

@@ -1,6 +1,7 @@
 // Package disk opens, creates, converts, checks, commits and resizes the
-// disk images of vmtui's virtual machines: qcow2 (with its backing chain) and
-// raw, detected by content, never by file name.
+// disk images of vmtui's virtual machines: qcow2 and the original qcow
+// (version 1; package qcow), with their backing chains, and raw, detected by
+// content, never by file name.
 //
 // Open returns an Image whose Status resolves the whole backing chain;
 // Create, Convert, Info, Check, Commit and Resize work on paths, as the
@@ -41,6 +42,7 @@ type Format = imageformat.Format
 const (
 	FormatQcow2 = imageformat.Qcow2
 	FormatRaw   = imageformat.Raw
+	FormatQcow  = imageformat.Qcow // the original qcow, version 1
 )
 
 // MaxChainDepth bounds the images in a backing chain, the top one included.

@@ -25,6 +25,8 @@ type ImageInfo struct {
 	// DirtyFlag reports a qcow2 image not cleanly closed (with lazy
 	// refcounts, its refcounts may be stale).
 	DirtyFlag bool `json:"dirty-flag"`
+	// Encrypted reports an AES-encrypted qcow image, as qemu-img does.
+	Encrypted bool `json:"encrypted,omitempty"`
 	// BackingFilename is the backing file's name as stored in the image;
 	// FullBackingFilename is where it is, relative to the image's directory.
 	BackingFilename     string `json:"backing-filename,omitempty"`
@@ -171,6 +173,12 @@ func describe(path string, ft Format, lock func(Format) lockMode) (*ImageInfo, f
 		info.VirtualSize = rawSize(size)
 		return info, id, nil
 	}
+	if ft == FormatQcow {
+		if err := describeQcow(info, f, size); err != nil {
+			return nil, fileID{}, err
+		}
+		return info, id, nil
+	}
 	h, err := qcow2.ParseHeader(f, size)
 	if err != nil {
 		return nil, fileID{}, err
@@ -238,6 +246,9 @@ func (info *ImageInfo) render(b *strings.Builder) {
 	fmt.Fprintf(b, "disk size: %s\n", qemuSize(info.ActualSize))
 	if info.ClusterSize != 0 {
 		fmt.Fprintf(b, "cluster_size: %d\n", info.ClusterSize)
+	}
+	if info.Encrypted {
+		b.WriteString("encrypted: yes\n")
 	}
 	if info.DirtyFlag {
 		b.WriteString("cleanly shut down: no\n")

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vmtui/vmtui/disk/qcow"
 	"github.com/vmtui/vmtui/disk/qcow2"
 	"github.com/vmtui/vmtui/internal/imageformat"
 )
@@ -29,10 +30,10 @@ type OpenOptions struct {
 }
 
 // Open opens the image at path, detecting its format by content (the qcow2
-// magic, else raw), and its whole backing chain. Backing file names are
-// resolved relative to the directory of the image that names them; a
-// backing format recorded in an image is honoured, and probed by content
-// when absent. The chain is bounded by MaxChainDepth and must not loop.
+// magic and version, 2 or 3 for qcow2, 1 for qcow; else raw), and its whole
+// backing chain. Backing file names are resolved relative to the directory
+// of the image that names them; a backing format recorded in an image is
+// honoured, and probed by content when absent (qcow records none). The chain is bounded by MaxChainDepth and must not loop.
 // Errors name path and, for a problem below it, the backing file.
 //
 // Each image file is locked as QEMU locks it (see lock.go) for as long as
@@ -68,17 +69,21 @@ func DetectFormat(path string) (Format, error) {
 	return ft, nil
 }
 
-// probe tells qcow2 from raw by the first four bytes.
+// probe tells qcow2 and qcow from raw by the first four bytes (the magic
+// both share), and qcow (version 1) from qcow2 by the next four.
 func probe(r io.ReaderAt) (Format, error) {
-	var magic [4]byte
+	var magic [8]byte
 	n, err := r.ReadAt(magic[:], 0)
-	if n < len(magic) {
+	if n < 4 {
 		if err == nil || errors.Is(err, io.EOF) {
 			return FormatRaw, nil // too short to be anything but raw
 		}
 		return "", fmt.Errorf("read magic: %w", err)
 	}
 	if binary.BigEndian.Uint32(magic[:]) == qcow2.Magic {
+		if n == 8 && binary.BigEndian.Uint32(magic[4:]) == qcow.Version {
+			return FormatQcow, nil
+		}
 		return FormatQcow2, nil
 	}
 	return FormatRaw, nil
@@ -170,6 +175,8 @@ func (c *chain) open(path string, format Format, write bool, name string) (Image
 		}
 		q.img = img
 		return q, nil
+	case FormatQcow:
+		return c.openQcow(f, path, write) // it owns f
 	}
 	f.Close()
 	return nil, fmt.Errorf("unsupported image format %q", format)

@@ -90,9 +90,7 @@ func Check(ctx context.Context, f File) (*CheckResult, error) {
 		metaEnd = max(metaEnd, int64(h.BackingFileOffset)+int64(h.BackingFileSize))
 	}
 	exts := []fileExtent{{0, metaEnd, exMeta, 0}}
-	if n > 0 {
-		exts = append(exts, fileExtent{int64(h.L1TableOffset), int64(h.L1TableOffset) + n*8, exMeta, 0})
-	}
+	exts = append(exts, fileExtent{int64(h.L1TableOffset), int64(h.L1TableOffset) + n*8, exMeta, 0})
 	l2Bytes := h.L2Entries() * 8
 	var tables []fileExtent
 	for i := range n {
@@ -170,7 +168,9 @@ func Check(ctx context.Context, f File) (*CheckResult, error) {
 	})
 	// Leaks: clusters of the file that nothing touches.
 	used := make([]bool, (size+cs-1)/cs)
-	for _, e := range exts {
+	// QEMU writes the L1 table in whole sectors: the padding is no leak.
+	l1Pad := fileExtent{start: int64(h.L1TableOffset), end: int64(h.L1TableOffset) + (n*8+511)&^511}
+	for _, e := range append(exts, l1Pad) {
 		for c := e.start / cs; c < (e.end+cs-1)/cs && c < int64(len(used)); c++ {
 			used[c] = true
 		}

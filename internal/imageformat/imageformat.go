@@ -17,11 +17,13 @@ type Format string
 const (
 	Qcow2 Format = "qcow2"
 	Raw   Format = "raw"
+	// Qcow is the original qcow format, version 1 (QEMU's block/qcow.c).
+	Qcow Format = "qcow"
 )
 
 // Known are the formats vmtui reads and writes, in the order messages list
 // them.
-var Known = []Format{Qcow2, Raw}
+var Known = []Format{Qcow2, Raw, Qcow}
 
 // IsKnown reports whether f is one of Known.
 func (f Format) IsKnown() bool {
@@ -33,13 +35,13 @@ func (f Format) IsKnown() bool {
 	return false
 }
 
-// names lists Known for messages: "qcow2 or raw".
+// names lists Known for messages: "qcow2, raw or qcow".
 func names() string {
 	s := make([]string, len(Known))
 	for i, f := range Known {
 		s[i] = string(f)
 	}
-	return strings.Join(s, " or ")
+	return strings.Join(s[:len(s)-1], ", ") + " or " + s[len(s)-1]
 }
 
 // Parse reads a format name a person wrote (a flag, a form field, a
@@ -64,9 +66,10 @@ func ParseExact(s string) (Format, error) {
 
 // ForNewImage returns the format of an image to be made at name and the
 // path to make it at. The format is the one named by flag (a -f or -O, or
-// a form's field; "" when not given), else the one a "qcow2:" or "raw:"
-// prefix of name gives (the prefix is removed, as vmctl does), else the
-// extension's (.qcow2 is qcow2; .raw and .img are raw), else qcow2. A flag
+// a form's field; "" when not given), else the one a "qcow2:", "raw:" or
+// "qcow:" prefix of name gives (the prefix is removed, as vmctl does), else
+// the extension's (.qcow2 is qcow2; .raw and .img are raw; .qcow is qcow),
+// else qcow2. A flag
 // that contradicts the prefix is an error.
 func ForNewImage(name, flag string) (Format, string, error) {
 	path := name
@@ -92,6 +95,8 @@ func ForNewImage(name, flag string) (Format, string, error) {
 	switch strings.ToLower(filepath.Ext(path)) {
 	case ".raw", ".img":
 		return Raw, path, nil
+	case ".qcow":
+		return Qcow, path, nil
 	}
 	return Qcow2, path, nil
 }

@@ -5,7 +5,7 @@ import "testing"
 func TestParse(t *testing.T) {
 	for in, want := range map[string]Format{
 		"qcow2": Qcow2, "QCOW2": Qcow2, " raw ": Raw, "Raw": Raw,
-		"": "", "vmdk": "", "qcow": "", "raw:": "",
+		"qcow": Qcow, "QCOW ": Qcow, "": "", "vmdk": "", "qcow1": "", "raw:": "",
 	} {
 		got, err := Parse(in)
 		if got != want || (err == nil) != (want != "") {
@@ -15,7 +15,7 @@ func TestParse(t *testing.T) {
 }
 
 func TestParseExact(t *testing.T) {
-	for in, want := range map[string]Format{"qcow2": Qcow2, "raw": Raw, "": ""} {
+	for in, want := range map[string]Format{"qcow2": Qcow2, "raw": Raw, "qcow": Qcow, "": ""} {
 		if got, err := ParseExact(in); got != want || err != nil {
 			t.Errorf("ParseExact(%q) = %q, %v; want %q", in, got, err, want)
 		}
@@ -47,8 +47,13 @@ func TestDiskFormat(t *testing.T) {
 		{"qcow2:a.img", "", Qcow2, "a.img", ""},
 		{"qcow2:a.img", "qcow2", Qcow2, "a.img", ""},
 		{"raw:", "", Qcow2, "raw:", ""}, // no name after the prefix: the whole is a name
+		{"qcow:a.qcow2", "", Qcow, "a.qcow2", ""},
+		{"qcow2:a.qcow", "", Qcow2, "a.qcow", ""},
+		{"a.qcow", "", Qcow, "a.qcow", ""},
+		{"a.img", "qcow", Qcow, "a.img", ""},
+		{"qcow:a", "raw", "", "", "qcow:a: the qcow: prefix conflicts with the format raw"},
 		{"raw:a", "qcow2", "", "", "raw:a: the raw: prefix conflicts with the format qcow2"},
-		{"a", "vmdk", "", "", `unknown image format "vmdk" (want qcow2 or raw)`},
+		{"a", "vmdk", "", "", `unknown image format "vmdk" (want qcow2, raw or qcow)`},
 	}
 	for _, tt := range tests {
 		format, path, err := ForNewImage(tt.name, tt.flag)

@@ -1,0 +1,204 @@
+package disk
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/vmtui/vmtui/disk/qcow"
+	"github.com/vmtui/vmtui/disk/qcow2"
+)
+
+// openQcow opens the qcow (version 1) image in f, at depth len(c.names)
+// of the chain; it owns f.
+func (c *chain) openQcow(f *os.File, path string, write bool) (Image, error) {
+	q := &qcowImage{path: path}
+	opener := func(bname string) (qcow.Backing, error) {
+		// qcow records no backing format: it is probed.
+		b, err := c.openBacking(path, bname, "")
+		if err != nil {
+			return nil, err
+		}
+		q.backing = b
+		return b, nil
+	}
+	img, err := qcow.Open(f, qcow.Options{ReadOnly: !write, OpenBacking: opener})
+	if err != nil {
+		if c.err != nil {
+			return nil, c.err
+		}
+		return nil, err
+	}
+	q.img = img
+	return q, nil
+}
+
+// qcowImage is an open qcow (version 1) image with its backing chain.
+type qcowImage struct {
+	img     *qcow.Image
+	path    string
+	backing Image // nil without a backing file
+}
+
+// ReadAt reads the virtual disk; it returns io.EOF, unwrapped, only past
+// the end, as io.ReaderAt says.
+func (q *qcowImage) ReadAt(p []byte, off int64) (int, error) {
+	n, err := q.img.ReadAt(p, off)
+	if err != nil && err != io.EOF {
+		err = fmt.Errorf("read %q at %d: %w", q.path, off, err)
+	}
+	return n, err
+}
+
+func (q *qcowImage) WriteAt(p []byte, off int64) (int, error) {
+	n, err := q.img.WriteAt(p, off)
+	if err != nil {
+		err = fmt.Errorf("write %q at %d: %w", q.path, off, err)
+	}
+	return n, err
+}
+
+func (q *qcowImage) Size() int64    { return q.img.Size() }
+func (q *qcowImage) Format() Format { return FormatQcow }
+
+func (q *qcowImage) Flush() error {
+	if err := q.img.Flush(); err != nil {
+		return fmt.Errorf("flush %q: %w", q.path, err)
+	}
+	return nil
+}
+
+// Close closes the image and its backing chain.
+func (q *qcowImage) Close() error {
+	if err := q.img.Close(); err != nil {
+		return fmt.Errorf("close %q: %w", q.path, err)
+	}
+	return nil
+}
+
+// Status resolves the extent at off through the backing chain.
+func (q *qcowImage) Status(off, n int64) (Extent, error) {
+	if err := checkRange(off, n, q.Size()); err != nil {
+		return Extent{}, err
+	}
+	e, err := q.img.Status(off, n)
+	if err != nil {
+		return Extent{}, fmt.Errorf("status of %q at %d: %w", q.path, off, err)
+	}
+	switch e.Kind {
+	case qcow.ExtentData:
+		return Extent{Offset: off, Length: e.Length, Kind: ExtentData, Compressed: e.Compressed}, nil
+	case qcow.ExtentZero:
+		return Extent{Offset: off, Length: e.Length, Kind: ExtentZero}, nil
+	}
+	if q.backing == nil || off >= q.backing.Size() {
+		return Extent{Offset: off, Length: e.Length, Kind: ExtentZero}, nil
+	}
+	b, err := q.backing.Status(off, min(e.Length, q.backing.Size()-off))
+	if err != nil {
+		return Extent{}, err
+	}
+	return Extent{Offset: off, Length: b.Length, Kind: b.Kind, Compressed: b.Compressed}, nil
+}
+
+// describeQcow fills info from the header of the qcow image in f, a file
+// of size bytes, with what qemu-img info says of one.
+func describeQcow(info *ImageInfo, f *os.File, size int64) error {
+	h, err := qcow.ParseHeader(f, size)
+	if err != nil {
+		return err
+	}
+	info.VirtualSize = h.VirtualSize()
+	info.ClusterSize = h.ClusterSize()
+	info.Encrypted = h.Encrypted()
+	if h.BackingFile != "" {
+		info.BackingFilename = h.BackingFile
+		info.FullBackingFilename = backingPath(info.Filename, h.BackingFile)
+	}
+	return nil
+}
+
+// checkQcow checks the qcow image in f; it repairs nothing.
+func checkQcow(ctx context.Context, f *os.File, mode qcow2.RepairMode) (*qcow2.CheckResult, error) {
+	if mode != qcow2.RepairNone {
+		return nil, errors.New("qcow images cannot be repaired (convert the image to qcow2 with vmtui disk convert, then repair that)")
+	}
+	r, err := qcow.Check(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	return &qcow2.CheckResult{
+		Corruptions:        r.Corruptions,
+		Leaks:              r.Leaks,
+		TotalClusters:      r.TotalClusters,
+		AllocatedClusters:  r.AllocatedClusters,
+		FragmentedClusters: r.FragmentedClusters,
+		CompressedClusters: r.CompressedClusters,
+		ImageEndOffset:     r.ImageEndOffset,
+		Messages:           r.Messages,
+	}, nil
+}
+
+// createQcow makes a qcow (version 1) image, as qemu-img create -f qcow.
+func createQcow(path string, opts CreateOptions) error {
+	switch {
+	case opts.Preallocation != "" && opts.Preallocation != "off":
+		return fmt.Errorf("preallocation %q is not supported for qcow images (want off)", opts.Preallocation)
+	case opts.Compat != "" || opts.RefcountBits != 0 || opts.LazyRefcounts:
+		return errors.New("compat, refcount bits and lazy refcounts are qcow2 options, not qcow ones")
+	}
+	qopts := qcow.CreateOptions{Size: opts.Size}
+	if cs := opts.ClusterSize; cs != 0 {
+		bits := uint8(0)
+		for ; bits < 63 && int64(1)<<bits < cs; bits++ {
+		}
+		if int64(1)<<bits != cs || bits < qcow.MinClusterBits || bits > qcow.MaxClusterBits {
+			return fmt.Errorf("cluster size %d: a qcow cluster is a power of two from 512 bytes to 64 KiB", cs)
+		}
+		qopts.ClusterBits = bits
+	}
+	if opts.BackingFile != "" {
+		ft, err := parseFormat(string(opts.BackingFormat))
+		if err != nil {
+			return fmt.Errorf("backing file %q: %w", opts.BackingFile, err)
+		}
+		p := backingPath(path, opts.BackingFile)
+		c := &chain{names: []string{filepath.Base(path)}, ids: []fileID{{}}, writable: -1}
+		base, err := c.open(p, ft, false, opts.BackingFile)
+		if err != nil {
+			if c.err != nil {
+				err = c.err
+			}
+			return fmt.Errorf("open backing file %q: %w", p, err)
+		}
+		size, bft := base.Size(), base.Format()
+		base.Close()
+		switch {
+		case opts.Size == 0:
+			qopts.Size = size
+		case opts.Size != size:
+			return fmt.Errorf("size %d differs from the size of the backing file %q (%d bytes); leave the size out to take the backing file's",
+				opts.Size, p, size)
+		}
+		if opts.BackingFormat != "" && bft != opts.BackingFormat {
+			return fmt.Errorf("backing file %q is %s, not %s", p, bft, opts.BackingFormat)
+		}
+		qopts.BackingFile = opts.BackingFile
+	}
+	f, err := createFile(path)
+	if err != nil {
+		return err
+	}
+	err = qcow.Create(f, qopts)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return PathCause(err)
+	}
+	return nil
+}
