@@ -101,13 +101,14 @@ func commandTable() []*command {
 		createCommand(),
 		{
 			name:  "disk",
-			about: "Inspect, check, convert, commit and resize disk images.",
+			about: "Inspect, check, convert, commit, resize and snapshot disk images.",
 			sub: []*command{
 				diskCheckCommand(),
 				diskCommitCommand(),
 				diskConvertCommand(),
 				diskInfoCommand(),
 				diskResizeCommand(),
+				diskSnapshotCommand(),
 			},
 		},
 		{name: "help", synopsis: "[command]", about: "Show how to use vmtui or one of its commands."},

@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"strings"
+	"time"
 
 	"github.com/vmtui/vmtui/disk"
 	"github.com/vmtui/vmtui/disk/qcow2"
@@ -411,4 +412,74 @@ could lose data. A qcow2 image's size is rounded up to 512 bytes.`)
 	}
 	fmt.Fprintln(e.stdout, "Image resized.")
 	return nil
+}
+
+func diskSnapshotCommand() *command {
+	return &command{
+		name:     "snapshot",
+		synopsis: "[-l [-U] | -c tag | -a tag | -d tag] disk",
+		about:    "List, create, apply or delete the internal snapshots of a qcow2 image, as qemu-img snapshot does.",
+		run:      runDiskSnapshot,
+	}
+}
+
+func runDiskSnapshot(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet("disk snapshot")
+	list := fs.Bool("l", false, "list the snapshots (the default)")
+	create := fs.String("c", "", "create a disk-only snapshot named `tag`")
+	apply := fs.String("a", "", "revert the disk to the snapshot with ID or name `tag`")
+	del := fs.String("d", "", "delete the snapshot with ID or name `tag`")
+	share := forceShareFlag(fs)
+	pos, err := parseFlags(fs, args)
+	if err == errHelp {
+		return e.help(fs, `
+The list has qemu-img snapshot -l's columns: ID, TAG, VM SIZE (the RAM saved
+with the snapshot by QEMU's savevm; 0 for a disk-only one), DATE (local
+time), VM CLOCK and ICOUNT. -c refuses a tag that a snapshot has already as
+its name or ID; -a and -d take a snapshot's ID or its name. Creating,
+applying and deleting change only metadata, and are refused while a running
+VM uses the image; -U lists the snapshots of an image a VM writes.`)
+	}
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return &usageError{}
+	}
+	actions := 0
+	for _, set := range []bool{*list, *create != "", *apply != "", *del != ""} {
+		if set {
+			actions++
+		}
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	for _, name := range []string{"c", "a", "d"} {
+		if set[name] && fs.Lookup(name).Value.String() == "" {
+			return &usageError{msg: fmt.Sprintf("disk snapshot: -%s needs a tag", name)}
+		}
+	}
+	if actions > 1 {
+		return &usageError{msg: "disk snapshot: use one of -l, -c, -a and -d"}
+	}
+	if *share && actions == 1 && !*list {
+		return &usageError{msg: "disk snapshot: -U lists only: a change needs the image to itself"}
+	}
+	path := pos[0]
+	switch {
+	case *create != "":
+		_, err = disk.CreateSnapshot(ctx, path, *create)
+	case *apply != "":
+		err = disk.ApplySnapshot(ctx, path, *apply)
+	case *del != "":
+		err = disk.DeleteSnapshot(ctx, path, *del)
+	default:
+		var sns []disk.Snapshot
+		sns, err = disk.Snapshots(ctx, path, disk.OpenOptions{ForceShare: *share})
+		if err == nil && len(sns) > 0 {
+			err = disk.WriteSnapshotList(e.stdout, sns, time.Local)
+		}
+		return e.explainInUse(err, true)
+	}
+	return e.explainInUse(err, false)
 }
