@@ -36,19 +36,44 @@ func (c *commit) run() error {
 	cs := img.cs
 	clusters := func(n int64) int64 { return (n + cs - 1) / cs }
 
-	// Fresh clusters start at the first cluster past the end of the file:
-	// the old refcounts hold them free, and no old structure reaches them.
-	next := clusters(img.fileSize)
+	// The new structures go to clusters free in the old state (refcount
+	// 0: nothing on disk reaches them; a flush has just written back every
+	// refcount and freed what waited), not taken by this commit already.
+	taken := map[int64]bool{}
+	cursor := int64(0)
+	var pickErr error
+	pick := func(n int64) int64 {
+		start := cursor
+		for i := int64(0); i < n; {
+			cl := start + i
+			rc, err := img.refcount(cl)
+			if err != nil {
+				pickErr = err
+				return 0
+			}
+			if rc != 0 || taken[cl] {
+				start, i = cl+1, 0
+				continue
+			}
+			i++
+		}
+		for i := int64(0); i < n; i++ {
+			taken[start+i] = true
+		}
+		if n == 1 || start == cursor {
+			cursor = start + n
+		}
+		return start
+	}
 	place := func(n int64) int64 {
 		if n == 0 {
 			return 0
 		}
-		off := next * cs
+		first := pick(n)
 		for i := int64(0); i < n; i++ {
-			c.delta[next+i]++
+			c.delta[first+i]++
 		}
-		next += n
-		return off
+		return first * cs
 	}
 
 	// 1. Copies of the source L2 tables, with the COPIED flags the new
@@ -109,25 +134,36 @@ func (c *commit) run() error {
 	// new table. Their own clusters and the old ones they replace change
 	// refcounts too, maybe in more blocks: repeat until the set is stable.
 	base := c.delta
-	start := next
 	changed := map[int64]bool{}
-	var rtEntries int64
+	blockAt := map[int64]int64{} // cluster of the copy of each changed block
+	var rtStart, rtClusters, rtEntries int64
 	for {
+		if pickErr != nil {
+			return pickErr
+		}
 		delta := make(map[int64]int64, len(base)+len(changed)*2)
 		for k, v := range base {
 			delta[k] = v
 		}
 		need := int64(len(img.reftable))
-		for b := range changed {
+		for _, b := range sortedKeys(changed) {
 			need = max(need, b+1)
+			if _, ok := blockAt[b]; !ok {
+				blockAt[b] = pick(1)
+			}
+			delta[blockAt[b]]++
 		}
-		rtClusters := clusters(need * 8)
-		if rtClusters*cs > maxRefTableBytes {
-			return fmt.Errorf("qcow2: refcount table would exceed %d bytes", maxRefTableBytes)
+		if n := clusters(need * 8); n != rtClusters {
+			if n*cs > maxRefTableBytes {
+				return fmt.Errorf("qcow2: refcount table would exceed %d bytes", maxRefTableBytes)
+			}
+			for i := int64(0); i < rtClusters; i++ {
+				delete(taken, rtStart+i)
+			}
+			rtStart, rtClusters = pick(n), n
 		}
-		n := int64(len(changed)) + rtClusters
-		for i := int64(0); i < n; i++ {
-			delta[start+i]++
+		for i := int64(0); i < rtClusters; i++ {
+			delta[rtStart+i]++
 		}
 		for b := range changed {
 			if b < int64(len(img.reftable)) {
@@ -144,24 +180,17 @@ func (c *commit) run() error {
 				grew = true
 			}
 		}
-		if !grew {
+		if !grew && pickErr == nil {
 			c.delta, rtEntries = delta, rtClusters*cs/8
 			break
 		}
 	}
-	blocks := slices.Sorted(func(yield func(int64) bool) {
-		for b := range changed {
-			if !yield(b) {
-				return
-			}
-		}
-	})
+	blocks := sortedKeys(changed)
 	reftable := make([]refTableEntry, rtEntries)
 	copy(reftable, img.reftable)
 	newBlocks := make(map[int64]*table, len(blocks))
-	next = start
 	for _, b := range blocks {
-		t := &table{off: next * cs, data: make([]byte, cs)}
+		t := &table{off: blockAt[b] * cs, data: make([]byte, cs)}
 		if old, err := img.refblock(b * img.rbEntries); err != nil {
 			return err
 		} else if old != nil {
@@ -169,10 +198,8 @@ func (c *commit) run() error {
 		}
 		reftable[b] = refTableEntry(t.off)
 		newBlocks[b] = t
-		next++
 	}
-	rtOff := next * cs
-	next += clusters(rtEntries * 8)
+	rtOff := rtStart * cs
 	limit := maxRefcount(img.hdr.RefcountOrder)
 	for cl, v := range c.delta {
 		if v == 0 {
@@ -192,6 +219,9 @@ func (c *commit) run() error {
 	blobs = append(blobs, blob{rtOff, encodeTable(reftable)})
 
 	// 3. Everything past the old end, synced; then the switch.
+	if pickErr != nil {
+		return pickErr
+	}
 	for _, bl := range blobs {
 		if _, err := img.f.WriteAt(bl.data, bl.off); err != nil {
 			return fmt.Errorf("qcow2: write new metadata at %#x: %w", bl.off, err)
@@ -229,4 +259,14 @@ func (c *commit) run() error {
 	img.compNext, img.compEnd = 0, 0
 	img.nextFree = 0
 	return nil
+}
+
+// sortedKeys returns the keys of m in increasing order.
+func sortedKeys(m map[int64]bool) []int64 {
+	keys := make([]int64, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
 }
