@@ -17,8 +17,10 @@ build:
 
 ## test: gofmt check, go vet, staticcheck, the test guest, and every test with the race detector (fuzz seeds included)
 # Guests run under TCG: KVM guests hang on the machines this is tested on.
+# -count=1: the tests use QEMU, guests and files go test cannot see, so a
+# cached result would say nothing about this run.
 test: fmt-check vet lint guest
-	VMTUI_ACCEL=tcg $(GO) test -race -timeout 30m ./...
+	VMTUI_ACCEL=tcg $(GO) test -race -count=1 -timeout 30m ./...
 
 ## demo: build vmtui and the test guest, define a VM named demo (not started) if none exists, open the TUI
 demo: build guest
