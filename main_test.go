@@ -202,7 +202,7 @@ func makeSource(t *testing.T, dir, name, size string) {
 
 func TestUsage(t *testing.T) {
 	dir := t.TempDir()
-	usageLine := "\tvmtui create [-c] [-b base | -i input] [-f qcow2|raw] [-s size] disk\n"
+	usageLine := "\tvmtui create [-c] [-b base | -i input] [-f qcow2|raw|qcow] [-s size] disk\n"
 	// No arguments and no terminal: the usage on stderr and exit 1, as vmctl does.
 	r := fails(t, dir, 1, usageLine, []string{}...)
 	if !strings.HasPrefix(r.stderr, "usage:\tvmtui ") {
@@ -326,7 +326,7 @@ func TestCreateErrors(t *testing.T) {
 		{[]string{"-b", "base.qcow2", "-s", "1G", "new.qcow2"}, "differs from the size of the backing file"},
 		{[]string{"-b", "missing.qcow2", "new.qcow2"}, "missing.qcow2"},
 		{[]string{"-c", "-s", "1G", "new.qcow2"}, "-c compresses an imported image: use it with -i"},
-		{[]string{"-i", "base.qcow2", "-c", "new.raw"}, "-c needs the qcow2 format, not raw"},
+		{[]string{"-i", "base.qcow2", "-c", "new.raw"}, "-c needs the qcow2 or qcow format, not raw"},
 		{[]string{"-i", "missing.qcow2", "new.qcow2"}, "missing.qcow2"},
 		{[]string{"-i", "base.qcow2", "-s", "1M", "new.qcow2"}, "cannot be smaller than input disk size 16.0M"},
 		{[]string{"-f", "vmdk", "-s", "1G", "new.qcow2"}, `unknown image format "vmdk" (want qcow2, raw or qcow)`},
@@ -634,7 +634,7 @@ func TestDiskConvert(t *testing.T) {
 	requireSame(t, dir, "src.qcow2", "p.raw")
 
 	fails(t, dir, 1, `file already exists`, "disk", "convert", "src.qcow2", "a.qcow2")
-	fails(t, dir, 1, "-c needs qcow2 output, not raw", "disk", "convert", "-c", "src.qcow2", "x.raw")
+	fails(t, dir, 1, "-c needs qcow2 or qcow output, not raw", "disk", "convert", "-c", "src.qcow2", "x.raw")
 	fails(t, dir, 1, "--compression-type needs qcow2 output, not raw", "disk", "convert", "--compression-type", "zstd", "-O", "raw", "src.qcow2", "x.qcow2")
 	fails(t, dir, 1, `unknown compression type "lz4"`, "disk", "convert", "--compression-type", "lz4", "src.qcow2", "x.qcow2")
 	fails(t, dir, 1, `unknown image format "vdi"`, "disk", "convert", "-O", "vdi", "src.qcow2", "x.qcow2")

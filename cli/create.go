@@ -13,7 +13,7 @@ import (
 func createCommand() *command {
 	return &command{
 		name:     "create",
-		synopsis: "[-c] [-b base | -i input] [-f qcow2|raw] [-s size] disk",
+		synopsis: "[-c] [-b base | -i input] [-f qcow2|raw|qcow] [-s size] disk",
 		about:    "Create a disk image: empty, an overlay on a base image, or imported from another image.",
 		run:      runCreate,
 	}
@@ -21,8 +21,9 @@ func createCommand() *command {
 
 const createHelp = `
 As vmctl create: the new image must not exist yet. Its format is the one
--f names, else the one a "qcow2:" or "raw:" prefix of the name gives, else
-the extension's (.qcow2 is qcow2; .raw and .img are raw), else qcow2.
+-f names, else the one a "qcow2:", "raw:" or "qcow:" prefix of the name
+gives, else the extension's (.qcow2 is qcow2; .raw and .img are raw; .qcow
+is qcow, the original format, version 1), else qcow2.
 With -b the size is the base image's (a different -s is an error), and the
 base's name is stored relative to the new image's directory. With -i the
 size is the input's; a larger -s grows the imported image.
@@ -30,10 +31,10 @@ size is the input's; a larger -s grows the imported image.
 
 func runCreate(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet("create")
-	base := fs.String("b", "", "make a qcow2 overlay on the image `base`, which unallocated clusters read from")
-	input := fs.String("i", "", "import the image `input` (qcow2 or raw; a backing chain is flattened)")
+	base := fs.String("b", "", "make a qcow2 (or qcow) overlay on the image `base`, which unallocated clusters read from")
+	input := fs.String("i", "", "import the image `input` (qcow2, raw or qcow; a backing chain is flattened)")
 	sizeArg := fs.String("s", "", "the virtual `size`, e.g. 10G; needed unless -b or -i gives it")
-	formatArg := fs.String("f", "", "the image `format`: qcow2 or raw")
+	formatArg := fs.String("f", "", "the image `format`: qcow2, raw or qcow")
 	compress := fs.Bool("c", false, "compress the imported data (with -i; zlib)")
 	pos, err := parseFlags(fs, args)
 	if err == errHelp {
@@ -63,9 +64,9 @@ func runCreate(ctx context.Context, e *env, args []string) error {
 		return fmt.Errorf("conflicting -b and -i arguments")
 	case *compress && *input == "":
 		return fmt.Errorf("create: -c compresses an imported image: use it with -i")
-	case *compress && format != disk.FormatQcow2:
-		return fmt.Errorf("create: -c needs the qcow2 format, not %s", format)
-	case *base != "" && format != disk.FormatQcow2:
+	case *compress && format == disk.FormatRaw:
+		return fmt.Errorf("create: -c needs the qcow2 or qcow format, not %s", format)
+	case *base != "" && format == disk.FormatRaw:
 		return fmt.Errorf("base images require qcow2 disk format")
 	case *input != "":
 		if err := e.importImage(ctx, *input, path, format, size, *compress); err != nil {

@@ -167,16 +167,16 @@ func printCheckSummary(w io.Writer, r *qcow2.CheckResult) {
 func diskConvertCommand() *command {
 	return &command{
 		name:     "convert",
-		synopsis: "[-cpU] [-O qcow2|raw] [-t writeback|unsafe] [--compression-type zlib|zstd] input output",
-		about:    "Copy an image, its backing chain flattened, into a new image of either format.",
+		synopsis: "[-cpU] [-O qcow2|raw|qcow] [-t writeback|unsafe] [--compression-type zlib|zstd] input output",
+		about:    "Copy an image, its backing chain flattened, into a new image of any format.",
 		run:      runDiskConvert,
 	}
 }
 
 func runDiskConvert(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet("disk convert")
-	formatArg := fs.String("O", "", "the output `format`: qcow2 or raw")
-	compress := fs.Bool("c", false, "compress the output's clusters (qcow2 only)")
+	formatArg := fs.String("O", "", "the output `format`: qcow2, raw or qcow")
+	compress := fs.Bool("c", false, "compress the output's clusters (qcow2 or qcow)")
 	ctype := fs.String("compression-type", "", "the compression `type` of a qcow2 output: zlib (the default) or zstd")
 	progress := fs.Bool("p", false, "show the progress on standard error")
 	cache := fs.String("t", "writeback", "the output's cache `mode`: writeback (sync the output before it is renamed into place) or unsafe (never sync, as qemu-img's default)")
@@ -186,7 +186,7 @@ func runDiskConvert(ctx context.Context, e *env, args []string) error {
 		return e.help(fs, `
 The input's format is detected by content. The output must not exist; its
 format is the one -O names, else the output name's extension's (.qcow2 is
-qcow2; .raw and .img are raw), else qcow2. Zeros are never written: the
+qcow2; .raw and .img are raw; .qcow is qcow), else qcow2. Zeros are never written: the
 output is sparse. An interrupted conversion leaves no output behind. By
 default the output is on disk when convert returns; -t unsafe skips that
 sync, as qemu-img does by default, and a power cut soon after may then lose
@@ -219,8 +219,8 @@ which copies it as it is, however inconsistent.`)
 			return fmt.Errorf("disk convert: --compression-type: %w", err)
 		}
 	}
-	if *compress && format != disk.FormatQcow2 {
-		return fmt.Errorf("disk convert: -c needs qcow2 output, not %s", format)
+	if *compress && format == disk.FormatRaw {
+		return fmt.Errorf("disk convert: -c needs qcow2 or qcow output, not %s", format)
 	}
 	var bar *progressLine
 	if *progress {

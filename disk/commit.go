@@ -52,7 +52,7 @@ func commit(ctx context.Context, overlay string, opts CommitOptions) (err error)
 			err = cerr
 		}
 	}()
-	q, ok := top.(*qcow2Image)
+	q, ok := commitSourceOf(top)
 	if !ok {
 		return fmt.Errorf("a %s image has no backing file", top.Format())
 	}
@@ -60,8 +60,8 @@ func commit(ctx context.Context, overlay string, opts CommitOptions) (err error)
 	if base == nil {
 		return errors.New("the image has no backing file")
 	}
-	bpath := backingPath(overlay, q.img.Header().BackingFile)
-	size := q.Size()
+	bpath := backingPath(overlay, q.backingName)
+	size := top.Size()
 	if size > base.Size() {
 		switch b := base.(type) {
 		case *qcow2Image:
@@ -83,7 +83,7 @@ func commit(ctx context.Context, overlay string, opts CommitOptions) (err error)
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		e, err := q.img.Status(off, min(commitChunk, size-off))
+		e, err := q.status(off, min(commitChunk, size-off))
 		if err != nil {
 			return fmt.Errorf("status at %d: %w", off, err)
 		}
@@ -93,7 +93,7 @@ func commit(ctx context.Context, overlay string, opts CommitOptions) (err error)
 		switch e.Kind {
 		case ExtentData:
 			b := buf[:e.Length]
-			if _, err := q.img.ReadAt(b, off); err != nil && !errors.Is(err, io.EOF) {
+			if _, err := top.ReadAt(b, off); err != nil && !errors.Is(err, io.EOF) {
 				return fmt.Errorf("read at %d: %w", off, err)
 			}
 			if _, err := base.WriteAt(b, off); err != nil {

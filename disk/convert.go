@@ -20,13 +20,15 @@ import (
 
 // ConvertOptions control Convert.
 type ConvertOptions struct {
-	// Format is the output format: FormatQcow2 (the default when empty) or
-	// FormatRaw.
+	// Format is the output format: FormatQcow2 (the default when empty),
+	// FormatRaw or FormatQcow.
 	Format Format
-	// Compress writes compressed qcow2 clusters, with CompressionType.
+	// Compress writes compressed qcow2 clusters, with CompressionType, or
+	// compressed qcow clusters (zlib only).
 	Compress        bool
 	CompressionType qcow2.CompressionType
-	// ClusterSize of a qcow2 output; 0 means 64 KiB.
+	// ClusterSize of a qcow2 output, 0 meaning 64 KiB; of a qcow output,
+	// 0 meaning 4 KiB (512 bytes to 64 KiB).
 	ClusterSize int64
 	// Progress, when set, is called from one goroutine with the bytes of the
 	// virtual disk done so far and the total, first with done 0 and last
@@ -80,12 +82,12 @@ func convert(ctx context.Context, src, dst string, opts ConvertOptions) (err err
 	switch opts.Format {
 	case "":
 		opts.Format = FormatQcow2
-	case FormatQcow2, FormatRaw:
+	case FormatQcow2, FormatRaw, FormatQcow:
 	default:
-		return fmt.Errorf("unsupported output format %q (want qcow2 or raw)", opts.Format)
+		return fmt.Errorf("unsupported output format %q (want qcow2, raw or qcow)", opts.Format)
 	}
-	if opts.Compress && opts.Format != FormatQcow2 {
-		return fmt.Errorf("compression needs qcow2 output, not %s", opts.Format)
+	if opts.Compress && opts.Format == FormatRaw {
+		return fmt.Errorf("compression needs qcow2 or qcow output, not %s", opts.Format)
 	}
 	if opts.Workers <= 0 {
 		opts.Workers = runtime.NumCPU()
@@ -153,6 +155,20 @@ func convert(ctx context.Context, src, dst string, opts ConvertOptions) (err err
 		granule = max(img.ClusterSize(), zeroGranule)
 		if opts.Compress {
 			granule = img.ClusterSize()
+		}
+	case FormatQcow:
+		size = (size + 511) &^ 511 // the tail reads as zeros
+		qt, err := newQcowTarget(f, tmp, size, opts)
+		if err != nil {
+			closed = true // it closes f when it fails
+			return err
+		}
+		out = qt
+		h := qt.img.Header()
+		cs := h.ClusterSize()
+		granule = max(cs, zeroGranule)
+		if opts.Compress {
+			granule = cs
 		}
 	}
 

@@ -219,7 +219,7 @@ func TestConvertErrors(t *testing.T) {
 		opts ConvertOptions
 		want string
 	}{
-		{"compressed raw", src, ConvertOptions{Format: FormatRaw, Compress: true}, "compression needs qcow2 output"},
+		{"compressed raw", src, ConvertOptions{Format: FormatRaw, Compress: true}, "compression needs qcow2 or qcow output"},
 		{"unknown format", src, ConvertOptions{Format: "vmdk"}, `unsupported output format "vmdk"`},
 		{"missing source", filepath.Join(dir, "none.raw"), ConvertOptions{}, "no such file"},
 		{"bad cluster size", src, ConvertOptions{ClusterSize: 3000}, "cluster"},

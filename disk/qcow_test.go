@@ -115,3 +115,86 @@ func TestQcowCheck(t *testing.T) {
 		t.Fatalf("check of a leaking image: %+v, %v", res, err)
 	}
 }
+
+// TestConvertToQcow: every source converts to qcow, plain and compressed
+// (which qemu-img 7.2 cannot do), and qemu-img reads the result as the
+// source; the output checks clean.
+func TestConvertToQcow(t *testing.T) {
+	dir := t.TempDir()
+	imgs := qcowChain(t, dir)
+	src := append(imgs, filepath.Join(dir, "base.raw"))
+	for i, p := range src {
+		srcFmt := map[bool]string{true: "qcow2", false: "qcow"}[strings.HasSuffix(p, "2")]
+		if strings.HasSuffix(p, ".raw") {
+			srcFmt = "raw"
+		}
+		for _, c := range []bool{false, true} {
+			out := filepath.Join(dir, "conv"+string(rune('0'+i))+map[bool]string{true: "c", false: ""}[c]+".qcow")
+			if err := Convert(context.Background(), p, out, ConvertOptions{Format: FormatQcow, Compress: c}); err != nil {
+				t.Fatal(err)
+			}
+			qemuimg.Compare(t, p, srcFmt, out, "qcow")
+			if info := qemuimg.ImageInfo(t, out); info.Format != "qcow" {
+				t.Fatalf("qemu-img info %s: %+v", out, info)
+			}
+			res, err := Check(context.Background(), out, qcow2.RepairNone, CheckOptions{})
+			if err != nil || res.Corruptions != 0 || res.Leaks != 0 || c && res.CompressedClusters == 0 {
+				t.Fatalf("check %s: %+v, %v", out, res, err)
+			}
+		}
+	}
+	if err := Convert(context.Background(), src[0], filepath.Join(dir, "x.qcow"), ConvertOptions{Format: FormatQcow, ClusterSize: 1 << 17}); err == nil {
+		t.Fatal("a 128 KiB qcow cluster was accepted")
+	}
+}
+
+// TestCreateQcow: an overlay made by Create, written by Open with
+// partial-cluster writes (copy-on-write from the base), reads in qemu-img
+// as in vmtui; commit into and from qcow; resize refused.
+func TestCreateQcow(t *testing.T) {
+	qemuimg.Require(t)
+	dir := t.TempDir()
+	base := filepath.Join(dir, "base.qcow")
+	if err := Create(base, CreateOptions{Format: FormatQcow, Size: 2 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	if info := qemuimg.ImageInfo(t, base); info.Format != "qcow" || info.VirtualSize != 2<<20 || info.ClusterSize != 4096 {
+		t.Fatalf("qemu-img info: %+v", info)
+	}
+	qemuimg.IO(t, base, "qcow", "write -P 0x61 0 2M")
+	ov := filepath.Join(dir, "ov.qcow")
+	if err := Create(ov, CreateOptions{Format: FormatQcow, BackingFile: "base.qcow", ClusterSize: 4096}); err != nil {
+		t.Fatal(err)
+	}
+	img, err := Open(ov, OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := img.WriteAt([]byte("hello"), 4097); err != nil {
+		t.Fatal(err)
+	}
+	if err := img.Close(); err != nil {
+		t.Fatal(err)
+	}
+	want := bytes.Repeat([]byte{0x61}, 2<<20)
+	copy(want[4097:], "hello")
+	if got := qemuimg.ToRaw(t, ov, filepath.Join(dir, "ov.raw")); !bytes.Equal(got, want) {
+		t.Fatal("qemu-img reads the overlay differently")
+	}
+	if info := qemuimg.ImageInfo(t, ov); info.BackingFilename != "base.qcow" {
+		t.Fatalf("qemu-img info: %+v", info)
+	}
+	if err := Commit(context.Background(), ov, CommitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := readImage(t, base); !bytes.Equal(got, want) {
+		t.Fatal("the base after a commit differs")
+	}
+	qemuimg.Compare(t, base, "qcow", filepath.Join(dir, "ov.raw"), "raw")
+	if err := Resize(context.Background(), base, 4<<20); err == nil || !strings.Contains(err.Error(), "qcow") {
+		t.Fatalf("resize: %v", err)
+	}
+	if err := Create(filepath.Join(dir, "big.qcow"), CreateOptions{Format: FormatQcow, BackingFile: "base.qcow", Size: 1 << 30}); err == nil {
+		t.Fatal("a size other than the base's was accepted")
+	}
+}

@@ -202,3 +202,116 @@ func createQcow(path string, opts CreateOptions) error {
 	}
 	return nil
 }
+
+// newQcowTarget makes the qcow output of a conversion in f, of size bytes;
+// it owns f.
+func newQcowTarget(f *os.File, path string, size int64, opts ConvertOptions) (*qcowTarget, error) {
+	copts := CreateOptions{Format: FormatQcow, Size: size, ClusterSize: opts.ClusterSize}
+	if opts.Compress && opts.CompressionType != qcow2.CompressionZlib {
+		f.Close()
+		return nil, fmt.Errorf("qcow compresses with zlib only, not %s", opts.CompressionType)
+	}
+	qopts := qcow.CreateOptions{Size: size}
+	if copts.ClusterSize != 0 {
+		bits := uint8(0)
+		for ; bits < 63 && int64(1)<<bits < copts.ClusterSize; bits++ {
+		}
+		if int64(1)<<bits != copts.ClusterSize || bits < qcow.MinClusterBits || bits > qcow.MaxClusterBits {
+			f.Close()
+			return nil, fmt.Errorf("cluster size %d: a qcow cluster is a power of two from 512 bytes to 64 KiB", copts.ClusterSize)
+		}
+		qopts.ClusterBits = bits
+	}
+	// As for qcow2: the output is garbage until it has its name, and one
+	// fsync at the end makes it durable.
+	uf := unsyncedFile{f}
+	if err := qcow.Create(uf, qopts); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("create %q: %w", path, err)
+	}
+	img, err := qcow.Open(uf, qcow.Options{}) // closes f when it fails
+	if err != nil {
+		return nil, fmt.Errorf("open the new %q: %w", path, err)
+	}
+	return &qcowTarget{img: img, f: f, path: path, sync: !opts.NoSync}, nil
+}
+
+// qcowTarget is the qcow output of a conversion.
+type qcowTarget struct {
+	img     *qcow.Image
+	f       *os.File
+	path    string
+	sync    bool
+	written int64 // since writeback last started
+}
+
+func (t *qcowTarget) write(off int64, data []byte) error {
+	if _, err := t.img.WriteAt(data, off); err != nil {
+		return fmt.Errorf("write %q at %d: %w", t.path, off, err)
+	}
+	t.wrote(len(data))
+	return nil
+}
+
+func (t *qcowTarget) writeCompressed(off int64, compressed, plain []byte) error {
+	if err := t.img.WriteCompressedRaw(off, compressed, plain); err != nil {
+		return fmt.Errorf("write %q at %d: %w", t.path, off, err)
+	}
+	t.wrote(len(compressed))
+	return nil
+}
+
+func (t *qcowTarget) wrote(n int) {
+	if t.written += int64(n); t.sync && t.written >= writeback {
+		startWriteback(t.f)
+		t.written = 0
+	}
+}
+
+func (t *qcowTarget) flush() error {
+	err := t.img.Flush()
+	if err == nil && t.sync {
+		if err = t.f.Sync(); err != nil {
+			err = PathCause(err)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("flush %q: %w", t.path, err)
+	}
+	return nil
+}
+
+func (t *qcowTarget) close() error {
+	if err := t.img.Close(); err != nil {
+		return fmt.Errorf("close %q: %w", t.path, err)
+	}
+	return nil
+}
+
+func (t *qcowTarget) abort() { t.img.Close() }
+
+// commitSource is what Commit needs of an overlay: its own status (with
+// ExtentBacking for what it leaves to its backing file), its backing image
+// and the name it records.
+type commitSource struct {
+	status      func(off, n int64) (Extent, error)
+	backing     Image
+	backingName string
+}
+
+// commitSourceOf returns the commitSource of a qcow2 or qcow image.
+func commitSourceOf(img Image) (commitSource, bool) {
+	switch q := img.(type) {
+	case *qcow2Image:
+		return commitSource{q.img.Status, q.backing, q.img.Header().BackingFile}, true
+	case *qcowImage:
+		status := func(off, n int64) (Extent, error) {
+			e, err := q.img.Status(off, n)
+			kind := map[qcow.ExtentKind]qcow2.ExtentKind{qcow.ExtentData: ExtentData, qcow.ExtentZero: ExtentZero, qcow.ExtentBacking: ExtentBacking}[e.Kind]
+			return Extent{Offset: e.Offset, Length: e.Length, Kind: kind, Compressed: e.Compressed}, err
+		}
+		h := q.img.Header()
+		return commitSource{status, q.backing, h.BackingFile}, true
+	}
+	return commitSource{}, false
+}

@@ -156,6 +156,21 @@ func (m *Image) WriteCompressed(off int64, data []byte) error {
 	if err := w.Close(); err != nil {
 		return err
 	}
+	return m.WriteCompressedRaw(off, out.Bytes(), data)
+}
+
+// WriteCompressedRaw is WriteCompressed with the cluster compressed
+// already: compressed is plain (padded with zeros to a whole cluster) as
+// raw deflate. When compressed is not shorter than a cluster, plain is
+// written as a plain cluster.
+func (m *Image) WriteCompressedRaw(off int64, compressed, plain []byte) error {
+	if m.readOnly {
+		return ErrReadOnly
+	}
+	cs := m.h.ClusterSize()
+	if off < 0 || off%cs != 0 || off >= m.Size() || int64(len(plain)) > cs || int64(len(plain)) < min(cs, m.Size()-off) {
+		return fmt.Errorf("qcow: compressed write of %d bytes at %d: not one whole cluster", len(plain), off)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.cacheOff = 0
@@ -167,21 +182,21 @@ func (m *Image) WriteCompressed(off int64, data []byte) error {
 	if kind != kUnalloc {
 		return fmt.Errorf("qcow: compressed write at %d: the cluster is allocated already", off)
 	}
-	if int64(out.Len()) >= cs {
-		return m.writeCluster(ci, 0, data)
+	if len(compressed) == 0 || int64(len(compressed)) >= cs {
+		return m.writeCluster(ci, 0, plain)
 	}
 	t, _, err := m.tableFor(ci)
 	if err != nil {
 		return err
 	}
-	at, err := m.allocate(int64(out.Len()), false)
+	at, err := m.allocate(int64(len(compressed)), false)
 	if err != nil {
 		return err
 	}
-	if _, err := m.f.WriteAt(out.Bytes(), at); err != nil {
+	if _, err := m.f.WriteAt(compressed, at); err != nil {
 		return err
 	}
-	e := compressedFlag | uint64(out.Len())<<(63-uint(m.h.ClusterBits)) | uint64(at)
+	e := compressedFlag | uint64(len(compressed))<<(63-uint(m.h.ClusterBits)) | uint64(at)
 	return m.setEntry(ci, t, e)
 }
 

@@ -53,7 +53,7 @@ type CreateOptions struct {
 	RefcountBits  int    // 0 means 16; a power of two from 1 to 64
 	Compat        string // "1.1" (version 3, the default) or "0.10" (version 2)
 	BackingFile   string // name stored in the header, as given
-	BackingFormat string // "qcow2" or "raw"; required with BackingFile
+	BackingFormat string // "qcow2", "raw" or "qcow"; required with BackingFile
 	// Preallocation is "off" (default) or "metadata": L2 tables and data
 	// clusters allocated for the whole disk, reading as zeros.
 	Preallocation   string

@@ -137,9 +137,9 @@ func newHeader(opts CreateOptions) (*Header, error) {
 	}
 	if opts.BackingFile != "" {
 		switch opts.BackingFormat {
-		case "qcow2", "raw":
+		case "qcow2", "raw", "qcow":
 		default:
-			return nil, fmt.Errorf("qcow2: backing format %q for %q is not qcow2 or raw", opts.BackingFormat, opts.BackingFile)
+			return nil, fmt.Errorf("qcow2: backing format %q for %q is not qcow2, raw or qcow", opts.BackingFormat, opts.BackingFile)
 		}
 		h.BackingFile, h.BackingFormat = opts.BackingFile, opts.BackingFormat
 	}
