@@ -256,7 +256,7 @@ func (d diskDev) args() ([]string, error) {
 	if err := checkValue("disk", d.Path); err != nil {
 		return nil, err
 	}
-	if d.Format != "qcow2" && d.Format != "raw" {
+	if d.Format != "qcow2" && d.Format != "raw" && d.Format != "qcow" {
 		return nil, fmt.Errorf("disk %q: unknown format %q", d.Path, d.Format)
 	}
 	node := fmt.Sprintf("disk%d", d.index)
