@@ -35,18 +35,29 @@ func (c *crashFile) Sync() error {
 	return nil
 }
 
-// replay applies ops to a copy of start. With syncedOnly, the writes after
-// the last sync are lost, as a crash may lose them.
-func replay(start []byte, ops []op, syncedOnly bool) []byte {
-	if syncedOnly {
-		last := 0
-		for i, o := range ops {
-			if o.kind == 's' {
-				last = i + 1
-			}
+// Crash models: which writes since the last sync reach the disk.
+const (
+	allWrites    = iota // every write, in order
+	syncedOnly          // none
+	metadataOnly        // the table writes only (8-byte L1 entries, 512-byte L2 tables), not the data
+)
+
+// replay applies ops to a copy of start, keeping the writes after the last
+// sync as model says.
+func replay(start []byte, ops []op, model int) []byte {
+	last := 0
+	for i, o := range ops {
+		if o.kind == 's' {
+			last = i + 1
 		}
-		ops = ops[:last]
 	}
+	var kept []op
+	for i, o := range ops {
+		if i < last || model == allWrites || model == metadataOnly && o.kind == 'w' && (len(o.data) == 8 || len(o.data) == 512) {
+			kept = append(kept, o)
+		}
+	}
+	ops = kept
 	m := &memFile{bytes.Clone(start)}
 	for _, o := range ops {
 		switch o.kind {
@@ -143,11 +154,11 @@ func TestCrashSafety(t *testing.T) {
 		t.Fatal(err)
 	}
 	for k := range len(cf.ops) + 1 {
-		for _, synced := range []bool{false, true} {
+		for _, synced := range []int{allWrites, syncedOnly, metadataOnly} {
 			b := replay(start, cf.ops[:k], synced)
 			res, err := Check(context.Background(), &memFile{b})
 			if err != nil || res.Corruptions != 0 {
-				t.Fatalf("crash after %d of %d steps (synced only %t): check %+v, %v", k, len(cf.ops), synced, res, err)
+				t.Fatalf("crash after %d of %d steps (crash model %d): check %+v, %v", k, len(cf.ops), synced, res, err)
 			}
 			got := read(b)
 			for blk := 0; blk < size; blk += 512 {
@@ -159,7 +170,7 @@ func TestCrashSafety(t *testing.T) {
 					}
 				}
 				if !okState {
-					t.Fatalf("crash after %d of %d steps (synced only %t): block at %d reads as no state the writes went through", k, len(cf.ops), synced, blk)
+					t.Fatalf("crash after %d of %d steps (crash model %d): block at %d reads as no state the writes went through", k, len(cf.ops), synced, blk)
 				}
 			}
 		}
