@@ -12,9 +12,12 @@
 // (WriteCompressed), which qemu-img 7.2 reads but cannot write to qcow.
 // Writing a partial cluster that is not yet allocated copies the rest from
 // the backing chain, or from the compressed cluster it replaces (QEMU does
-// neither: it relies on 512-byte clusters over a backing file). Refused:
-// AES-encrypted images (crypt_method 1), with an *UnsupportedError, and
-// resizing.
+// neither: it relies on 512-byte clusters over a backing file).
+// AES-encrypted images (crypt_method 1) are read with Options.Passphrase,
+// as QEMU's legacy qcow AES reads them (the key is the passphrase's first
+// 16 bytes; AES-128-CBC per 512-byte sector, the IV the sector number): a
+// wrong passphrase cannot be detected, and reads garbage. Writing them is
+// refused (ErrEncryptedWrite), as is resizing.
 //
 // # Crash safety
 //

@@ -2,6 +2,7 @@ package qcow
 
 import (
 	"bytes"
+	"crypto/cipher"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -42,6 +43,9 @@ type Options struct {
 	// OpenBacking opens the backing file; when nil, an image with a
 	// backing file fails to open.
 	OpenBacking BackingOpener
+	// Passphrase decrypts an AES-encrypted image (crypt_method 1), which
+	// opens read-only only; it is ignored for other images.
+	Passphrase []byte
 }
 
 // ExtentKind classifies a range of the virtual disk.
@@ -86,6 +90,7 @@ type Image struct {
 	fileEnd  int64  // the end of the file, allocations included
 	cache    []byte // the last compressed cluster decompressed
 	cacheOff uint64 // its L2 entry, 0 for none
+	crypt    cipher.Block
 }
 
 // Open opens the qcow image in f. On failure it closes f (and the backing
@@ -106,7 +111,12 @@ func Open(f File, opts Options) (img *Image, err error) {
 		return nil, err
 	}
 	if h.Encrypted() {
-		return nil, &UnsupportedError{Feature: "AES-encrypted qcow image (convert it with a passphrase to qcow2)"}
+		switch {
+		case opts.Passphrase == nil:
+			return nil, ErrNeedPassphrase
+		case !opts.ReadOnly:
+			return nil, ErrEncryptedWrite
+		}
 	}
 	n := h.L1Entries()
 	raw := make([]byte, n*8) // bounded by the file's size (ParseHeader)
@@ -118,6 +128,9 @@ func Open(f File, opts Options) (img *Image, err error) {
 		dirtyL2: map[uint64]bool{}, dirtyL1: map[int64]bool{}}
 	for i := range m.l1 {
 		m.l1[i] = binary.BigEndian.Uint64(raw[i*8:])
+	}
+	if h.Encrypted() {
+		m.crypt = newCipher(opts.Passphrase)
 	}
 	if h.BackingFile != "" {
 		if opts.OpenBacking == nil {
@@ -303,7 +316,18 @@ func (m *Image) readCluster(ci, in int64, dst []byte) error {
 		copy(dst, data[in:])
 		return nil
 	case kPlain:
-		return readFull(m.f, dst, int64(e)+in)
+		if m.crypt == nil {
+			return readFull(m.f, dst, int64(e)+in)
+		}
+		// Encrypted: whole sectors, decrypted.
+		lo, hi := in&^511, (in+int64(len(dst))+511)&^511
+		buf := make([]byte, hi-lo)
+		if err := readFull(m.f, buf, int64(e)+lo); err != nil {
+			return err
+		}
+		decryptSectors(m.crypt, buf, (ci*m.h.ClusterSize()+lo)/512)
+		copy(dst, buf[in-lo:])
+		return nil
 	}
 	return m.readBacking(dst, ci*m.h.ClusterSize()+in)
 }
