@@ -131,6 +131,17 @@ func TestSnapshotKill(t *testing.T) {
 		for _, q := range qemuSnapshots(t, path) {
 			got = append(got, q.Name)
 		}
+		// The child deletes the oldest snapshot: those its unacknowledged
+		// deletions took, and the one the operation it was killed in
+		// may have taken, can be gone.
+		for _, l := range tail {
+			if name, ok := strings.CutPrefix(l, "deleted "); ok {
+				want = slices.DeleteFunc(want, func(s string) bool { return s == name })
+			}
+		}
+		if len(want) > 0 && !slices.Contains(got, want[0]) {
+			want = want[1:]
+		}
 		for _, name := range want {
 			if !slices.Contains(got, name) {
 				t.Fatalf("round %d: snapshot %s, acknowledged, is gone (have %v)", round, name, got)

@@ -14,7 +14,7 @@ type commit struct {
 	img *Image
 	// delta holds the refcount changes the operation makes to existing
 	// clusters (by index), the new structures' own not included.
-	delta map[int64]int64
+	delta *deltas
 	// srcL1 is the L1 table whose L2 tables the new active state copies;
 	// l1Len the entries of the new active L1 table; size the disk size.
 	srcL1 []l1Entry
@@ -26,8 +26,28 @@ type commit struct {
 }
 
 func newCommit(img *Image) *commit {
-	return &commit{img: img, delta: make(map[int64]int64)}
+	return &commit{img: img, delta: &deltas{}}
 }
+
+// deltas are refcount changes by cluster index: dense, as an operation
+// touches most clusters of the file (which bounds the indexes).
+type deltas struct{ d []int64 }
+
+func (x *deltas) add(c, v int64) {
+	if c >= int64(len(x.d)) {
+		x.d = append(x.d, make([]int64, c+1-int64(len(x.d))+int64(len(x.d))/4)...)
+	}
+	x.d[c] += v
+}
+
+func (x *deltas) get(c int64) int64 {
+	if c < 0 || c >= int64(len(x.d)) {
+		return 0
+	}
+	return x.d[c]
+}
+
+func (x *deltas) clone() *deltas { return &deltas{d: slices.Clone(x.d)} }
 
 // run writes the new state and switches to it. Called with img.mu held,
 // after a flush (nothing cached is dirty, nothing waits to be freed).
@@ -71,7 +91,7 @@ func (c *commit) run() error {
 		}
 		first := pick(n)
 		for i := int64(0); i < n; i++ {
-			c.delta[first+i]++
+			c.delta.add(first+i, 1)
 		}
 		return first * cs
 	}
@@ -107,7 +127,7 @@ func (c *commit) run() error {
 			if err != nil {
 				return err
 			}
-			rc = uint64(int64(rc) + c.delta[d.entry.offset()/cs])
+			rc = uint64(int64(rc) + c.delta.get(d.entry.offset()/cs))
 			d.entry = d.entry.withCopied(rc == 1)
 			putL2(bl.data, j, img.extL2, d)
 		}
@@ -141,17 +161,14 @@ func (c *commit) run() error {
 		if pickErr != nil {
 			return pickErr
 		}
-		delta := make(map[int64]int64, len(base)+len(changed)*2)
-		for k, v := range base {
-			delta[k] = v
-		}
+		delta := base.clone()
 		need := int64(len(img.reftable))
 		for _, b := range sortedKeys(changed) {
 			need = max(need, b+1)
 			if _, ok := blockAt[b]; !ok {
 				blockAt[b] = pick(1)
 			}
-			delta[blockAt[b]]++
+			delta.add(blockAt[b], 1)
 		}
 		if n := clusters(need * 8); n != rtClusters {
 			if n*cs > maxRefTableBytes {
@@ -163,18 +180,19 @@ func (c *commit) run() error {
 			rtStart, rtClusters = pick(n), n
 		}
 		for i := int64(0); i < rtClusters; i++ {
-			delta[rtStart+i]++
+			delta.add(rtStart+i, 1)
 		}
 		for b := range changed {
 			if b < int64(len(img.reftable)) {
 				if off := img.reftable[b].blockOffset(); off != 0 {
-					delta[off/cs]--
+					delta.add(off/cs, -1)
 				}
 			}
 		}
-		img.clusterRange(int64(img.hdr.RefcountTableOffset), int64(img.hdr.RefcountTableClusters)*cs, func(cl int64) { delta[cl]-- })
+		img.clusterRange(int64(img.hdr.RefcountTableOffset), int64(img.hdr.RefcountTableClusters)*cs, func(cl int64) { delta.add(cl, -1) })
 		grew := false
-		for cl, v := range delta {
+		for cl, v := range delta.d {
+			cl := int64(cl)
 			if v != 0 && !changed[cl/img.rbEntries] {
 				changed[cl/img.rbEntries] = true
 				grew = true
@@ -201,7 +219,8 @@ func (c *commit) run() error {
 	}
 	rtOff := rtStart * cs
 	limit := maxRefcount(img.hdr.RefcountOrder)
-	for cl, v := range c.delta {
+	for cl, v := range c.delta.d {
+		cl := int64(cl)
 		if v == 0 {
 			continue
 		}

@@ -157,12 +157,12 @@ func (img *Image) CreateSnapshot(sn Snapshot) (Snapshot, error) {
 	c := newCommit(img)
 	if err := img.l1Refs(img.l1, "active L1 table", func(cl int64, l2 bool) {
 		if !l2 {
-			c.delta[cl]++
+			c.delta.add(cl, 1)
 		}
 	}); err != nil {
 		return Snapshot{}, err
 	}
-	img.clusterRange(int64(img.hdr.SnapshotsOffset), tableSize, func(cl int64) { c.delta[cl]-- })
+	img.clusterRange(int64(img.hdr.SnapshotsOffset), tableSize, func(cl int64) { c.delta.add(cl, -1) })
 	c.srcL1, c.l1Len, c.size = img.l1, len(img.l1), img.hdr.Size
 	c.sns = append(sns, sn)
 	if err := c.run(); err != nil {
@@ -203,13 +203,13 @@ func (img *Image) ApplySnapshot(idOrName string) error {
 	c := newCommit(img)
 	// The old active state's references go, its L1 table with them; the
 	// snapshot's data clusters gain the new active state's.
-	if err := img.l1Refs(img.l1, "active L1 table", func(cl int64, _ bool) { c.delta[cl]-- }); err != nil {
+	if err := img.l1Refs(img.l1, "active L1 table", func(cl int64, _ bool) { c.delta.add(cl, -1) }); err != nil {
 		return err
 	}
-	img.clusterRange(int64(img.hdr.L1TableOffset), int64(len(img.l1))*8, func(cl int64) { c.delta[cl]-- })
+	img.clusterRange(int64(img.hdr.L1TableOffset), int64(len(img.l1))*8, func(cl int64) { c.delta.add(cl, -1) })
 	if err := img.l1Refs(snL1, "snapshot "+sn.ID, func(cl int64, l2 bool) {
 		if !l2 {
-			c.delta[cl]++
+			c.delta.add(cl, 1)
 		}
 	}); err != nil {
 		return err
@@ -245,19 +245,19 @@ func (img *Image) DeleteSnapshot(idOrName string) error {
 	// The snapshot's references go, and its L1 table; the active L2 tables
 	// are replaced by copies (whose COPIED flags may change), the active
 	// L1 table by a new one.
-	if err := img.l1Refs(snL1, "snapshot "+sn.ID, func(cl int64, _ bool) { c.delta[cl]-- }); err != nil {
+	if err := img.l1Refs(snL1, "snapshot "+sn.ID, func(cl int64, _ bool) { c.delta.add(cl, -1) }); err != nil {
 		return err
 	}
-	img.clusterRange(int64(sn.l1Offset), int64(len(snL1))*8, func(cl int64) { c.delta[cl]-- })
+	img.clusterRange(int64(sn.l1Offset), int64(len(snL1))*8, func(cl int64) { c.delta.add(cl, -1) })
 	if err := img.l1Refs(img.l1, "active L1 table", func(cl int64, l2 bool) {
 		if l2 {
-			c.delta[cl]--
+			c.delta.add(cl, -1)
 		}
 	}); err != nil {
 		return err
 	}
-	img.clusterRange(int64(img.hdr.L1TableOffset), int64(len(img.l1))*8, func(cl int64) { c.delta[cl]-- })
-	img.clusterRange(int64(img.hdr.SnapshotsOffset), tableSize, func(cl int64) { c.delta[cl]-- })
+	img.clusterRange(int64(img.hdr.L1TableOffset), int64(len(img.l1))*8, func(cl int64) { c.delta.add(cl, -1) })
+	img.clusterRange(int64(img.hdr.SnapshotsOffset), tableSize, func(cl int64) { c.delta.add(cl, -1) })
 	c.srcL1, c.l1Len, c.size = img.l1, len(img.l1), img.hdr.Size
 	c.sns = append(sns[:i:i], sns[i+1:]...)
 	return c.run()
