@@ -56,9 +56,10 @@
 // within one sector. Snapshot operations write their whole new state (L1
 // and L2 tables, snapshot table, refcount blocks and table) past the end of
 // the file and switch to it with one header write: killed at any instant,
-// the image is as before or as after, without even a leak (QEMU, which
-// updates refcounts and COPIED flags in place, can leave flags that
-// qemu-img check calls corruptions). A Check repair stopped by cancellation
+// the image is as before or as after, without even a leak (updating
+// refcounts and COPIED flags in place, as QEMU does, leaves flags that
+// qemu-img check calls corruptions if killed between the two). A Check
+// repair stopped by cancellation
 // has written only whole repairs.
 //
 // # Security

@@ -5,8 +5,9 @@ package qcow2
 // qcow2_snapshot_delete give.
 //
 // QEMU changes refcounts and OFLAG_COPIED flags in place, one table after
-// the other: killed in between, it leaves flags that disagree with the
-// refcounts, which qemu-img check counts as corruptions. The engine instead
+// the other: a process killed in between leaves flags that disagree with
+// the refcounts, which qemu-img check counts as corruptions (this engine's
+// first version did so, in TestSnapshotCrash). The engine instead
 // writes the whole new state beside the old one, past the end of the file
 // (a new active L1 table, copies of its L2 tables with the COPIED flags the
 // new refcounts call for, the new snapshot table, copies of the refcount
