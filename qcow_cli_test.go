@@ -80,3 +80,29 @@ func TestQcowCommands(t *testing.T) {
 	fails(t, dir, 1, "cannot resize a qcow image", "disk", "resize", "d.qcow", "32M")
 	fails(t, dir, 1, "-c needs qcow2 or qcow output, not raw", "disk", "convert", "-c", "d.qcow", "x.raw")
 }
+
+// TestQcowEncrypted: an AES-encrypted qcow image is described without a
+// passphrase and converted (or imported) with one, as qemu-img reads it.
+func TestQcowEncrypted(t *testing.T) {
+	requireQEMU(t)
+	dir := t.TempDir()
+	secret := []string{"--object", "secret,id=s,data=hunter2"}
+	qemuImg(t, dir, append(append([]string{"create", "-q", "-f", "qcow"}, secret...), "-o", "encryption=on,encrypt.key-secret=s", "enc.qcow", "2M")...)
+	opts := "driver=qcow,file.filename=enc.qcow,encrypt.key-secret=s"
+	if _, errOut, code := tool(t, dir, "qemu-io", append(secret, "--image-opts", opts, "-c", "write -P 0x42 4096 70000")...); code != 0 {
+		t.Fatalf("qemu-io: %s", errOut)
+	}
+	qemuImg(t, dir, append(append([]string{"convert"}, secret...), "--image-opts", opts, "-O", "raw", "flat.raw")...)
+	if err := os.WriteFile(filepath.Join(dir, "pw"), []byte("hunter2\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := ok(t, dir, "disk", "info", "enc.qcow"); !strings.Contains(r.stdout, "encrypted: yes\n") {
+		t.Errorf("disk info: %q", r.stdout)
+	}
+	fails(t, dir, 1, "a passphrase is needed", "disk", "convert", "enc.qcow", "x.qcow2")
+	ok(t, dir, "disk", "convert", "--passphrase-file", "pw", "enc.qcow", "plain.qcow2")
+	requireSame(t, dir, "flat.raw", "plain.qcow2")
+	ok(t, dir, "create", "-i", "enc.qcow", "--passphrase-file", "pw", "imported.qcow")
+	requireSame(t, dir, "flat.raw", "imported.qcow")
+	fails(t, dir, 1, "AES-encrypted", "create", "-b", "enc.qcow", "ov.qcow")
+}

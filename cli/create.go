@@ -36,6 +36,7 @@ func runCreate(ctx context.Context, e *env, args []string) error {
 	sizeArg := fs.String("s", "", "the virtual `size`, e.g. 10G; needed unless -b or -i gives it")
 	formatArg := fs.String("f", "", "the image `format`: qcow2, raw or qcow")
 	compress := fs.Bool("c", false, "compress the imported data (with -i; zlib)")
+	passFile := passphraseFlag(fs)
 	pos, err := parseFlags(fs, args)
 	if err == errHelp {
 		return e.help(fs, createHelp)
@@ -69,7 +70,11 @@ func runCreate(ctx context.Context, e *env, args []string) error {
 	case *base != "" && format == disk.FormatRaw:
 		return fmt.Errorf("base images require qcow2 disk format")
 	case *input != "":
-		if err := e.importImage(ctx, *input, path, format, size, *compress); err != nil {
+		pass, err := readPassphrase(*passFile)
+		if err != nil {
+			return fmt.Errorf("create: %w", err)
+		}
+		if err := e.importImage(ctx, *input, path, format, size, *compress, pass); err != nil {
 			return err
 		}
 	case size == 0 && *base == "":
@@ -94,7 +99,7 @@ func runCreate(ctx context.Context, e *env, args []string) error {
 
 // importImage converts the image at input into a new image at path, grown
 // to size when that is larger than the input.
-func (e *env) importImage(ctx context.Context, input, path string, format disk.Format, size int64, compress bool) error {
+func (e *env) importImage(ctx context.Context, input, path string, format disk.Format, size int64, compress bool, pass []byte) error {
 	if size != 0 {
 		info, err := disk.Info(ctx, input, disk.InfoOptions{})
 		if err != nil {
@@ -108,7 +113,7 @@ func (e *env) importImage(ctx context.Context, input, path string, format disk.F
 			size = 0
 		}
 	}
-	if err := disk.Convert(ctx, input, path, disk.ConvertOptions{Format: format, Compress: compress}); err != nil {
+	if err := disk.Convert(ctx, input, path, disk.ConvertOptions{Format: format, Compress: compress, Passphrase: pass}); err != nil {
 		return e.explainInUse(err, false)
 	}
 	if size != 0 {

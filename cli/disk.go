@@ -181,6 +181,7 @@ func runDiskConvert(ctx context.Context, e *env, args []string) error {
 	progress := fs.Bool("p", false, "show the progress on standard error")
 	cache := fs.String("t", "writeback", "the output's cache `mode`: writeback (sync the output before it is renamed into place) or unsafe (never sync, as qemu-img's default)")
 	share := forceShareFlag(fs)
+	passFile := passphraseFlag(fs)
 	pos, err := parseFlags(fs, args)
 	if err == errHelp {
 		return e.help(fs, `
@@ -204,6 +205,9 @@ which copies it as it is, however inconsistent.`)
 		return err
 	}
 	opts := disk.ConvertOptions{Format: format, Compress: *compress, ForceShare: *share}
+	if opts.Passphrase, err = readPassphrase(*passFile); err != nil {
+		return fmt.Errorf("disk convert: %w", err)
+	}
 	switch *cache {
 	case "writeback":
 	case "unsafe":
@@ -324,6 +328,7 @@ func diskCommitCommand() *command {
 func runDiskCommit(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet("disk commit")
 	progress := fs.Bool("p", false, "show the progress on standard error")
+	passFile := passphraseFlag(fs)
 	pos, err := parseFlags(fs, args)
 	if err == errHelp {
 		return e.help(fs, `
@@ -338,6 +343,9 @@ is smaller; the overlay itself is left as it is.`)
 		return &usageError{}
 	}
 	var opts disk.CommitOptions
+	if opts.Passphrase, err = readPassphrase(*passFile); err != nil {
+		return fmt.Errorf("disk commit: %w", err)
+	}
 	var bar *progressLine
 	if *progress {
 		bar = &progressLine{w: e.stderr}

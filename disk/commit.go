@@ -32,6 +32,8 @@ type CommitOptions struct {
 	// through and its size, first with done 0 once the images are open and
 	// last with done == total.
 	Progress func(done, total int64)
+	// Passphrase decrypts an AES-encrypted qcow overlay (see OpenOptions).
+	Passphrase []byte
 }
 
 func commit(ctx context.Context, overlay string, opts CommitOptions) (err error) {
@@ -42,7 +44,7 @@ func commit(ctx context.Context, overlay string, opts CommitOptions) (err error)
 	if progress == nil {
 		progress = func(int64, int64) {}
 	}
-	c := &chain{writable: 1}
+	c := &chain{writable: 1, passphrase: opts.Passphrase}
 	top, err := c.open(overlay, "", false, filepath.Base(overlay))
 	if err != nil {
 		return err

@@ -43,6 +43,8 @@ type ConvertOptions struct {
 	// Without it, writeback starts while converting and Convert returns
 	// once dst is durable.
 	NoSync bool
+	// Passphrase decrypts an AES-encrypted qcow source (see OpenOptions).
+	Passphrase []byte
 	// ForceShare reads a source that a running QEMU writes, as qemu-img
 	// convert -U does: the copy may be inconsistent. Without it such a
 	// source is refused with an error wrapping ErrInUse.
@@ -97,7 +99,7 @@ func convert(ctx context.Context, src, dst string, opts ConvertOptions) (err err
 		return fmt.Errorf("%w (remove it first or choose another name)", fs.ErrExist)
 	}
 
-	in, err := Open(src, OpenOptions{ReadOnly: true, ForceShare: opts.ForceShare})
+	in, err := Open(src, OpenOptions{ReadOnly: true, ForceShare: opts.ForceShare, Passphrase: opts.Passphrase})
 	if err != nil {
 		return err
 	}

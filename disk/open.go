@@ -22,6 +22,9 @@ type OpenOptions struct {
 	// ReadOnly opens the image without write access. Backing files are
 	// read-only whatever this says.
 	ReadOnly bool
+	// Passphrase decrypts AES-encrypted qcow images in the chain (read
+	// only; a wrong one cannot be detected, and reads garbage).
+	Passphrase []byte
 	// ForceShare reads images that a running QEMU writes, as qemu-img's
 	// -U (force-share) does: what is read may be inconsistent, and may
 	// change. It needs ReadOnly. Without it, such an image is refused with
@@ -47,7 +50,7 @@ func Open(path string, opts OpenOptions) (Image, error) {
 	if opts.ForceShare && !opts.ReadOnly {
 		return nil, fmt.Errorf("open %q: force-share needs a read-only open", path)
 	}
-	c := &chain{share: opts.ForceShare}
+	c := &chain{share: opts.ForceShare, passphrase: opts.Passphrase}
 	img, err := c.open(path, "", !opts.ReadOnly, filepath.Base(path))
 	if err != nil {
 		return nil, fmt.Errorf("open %q: %w", path, err)
@@ -110,6 +113,8 @@ type chain struct {
 	writable int
 	// share forces sharing on the images opened read-only (-U).
 	share bool
+	// passphrase decrypts encrypted qcow images.
+	passphrase []byte
 }
 
 // open opens the image at path with the given format ("" probes), as the

@@ -25,7 +25,7 @@ func (c *chain) openQcow(f *os.File, path string, write bool) (Image, error) {
 		q.backing = b
 		return b, nil
 	}
-	img, err := qcow.Open(f, qcow.Options{ReadOnly: !write, OpenBacking: opener})
+	img, err := qcow.Open(f, qcow.Options{ReadOnly: !write, OpenBacking: opener, Passphrase: c.passphrase})
 	if err != nil {
 		if c.err != nil {
 			return nil, c.err
