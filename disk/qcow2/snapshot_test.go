@@ -147,12 +147,19 @@ func TestSnapshotEngineMade(t *testing.T) {
 	qemuimg.Require(t)
 	defer noPanic(t)
 	for _, tc := range []struct {
-		cs    int64
-		order int
-	}{{4096, 16}, {65536, 16}, {65536, 8}} {
-		t.Run(fmt.Sprintf("%d-%d", tc.cs, tc.order), func(t *testing.T) {
+		cs   int64
+		opts string
+	}{
+		{4096, "refcount_bits=16"},
+		{65536, "refcount_bits=16"},
+		{65536, "refcount_bits=8"},
+		{65536, "compat=0.10"},
+		{65536, "extended_l2=on"},
+		{16384, "extended_l2=on,refcount_bits=4"},
+	} {
+		t.Run(fmt.Sprintf("%d-%s", tc.cs, tc.opts), func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "e.qcow2")
-			qemuimg.Run(t, "create", "-q", "-f", "qcow2", "-o", fmt.Sprintf("cluster_size=%d,refcount_bits=%d", tc.cs, tc.order), path, fmt.Sprint(snapDisk))
+			qemuimg.Run(t, "create", "-q", "-f", "qcow2", "-o", fmt.Sprintf("cluster_size=%d,%s", tc.cs, tc.opts), path, fmt.Sprint(snapDisk))
 			img := openImage(t, path, false)
 			model := make([]byte, snapDisk)
 			write := func(off int64, n int, v byte) {
@@ -297,6 +304,27 @@ func TestSnapshotRefusals(t *testing.T) {
 	if err := img.DeleteSnapshot("x"); !errors.Is(err, qcow2.ErrSnapshotNotFound) {
 		t.Fatalf("delete of a missing snapshot: %v", err)
 	}
+	// 2-bit refcounts: the active state and two snapshots share a cluster
+	// at most; a third snapshot is refused, the image left as it was.
+	narrow := filepath.Join(dir, "narrow.qcow2")
+	qemuimg.Run(t, "create", "-q", "-f", "qcow2", "-o", "refcount_bits=2", narrow, "1M")
+	qemuimg.IO(t, narrow, "qcow2", "write -P 7 0 64k")
+	img2 := openImage(t, narrow, false)
+	for _, name := range []string{"a", "b"} {
+		if _, err := img2.CreateSnapshot(qcow2.Snapshot{Name: name}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := img2.CreateSnapshot(qcow2.Snapshot{Name: "c"}); err == nil || !strings.Contains(err.Error(), "at most 3") {
+		t.Fatalf("a third snapshot with 2-bit refcounts: %v", err)
+	}
+	if sns, err := img2.Snapshots(); err != nil || len(sns) != 2 {
+		t.Fatalf("after the refusal: %v, %v", sns, err)
+	}
+	if err := img2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	qemuimg.RequireClean(t, narrow, false)
 	ro := openImage(t, two, true)
 	defer ro.Close()
 	if _, err := ro.CreateSnapshot(qcow2.Snapshot{Name: "x"}); !errors.Is(err, qcow2.ErrReadOnly) {
