@@ -315,3 +315,20 @@ func commitSourceOf(img Image) (commitSource, bool) {
 	}
 	return commitSource{}, false
 }
+
+// QcowEncrypted reports whether the image at path is an AES-encrypted qcow
+// image, which QEMU's emulators refuse to run. It reads the header only,
+// and answers false for anything else, an unreadable file included.
+func QcowEncrypted(path string) bool {
+	f, _, err := openImageFile(path, false, lockNone)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return false
+	}
+	h, err := qcow.ParseHeader(f, size)
+	return err == nil && h.Encrypted()
+}

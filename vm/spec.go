@@ -41,7 +41,7 @@ type Spec struct {
 // DiskSpec is one disk image with its detected format.
 type DiskSpec struct {
 	Path   string
-	Format string // "qcow2" or "raw"
+	Format string // "qcow2", "raw" or "qcow"
 }
 
 // NetSpec is one network interface.
@@ -81,6 +81,10 @@ func (m *Manager) spec(def *config.VM) (Spec, error) {
 			if f, err = disk.DetectFormat(d.Path); err != nil {
 				return s, fmt.Errorf("could not open disk image(s): %w", err)
 			}
+		}
+		if f == disk.FormatQcow && disk.QcowEncrypted(d.Path) {
+			return s, fmt.Errorf("could not open disk image(s): %q is an AES-encrypted qcow image, which QEMU no longer runs; "+
+				"convert it: vmtui disk convert --passphrase-file FILE %s new.qcow2", d.Path, d.Path)
 		}
 		s.Disks = append(s.Disks, DiskSpec{Path: d.Path, Format: string(f)})
 	}
