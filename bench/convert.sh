@@ -51,6 +51,9 @@ fi
 # stores its clusters uncompressed.)
 ref=$out/src-${size_mib}m.qcow2
 [[ -f $ref ]] || qemu-img convert -f raw -O qcow2 "$src" "$ref"
+# The qcow (version 1) source of the qcow -> qcow2 rows, made by qemu-img.
+qref=$out/src-${size_mib}m.qcow
+[[ -f $qref ]] || qemu-img convert -f raw -O qcow "$src" "$qref"
 
 now_ns() { date +%s%N; }
 
@@ -118,6 +121,10 @@ row "raw → qcow2, zstd, synced" "$src" qcow2 "-c --compression-type zstd" "-t 
 row "raw → qcow2, zstd, unsynced" "$src" qcow2 "-t unsafe -c --compression-type zstd" "-f raw -c -o compression_type=zstd"
 row "qcow2 → raw, synced" "$ref" raw "" "-t writeback -f qcow2"
 row "qcow2 → raw, unsynced" "$ref" raw "-t unsafe" "-f qcow2"
+row "qcow → qcow2, synced" "$qref" qcow2 "" "-t writeback -f qcow"
+row "qcow → qcow2, unsynced" "$qref" qcow2 "-t unsafe" "-f qcow"
+row "raw → qcow, synced" "$src" qcow "" "-t writeback -f raw"
+row "raw → qcow, unsynced" "$src" qcow "-t unsafe" "-f raw"
 
 echo
 echo "$size_mib MiB source; $(uname -sr), $(nproc) CPUs, $(qemu-img --version | head -n 1), $(go version | cut -d' ' -f3), best of $runs"

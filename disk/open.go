@@ -36,7 +36,8 @@ type OpenOptions struct {
 // magic and version, 2 or 3 for qcow2, 1 for qcow; else raw), and its whole
 // backing chain. Backing file names are resolved relative to the directory
 // of the image that names them; a backing format recorded in an image is
-// honoured, and probed by content when absent (qcow records none). The chain is bounded by MaxChainDepth and must not loop.
+// honoured, and probed by content when absent (qcow records none). The
+// chain is bounded by MaxChainDepth and must not loop.
 // Errors name path and, for a problem below it, the backing file.
 //
 // Each image file is locked as QEMU locks it (see lock.go) for as long as

@@ -56,8 +56,8 @@ func (e fileExtent) String() string {
 // size, and bytes of the file used twice (two tables, two clusters, or one
 // over the header) are corruptions; clusters of the file nothing uses are
 // leaks. A header that cannot be parsed is an error. Check reads each L2
-// table once, holds a few words per allocated cluster, and stops soon after
-// ctx is cancelled, with ctx's error.
+// table once, holds a few words per L2 entry in use and a bit per cluster of
+// the file, and stops soon after ctx is cancelled, with ctx's error.
 func Check(ctx context.Context, f File) (*CheckResult, error) {
 	fi, err := f.Stat()
 	if err != nil {

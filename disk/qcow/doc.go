@@ -43,8 +43,12 @@
 // where it is damaged, never panic, loop or allocate more than its own
 // metadata; compressed clusters inflate into a buffer of exactly one
 // cluster, so a decompression bomb yields one cluster of data. At most 256
-// L2 tables (16 MiB) are cached. An image can name any file as its backing
-// file: the caller's BackingOpener decides (package disk resolves it
-// relative to the image's directory, read-only, as QEMU does). The package
-// takes no file locks.
+// L2 tables (16 MiB) are cached; Check holds a few words per L2 entry in
+// use. Writes check each entry they use, not whether tables overlap: writing
+// to a damaged image can damage it further, never another file (Check an
+// untrusted image before writing to it). An image can name any file as its
+// backing file: the caller's BackingOpener decides (package disk resolves it
+// relative to the image's directory, read-only, as QEMU does). A wrong
+// passphrase cannot be detected: it reads garbage. The package takes no file
+// locks.
 package qcow
