@@ -34,17 +34,29 @@ func TestDiskCreateNamesTheVM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { stdin.Close(); cmd.Wait() })
+	exited := make(chan struct{}) // closed when qemu-io has exited; then waitErr and out are its
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() { stdin.Close(); <-exited })
 	// Held once qemu-img info fails on it.
-	for deadline := time.Now().Add(30 * time.Second); ; {
+	for deadline := time.Now().Add(60 * time.Second); ; {
 		if _, err := qemuimg.Output("info", base); err != nil {
 			break
 		}
+		select {
+		case <-exited:
+			t.Fatalf("qemu-io exited (%v) before locking the image: %q", waitErr, out.String())
+		default:
+		}
 		if time.Now().After(deadline) {
-			t.Fatal("qemu-io did not lock the image within 30 s")
+			cmd.Process.Kill()
+			<-exited
+			t.Fatalf("qemu-io did not lock the image within 60 s: %q", out.String())
 		}
 		time.Sleep(10 * time.Millisecond) // polling for qemu-io's lock
 	}
