@@ -150,7 +150,7 @@ func convert(ctx context.Context, src, dst string, opts ConvertOptions) (err err
 			closed = true // Create closes f when it fails
 			return fmt.Errorf("create %q: %w", tmp, err)
 		}
-		out = &qcow2Target{img: img, f: f, path: tmp, sync: !opts.NoSync}
+		out = &engineTarget{img: img, f: f, path: tmp, sync: !opts.NoSync}
 		size = img.Size() // rounded up to 512; the tail reads as zeros
 		// Zeros are skipped by whole clusters, the unit of allocation;
 		// compressed clusters are written one by one.
@@ -160,13 +160,13 @@ func convert(ctx context.Context, src, dst string, opts ConvertOptions) (err err
 		}
 	case FormatQcow:
 		size = (size + 511) &^ 511 // the tail reads as zeros
-		qt, err := newQcowTarget(f, tmp, size, opts)
+		img, err := newQcowOutput(f, tmp, size, opts)
 		if err != nil {
 			closed = true // it closes f when it fails
 			return err
 		}
-		out = qt
-		h := qt.img.Header()
+		out = &engineTarget{img: img, f: f, path: tmp, sync: !opts.NoSync}
+		h := img.Header()
 		cs := h.ClusterSize()
 		granule = max(cs, zeroGranule)
 		if opts.Compress {
@@ -265,15 +265,25 @@ func (t *rawTarget) close() error {
 
 func (t *rawTarget) abort() { t.f.Close() }
 
-type qcow2Target struct {
-	img     *qcow2.Image
+// engineWriter is what a conversion writes to in an image engine: a
+// *qcow2.Image or a *qcow.Image.
+type engineWriter interface {
+	WriteAt(p []byte, off int64) (int, error)
+	WriteCompressedRaw(off int64, compressed, plain []byte) error
+	Flush() error
+	Close() error
+}
+
+// engineTarget is the qcow2 or qcow output of a conversion.
+type engineTarget struct {
+	img     engineWriter
 	f       *os.File // the file under img, for the final sync
 	path    string
 	sync    bool
 	written int64 // since writeback last started
 }
 
-func (t *qcow2Target) write(off int64, data []byte) error {
+func (t *engineTarget) write(off int64, data []byte) error {
 	if _, err := t.img.WriteAt(data, off); err != nil {
 		return fmt.Errorf("write %q at %d: %w", t.path, off, err)
 	}
@@ -281,7 +291,7 @@ func (t *qcow2Target) write(off int64, data []byte) error {
 	return nil
 }
 
-func (t *qcow2Target) writeCompressed(off int64, compressed, plain []byte) error {
+func (t *engineTarget) writeCompressed(off int64, compressed, plain []byte) error {
 	if err := t.img.WriteCompressedRaw(off, compressed, plain); err != nil {
 		return fmt.Errorf("write %q at %d: %w", t.path, off, err)
 	}
@@ -289,14 +299,14 @@ func (t *qcow2Target) writeCompressed(off int64, compressed, plain []byte) error
 	return nil
 }
 
-func (t *qcow2Target) wrote(n int) {
+func (t *engineTarget) wrote(n int) {
 	if t.written += int64(n); t.sync && t.written >= writeback {
 		startWriteback(t.f)
 		t.written = 0
 	}
 }
 
-func (t *qcow2Target) flush() error {
+func (t *engineTarget) flush() error {
 	err := t.img.Flush()
 	if err == nil && t.sync {
 		if err = t.f.Sync(); err != nil {
@@ -309,14 +319,14 @@ func (t *qcow2Target) flush() error {
 	return nil
 }
 
-func (t *qcow2Target) close() error {
+func (t *engineTarget) close() error {
 	if err := t.img.Close(); err != nil {
 		return fmt.Errorf("close %q: %w", t.path, err)
 	}
 	return nil
 }
 
-func (t *qcow2Target) abort() { t.img.Close() }
+func (t *engineTarget) abort() { t.img.Close() }
 
 // converter runs one conversion: workers read (and compress) chunks in any
 // order, one writer writes them in guest order, so that a qcow2 output is

@@ -162,7 +162,7 @@ func (c *chain) open(path string, format Format, write bool, name string) (Image
 		}
 		return img, nil
 	case FormatQcow2:
-		q := &qcow2Image{path: path}
+		q := &qcow2Image{engineImage[*qcow2.Image]{path: path}}
 		opener := func(bname, bformat string) (qcow2.Backing, error) {
 			b, err := c.openBacking(path, bname, bformat)
 			if err != nil {
@@ -343,16 +343,27 @@ func PathCause(err error) error {
 	return err
 }
 
-// qcow2Image is an open qcow2 image with its backing chain.
-type qcow2Image struct {
-	img     *qcow2.Image
+// engine is what an image engine (qcow2.Image, qcow.Image) gives every
+// format's adapter.
+type engine interface {
+	ReadAt(p []byte, off int64) (int, error)
+	WriteAt(p []byte, off int64) (int, error)
+	Size() int64
+	Flush() error
+	Close() error // closes the backing image the engine was given too
+}
+
+// engineImage adapts an engine to Image, naming the file in its errors; the
+// adapter of each format adds Format and Status.
+type engineImage[E engine] struct {
+	img     E
 	path    string
 	backing Image // nil without a backing file
 }
 
 // ReadAt reads the virtual disk; it returns io.EOF, unwrapped, only past
 // the end, as io.ReaderAt says.
-func (q *qcow2Image) ReadAt(p []byte, off int64) (int, error) {
+func (q *engineImage[E]) ReadAt(p []byte, off int64) (int, error) {
 	n, err := q.img.ReadAt(p, off)
 	if err != nil && err != io.EOF {
 		err = fmt.Errorf("read %q at %d: %w", q.path, off, err)
@@ -360,7 +371,7 @@ func (q *qcow2Image) ReadAt(p []byte, off int64) (int, error) {
 	return n, err
 }
 
-func (q *qcow2Image) WriteAt(p []byte, off int64) (int, error) {
+func (q *engineImage[E]) WriteAt(p []byte, off int64) (int, error) {
 	n, err := q.img.WriteAt(p, off)
 	if err != nil {
 		err = fmt.Errorf("write %q at %d: %w", q.path, off, err)
@@ -368,10 +379,9 @@ func (q *qcow2Image) WriteAt(p []byte, off int64) (int, error) {
 	return n, err
 }
 
-func (q *qcow2Image) Size() int64    { return q.img.Size() }
-func (q *qcow2Image) Format() Format { return FormatQcow2 }
+func (q *engineImage[E]) Size() int64 { return q.img.Size() }
 
-func (q *qcow2Image) Flush() error {
+func (q *engineImage[E]) Flush() error {
 	if err := q.img.Flush(); err != nil {
 		return fmt.Errorf("flush %q: %w", q.path, err)
 	}
@@ -379,13 +389,17 @@ func (q *qcow2Image) Flush() error {
 }
 
 // Close closes the image and its backing chain.
-func (q *qcow2Image) Close() error {
-	// The engine closes the backing image it was given.
+func (q *engineImage[E]) Close() error {
 	if err := q.img.Close(); err != nil {
 		return fmt.Errorf("close %q: %w", q.path, err)
 	}
 	return nil
 }
+
+// qcow2Image is an open qcow2 image with its backing chain.
+type qcow2Image struct{ engineImage[*qcow2.Image] }
+
+func (q *qcow2Image) Format() Format { return FormatQcow2 }
 
 // WriteZeroes makes [off, off+n) read as zeros.
 func (q *qcow2Image) WriteZeroes(off, n int64) error {

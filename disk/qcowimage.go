@@ -15,7 +15,7 @@ import (
 // openQcow opens the qcow (version 1) image in f, at depth len(c.names)
 // of the chain; it owns f.
 func (c *chain) openQcow(f *os.File, path string, write bool) (Image, error) {
-	q := &qcowImage{path: path}
+	q := &qcowImage{engineImage[*qcow.Image]{path: path}}
 	opener := func(bname string) (qcow.Backing, error) {
 		// qcow records no backing format: it is probed.
 		b, err := c.openBacking(path, bname, "")
@@ -37,47 +37,9 @@ func (c *chain) openQcow(f *os.File, path string, write bool) (Image, error) {
 }
 
 // qcowImage is an open qcow (version 1) image with its backing chain.
-type qcowImage struct {
-	img     *qcow.Image
-	path    string
-	backing Image // nil without a backing file
-}
+type qcowImage struct{ engineImage[*qcow.Image] }
 
-// ReadAt reads the virtual disk; it returns io.EOF, unwrapped, only past
-// the end, as io.ReaderAt says.
-func (q *qcowImage) ReadAt(p []byte, off int64) (int, error) {
-	n, err := q.img.ReadAt(p, off)
-	if err != nil && err != io.EOF {
-		err = fmt.Errorf("read %q at %d: %w", q.path, off, err)
-	}
-	return n, err
-}
-
-func (q *qcowImage) WriteAt(p []byte, off int64) (int, error) {
-	n, err := q.img.WriteAt(p, off)
-	if err != nil {
-		err = fmt.Errorf("write %q at %d: %w", q.path, off, err)
-	}
-	return n, err
-}
-
-func (q *qcowImage) Size() int64    { return q.img.Size() }
 func (q *qcowImage) Format() Format { return FormatQcow }
-
-func (q *qcowImage) Flush() error {
-	if err := q.img.Flush(); err != nil {
-		return fmt.Errorf("flush %q: %w", q.path, err)
-	}
-	return nil
-}
-
-// Close closes the image and its backing chain.
-func (q *qcowImage) Close() error {
-	if err := q.img.Close(); err != nil {
-		return fmt.Errorf("close %q: %w", q.path, err)
-	}
-	return nil
-}
 
 // Status resolves the extent at off through the backing chain.
 func (q *qcowImage) Status(off, n int64) (Extent, error) {
@@ -203,9 +165,9 @@ func createQcow(path string, opts CreateOptions) error {
 	return nil
 }
 
-// newQcowTarget makes the qcow output of a conversion in f, of size bytes;
+// newQcowOutput makes the qcow output of a conversion in f, of size bytes;
 // it owns f.
-func newQcowTarget(f *os.File, path string, size int64, opts ConvertOptions) (*qcowTarget, error) {
+func newQcowOutput(f *os.File, path string, size int64, opts ConvertOptions) (*qcow.Image, error) {
 	copts := CreateOptions{Format: FormatQcow, Size: size, ClusterSize: opts.ClusterSize}
 	if opts.Compress && opts.CompressionType != qcow2.CompressionZlib {
 		f.Close()
@@ -233,62 +195,8 @@ func newQcowTarget(f *os.File, path string, size int64, opts ConvertOptions) (*q
 	if err != nil {
 		return nil, fmt.Errorf("open the new %q: %w", path, err)
 	}
-	return &qcowTarget{img: img, f: f, path: path, sync: !opts.NoSync}, nil
+	return img, nil
 }
-
-// qcowTarget is the qcow output of a conversion.
-type qcowTarget struct {
-	img     *qcow.Image
-	f       *os.File
-	path    string
-	sync    bool
-	written int64 // since writeback last started
-}
-
-func (t *qcowTarget) write(off int64, data []byte) error {
-	if _, err := t.img.WriteAt(data, off); err != nil {
-		return fmt.Errorf("write %q at %d: %w", t.path, off, err)
-	}
-	t.wrote(len(data))
-	return nil
-}
-
-func (t *qcowTarget) writeCompressed(off int64, compressed, plain []byte) error {
-	if err := t.img.WriteCompressedRaw(off, compressed, plain); err != nil {
-		return fmt.Errorf("write %q at %d: %w", t.path, off, err)
-	}
-	t.wrote(len(compressed))
-	return nil
-}
-
-func (t *qcowTarget) wrote(n int) {
-	if t.written += int64(n); t.sync && t.written >= writeback {
-		startWriteback(t.f)
-		t.written = 0
-	}
-}
-
-func (t *qcowTarget) flush() error {
-	err := t.img.Flush()
-	if err == nil && t.sync {
-		if err = t.f.Sync(); err != nil {
-			err = PathCause(err)
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("flush %q: %w", t.path, err)
-	}
-	return nil
-}
-
-func (t *qcowTarget) close() error {
-	if err := t.img.Close(); err != nil {
-		return fmt.Errorf("close %q: %w", t.path, err)
-	}
-	return nil
-}
-
-func (t *qcowTarget) abort() { t.img.Close() }
 
 // commitSource is what Commit needs of an overlay: its own status (with
 // ExtentBacking for what it leaves to its backing file), its backing image
