@@ -50,11 +50,8 @@ func (q *qcowImage) Status(off, n int64) (Extent, error) {
 	if err != nil {
 		return Extent{}, fmt.Errorf("status of %q at %d: %w", q.path, off, err)
 	}
-	switch e.Kind {
-	case qcow.ExtentData:
-		return Extent{Offset: off, Length: e.Length, Kind: ExtentData, Compressed: e.Compressed}, nil
-	case qcow.ExtentZero:
-		return Extent{Offset: off, Length: e.Length, Kind: ExtentZero}, nil
+	if k := extentKind(e.Kind); k != ExtentBacking {
+		return Extent{Offset: off, Length: e.Length, Kind: k, Compressed: e.Compressed}, nil
 	}
 	if q.backing == nil || off >= q.backing.Size() {
 		return Extent{Offset: off, Length: e.Length, Kind: ExtentZero}, nil
@@ -215,8 +212,7 @@ func commitSourceOf(img Image) (commitSource, bool) {
 	case *qcowImage:
 		status := func(off, n int64) (Extent, error) {
 			e, err := q.img.Status(off, n)
-			kind := map[qcow.ExtentKind]qcow2.ExtentKind{qcow.ExtentData: ExtentData, qcow.ExtentZero: ExtentZero, qcow.ExtentBacking: ExtentBacking}[e.Kind]
-			return Extent{Offset: e.Offset, Length: e.Length, Kind: kind, Compressed: e.Compressed}, err
+			return Extent{Offset: e.Offset, Length: e.Length, Kind: extentKind(e.Kind), Compressed: e.Compressed}, err
 		}
 		h := q.img.Header()
 		return commitSource{status, q.backing, h.BackingFile}, true
@@ -239,4 +235,15 @@ func QcowEncrypted(path string) bool {
 	}
 	h, err := qcow.ParseHeader(f, size)
 	return err == nil && h.Encrypted()
+}
+
+// extentKind is the Extent kind of a qcow extent kind.
+func extentKind(k qcow.ExtentKind) qcow2.ExtentKind {
+	switch k {
+	case qcow.ExtentData:
+		return ExtentData
+	case qcow.ExtentZero:
+		return ExtentZero
+	}
+	return ExtentBacking
 }
