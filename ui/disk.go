@@ -51,7 +51,7 @@ func newDiskForm(cwd string) *diskForm {
 				}
 				return nil
 			}),
-			newField("format", "qcow2", "qcow2 or raw; empty: from the name (a raw: prefix, .raw/.img)", func(v string) error {
+			newField("format", "qcow2", "qcow2, raw or qcow; empty: from the name (a prefix, .raw/.img, .qcow)", func(v string) error {
 				if strings.TrimSpace(v) == "" {
 					return nil
 				}
