@@ -10,6 +10,7 @@ import (
 
 	"github.com/vmtui/vmtui/config"
 	"github.com/vmtui/vmtui/config/store"
+	"github.com/vmtui/vmtui/internal/atomicfile"
 )
 
 // Adopt takes back a QEMU that runs for the VM but lost its runtime files
@@ -64,14 +65,14 @@ func (m *Manager) adoptLocked(ctx context.Context, def *config.VM, sc *scan) (St
 			errs = append(errs, err)
 		} else {
 			errs = append(errs,
-				os.WriteFile(m.paths.PIDFile(def.Name), []byte(strconv.Itoa(p.PID)+"\n"), 0o600),
-				os.WriteFile(m.paths.BootIDFile(def.Name), []byte(bootID()+"\n"), 0o600))
+				atomicfile.WriteFile(m.paths.PIDFile(def.Name), []byte(strconv.Itoa(p.PID)+"\n"), 0o600),
+				atomicfile.WriteFile(m.paths.BootIDFile(def.Name), []byte(bootID()+"\n"), 0o600))
 		}
 	}
 	st = m.query(ctx, def, st, p)
 	if st.TTY != "" {
 		if _, err := os.Stat(m.paths.PTYFile(def.Name)); errors.Is(err, fs.ErrNotExist) {
-			errs = append(errs, os.WriteFile(m.paths.PTYFile(def.Name), []byte(st.TTY+"\n"), 0o600))
+			errs = append(errs, atomicfile.WriteFile(m.paths.PTYFile(def.Name), []byte(st.TTY+"\n"), 0o600))
 		}
 	}
 	return st, errors.Join(errs...)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/vmtui/vmtui/config"
 	"github.com/vmtui/vmtui/config/store"
+	"github.com/vmtui/vmtui/internal/atomicfile"
 	"github.com/vmtui/vmtui/internal/seriallog"
 	"github.com/vmtui/vmtui/vm/qmp"
 )
@@ -104,7 +105,7 @@ func (m *Manager) Start(ctx context.Context, def *config.VM, opts StartOptions) 
 	if err != nil {
 		return Status{}, err
 	}
-	if err := os.WriteFile(m.paths.BootIDFile(def.Name), []byte(bootID()+"\n"), 0o600); err != nil {
+	if err := atomicfile.WriteFile(m.paths.BootIDFile(def.Name), []byte(bootID()+"\n"), 0o600); err != nil {
 		return Status{}, fmt.Errorf("start vm %s: %w", def.Name, err)
 	}
 	logPath := m.paths.QEMULog(def.Name)
@@ -163,12 +164,12 @@ func (m *Manager) Start(ctx context.Context, def *config.VM, opts StartOptions) 
 	if err != nil {
 		return fail(fmt.Errorf("start vm %s: find the serial console: %w", def.Name, err))
 	}
-	if err := os.WriteFile(m.paths.PTYFile(def.Name), []byte(pty+"\n"), 0o600); err != nil {
+	if err := atomicfile.WriteFile(m.paths.PTYFile(def.Name), []byte(pty+"\n"), 0o600); err != nil {
 		return fail(fmt.Errorf("start vm %s: %w", def.Name, err))
 	}
 	// QEMU writes its pidfile early in start-up; make sure it is ours.
 	if pid := readPIDFile(m.paths.PIDFile(def.Name)); pid != cmd.Process.Pid {
-		os.WriteFile(m.paths.PIDFile(def.Name), []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o600)
+		atomicfile.WriteFile(m.paths.PIDFile(def.Name), []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o600)
 	}
 	return m.inspectLocked(ctx, def, nil), nil
 }
