@@ -51,7 +51,15 @@ meta=linux-image-cloud-amd64
 #                 virtio_pci_legacy_dev, virtio, virtio_ring)
 #   virtio_blk    virtio disks, /dev/vda... (virtio, virtio_ring)
 #   virtio_net    virtio NICs, eth0... (net_failover, failover)
-modules=(evdev button virtio_pci virtio_blk virtio_net)
+#   virtio_scsi sd_mod
+#                 disks on a virtio-scsi controller, /dev/sda... (scsi_mod,
+#                 scsi_common)
+#   virtiofs      virtio-fs shares, mount -t virtiofs TAG DIR (fuse)
+#   virtio_mem    memory a running guest grows or shrinks
+#   vmw_vsock_virtio_transport
+#                 vsock, AF_VSOCK sockets to the host (vsock,
+#                 vmw_vsock_virtio_transport_common)
+modules=(evdev button virtio_pci virtio_blk virtio_net virtio_scsi sd_mod virtiofs virtio_mem vmw_vsock_virtio_transport)
 
 die() {
 	echo "guest/build.sh: $*" >&2
