@@ -19,8 +19,18 @@ import (
 type fileVM struct {
 	ID        int64         `toml:"id" comment:"Assigned by vmtui when it created the VM; unique among the definitions."`
 	Name      string        `toml:"name" comment:"The same as the file's name."`
+	Template  string        `toml:"template,omitempty" comment:"The VM this one is an instance of; its disks are overlays on the template's."`
 	Memory    any           `toml:"memory,omitempty" comment:"Memory, a whole number of megabytes: 512M, 2G, 1536M."`
 	CPUs      *int64        `toml:"cpus,omitempty"`
+	Sockets   *int64        `toml:"sockets,omitempty" comment:"CPU topology: sockets x cores x threads = cpus; one left out counts as 1."`
+	Cores     *int64        `toml:"cores,omitempty"`
+	Threads   *int64        `toml:"threads,omitempty"`
+	MaxMemory any           `toml:"max_memory,omitempty" comment:"What vmtui set -m can grow memory to while the guest runs."`
+	HugePages bool          `toml:"hugepages,omitempty"`
+	MLock     bool          `toml:"mlock,omitempty"`
+	Prealloc  bool          `toml:"prealloc,omitempty"`
+	Vsock     bool          `toml:"vsock,omitempty" comment:"A vsock device, with a CID unique on the host unless cid fixes one."`
+	CID       *int64        `toml:"cid,omitempty"`
 	Kernel    string        `toml:"kernel,omitempty"`
 	Initrd    string        `toml:"initrd,omitempty"`
 	Append    string        `toml:"append,omitempty" comment:"The kernel's command line."`
@@ -31,11 +41,18 @@ type fileVM struct {
 	ExtraArgs []string      `toml:"extra_args,omitempty" comment:"Appended to QEMU's command line as they are."`
 	Disks     []fileDisk    `toml:"disks,omitempty" comment:"Format is qcow2 or raw; without one, vmtui detects it."`
 	Networks  []fileNetwork `toml:"networks,omitempty" comment:"Type user (port forwards in hostfwd) or bridge (a host bridge)."`
+	Shares    []fileShare   `toml:"shares,omitempty" comment:"Host directories the guest mounts with mount -t virtiofs TAG DIR."`
+	HostDevs  []fileHostDev `toml:"hostdevs,omitempty" comment:"Host PCI devices passed through with VFIO, bound to vfio-pci."`
 }
 
 type fileDisk struct {
-	Path   string `toml:"path"`
-	Format string `toml:"format,omitempty"`
+	Path     string `toml:"path"`
+	Format   string `toml:"format,omitempty"`
+	Bus      string `toml:"bus,omitempty"`
+	IOThread bool   `toml:"iothread,omitempty"`
+	Discard  bool   `toml:"discard,omitempty"`
+	ReadOnly bool   `toml:"readonly,omitempty"`
+	Cache    string `toml:"cache,omitempty"`
 }
 
 type fileNetwork struct {
@@ -111,6 +128,10 @@ func decodeMessage(key string, de *toml.DecodeError) string {
 		want = "a list of strings"
 	case "disks", "networks":
 		want = "a list of tables ([[" + key + "]])"
+	default:
+		if k, ok := deviceKeyKinds[key[strings.LastIndexByte(key, '.')+1:]]; ok {
+			want = k
+		}
 	}
 	return fmt.Sprintf("want %s, not a TOML %s", want, got)
 }
@@ -153,6 +174,7 @@ func fillVM(vm *VM, fv *fileVM, c *checker) {
 			vm.CPUs = int(n)
 		}
 	}
+	vm.Template = fv.Template
 	vm.Kernel, vm.Initrd, vm.Append, vm.CDROM = fv.Kernel, fv.Initrd, fv.Append, fv.CDROM
 	vm.Boot, vm.Accel, vm.Machine = Boot(fv.Boot), fv.Accel, fv.Machine
 	vm.ExtraArgs = nil
@@ -161,7 +183,8 @@ func fillVM(vm *VM, fv *fileVM, c *checker) {
 	}
 	vm.Disks = nil
 	for _, d := range fv.Disks {
-		vm.Disks = append(vm.Disks, Disk{Path: d.Path, Format: imageformat.Format(d.Format)})
+		vm.Disks = append(vm.Disks, Disk{Path: d.Path, Format: imageformat.Format(d.Format),
+			Bus: d.Bus, IOThread: d.IOThread, Discard: d.Discard, ReadOnly: d.ReadOnly, Cache: d.Cache})
 	}
 	vm.Networks = nil
 	for _, n := range fv.Networks {
@@ -174,6 +197,7 @@ func fillVM(vm *VM, fv *fileVM, c *checker) {
 		}
 		vm.Networks = append(vm.Networks, Network{Type: t, Bridge: n.Bridge, HostFwd: n.HostFwd, MAC: n.MAC})
 	}
+	fillDevices(vm, fv, c)
 }
 
 // Encode renders vm as the TOML of its definition file.
@@ -182,6 +206,7 @@ func Encode(vm *VM) ([]byte, error) {
 	fv := fileVM{
 		ID:        int64(vm.ID),
 		Name:      vm.Name,
+		Template:  vm.Template,
 		Memory:    formatMemory(vm.Memory),
 		CPUs:      &cpus,
 		Kernel:    vm.Kernel,
@@ -194,11 +219,13 @@ func Encode(vm *VM) ([]byte, error) {
 		ExtraArgs: vm.ExtraArgs,
 	}
 	for _, d := range vm.Disks {
-		fv.Disks = append(fv.Disks, fileDisk{Path: d.Path, Format: string(d.Format)})
+		fv.Disks = append(fv.Disks, fileDisk{Path: d.Path, Format: string(d.Format),
+			Bus: d.Bus, IOThread: d.IOThread, Discard: d.Discard, ReadOnly: d.ReadOnly, Cache: d.Cache})
 	}
 	for _, n := range vm.Networks {
 		fv.Networks = append(fv.Networks, fileNetwork{Type: string(n.Type), Bridge: n.Bridge, HostFwd: n.HostFwd, MAC: n.MAC})
 	}
+	encodeDevices(&fv, vm)
 	var buf bytes.Buffer
 	buf.WriteString(fileHeader)
 	enc := toml.NewEncoder(&buf).SetIndentTables(false)

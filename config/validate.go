@@ -90,6 +90,13 @@ func (vm *VM) validate(checkID bool) error {
 	} else if err := ValidName(vm.Name); err != nil {
 		c.add("name", "%s", err)
 	}
+	if vm.Template != "" {
+		if err := ValidName(vm.Template); err != nil {
+			c.add("template", "%s", err)
+		} else if vm.Template == vm.Name {
+			c.add("template", "a VM cannot be an instance of itself")
+		}
+	}
 	if err := checkMemory(vm.Memory); err != nil {
 		c.add("memory", "%s", err)
 	}
@@ -126,9 +133,11 @@ func (vm *VM) validate(checkID bool) error {
 		if d.Format != "" && !d.Format.IsKnown() {
 			c.add(field+".format", "unknown format %q (want qcow2, raw, or none to detect it)", d.Format)
 		}
+		c.diskOptions(field, d)
 	}
 
 	c.networks(vm.Networks)
+	c.devices(vm)
 
 	switch vm.Boot {
 	case BootDefault:

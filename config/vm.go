@@ -37,6 +37,10 @@ type VM struct {
 	ID int
 	// Name is the VM's name, also the base name of its definition file.
 	Name string
+	// Template is the name of the VM this one is an instance of (vmtui
+	// start -t), or "". The instance's settings were copied from it when
+	// the instance was made; its disks are overlays on the template's.
+	Template string
 	// Memory is the guest's memory in bytes, a whole number of MiB.
 	Memory int64
 	// CPUs is the number of vCPUs.
@@ -62,6 +66,24 @@ type VM struct {
 	// ExtraArgs are appended to QEMU's command line as they are.
 	ExtraArgs []string
 
+	// Sockets, Cores and Threads are the CPU topology, 0 where the
+	// definition leaves them out (see Topology).
+	Sockets, Cores, Threads int
+	// MaxMemory is the most the guest's memory can grow to while it runs
+	// (virtio-mem), in bytes; 0 (or Memory) for no growth.
+	MaxMemory int64
+	// HugePages backs the guest's memory with huge pages, MLock locks it
+	// in the host's memory, Prealloc allocates it all at start.
+	HugePages, MLock, Prealloc bool
+	// Vsock gives the guest a vsock device, with a CID unique on the host
+	// unless CID fixes one (a fixed CID implies vsock; see HasVsock).
+	Vsock bool
+	CID   uint32
+	// Shares are host directories shared with the guest (virtio-fs).
+	Shares []Share
+	// HostDevs are host PCI devices passed through (VFIO).
+	HostDevs []HostDev
+
 	// File is the definition file the VM was read from or written to, ""
 	// for a VM not yet created.
 	File string
@@ -79,6 +101,16 @@ type Disk struct {
 	// Format is the image format, or "" to detect it from the image's
 	// content (disk.DetectFormat).
 	Format imageformat.Format
+	// Bus is BusVirtio or BusSCSI; "" means BusVirtio.
+	Bus string
+	// IOThread gives the disk an I/O thread of its own.
+	IOThread bool
+	// Discard passes the guest's TRIM to the image, freeing its clusters.
+	Discard bool
+	// ReadOnly refuses the guest's writes.
+	ReadOnly bool
+	// Cache is CacheNone or CacheWriteback; "" means CacheWriteback.
+	Cache string
 }
 
 // Boot names the device a VM boots from, with vmctl's names for them.

@@ -30,6 +30,29 @@ type Spec struct {
 	// Paused starts the guest with its vCPUs stopped (-S).
 	Paused bool
 
+	// The device model (issue 13; see cmdline_devices.go).
+	// Sockets, Cores and Threads are the CPU topology, all 0 for QEMU's
+	// default, else all set and multiplying to CPUs.
+	Sockets, Cores, Threads int
+	// MaxMemory is what the guest's memory can grow to (virtio-mem
+	// device vmem0 on backend vmem0-mem); 0 or Memory for no growth.
+	MaxMemory int64
+	// HugePages, MLock and Prealloc are the memory knobs.
+	HugePages, MLock, Prealloc bool
+	// MemFile backs the guest's memory with this file
+	// (memory-backend-file), mapped shared when MemFileShare; "" for
+	// anonymous memory.
+	MemFile      string
+	MemFileShare bool
+	// CID is the guest's vsock CID, 0 for no vsock device.
+	CID uint32
+	// Shares are the virtio-fs shares; their memory is shared, as
+	// vhost-user needs.
+	Shares []ShareSpec
+	// HostDevs are the PCI addresses (DDDD:BB:DD.F, lower case) of the
+	// host devices passed through with vfio-pci.
+	HostDevs []string
+
 	// Runtime files.
 	QMPFD     int    // inherited listening socket for QMP (ExtraFiles index + 3); 0 for none
 	QMPPath   string // a QMP socket path for QEMU to create, when QMPFD is 0
@@ -40,8 +63,23 @@ type Spec struct {
 
 // DiskSpec is one disk image with its detected format.
 type DiskSpec struct {
-	Path   string
-	Format string // "qcow2", "raw" or "qcow"
+	Path     string
+	Format   string // "qcow2", "raw" or "qcow"
+	Bus      string // "virtio" or "" (virtio-blk-pci), "scsi" (scsi-hd on the virtio-scsi controller scsi0)
+	IOThread bool   // an iothread of its own (virtio), or the controller's (scsi)
+	Discard  bool   // discard=unmap: the guest's TRIM frees the image's clusters
+	ReadOnly bool
+	Cache    string // "none" (cache.direct=on) or "" / "writeback"
+}
+
+// ShareSpec is one virtio-fs share.
+type ShareSpec struct {
+	Path     string // the host directory
+	Tag      string // the tag the guest mounts
+	ReadOnly bool
+	// Socket is the vhost-user socket of the share's virtiofsd, which
+	// the command line connects to (chardev fs<i>).
+	Socket string
 }
 
 // NetSpec is one network interface.
@@ -86,7 +124,8 @@ func (m *Manager) spec(def *config.VM) (Spec, error) {
 			return s, fmt.Errorf("could not open disk image(s): %q is an AES-encrypted qcow image, which QEMU no longer runs; "+
 				"convert it: vmtui disk convert --passphrase-file FILE %s new.qcow2", d.Path, d.Path)
 		}
-		s.Disks = append(s.Disks, DiskSpec{Path: d.Path, Format: string(f)})
+		s.Disks = append(s.Disks, DiskSpec{Path: d.Path, Format: string(f),
+			Bus: d.Bus, IOThread: d.IOThread, Discard: d.Discard, ReadOnly: d.ReadOnly, Cache: d.Cache})
 	}
 	if def.CDROM != "" {
 		fi, err := os.Stat(def.CDROM)
@@ -107,6 +146,9 @@ func (m *Manager) spec(def *config.VM) (Spec, error) {
 	}
 	for _, n := range def.Networks {
 		s.Nets = append(s.Nets, NetSpec{Type: string(n.Type), Bridge: n.Bridge, HostFwd: n.HostFwd, MAC: n.MAC})
+	}
+	if err := specDevices(&s, def); err != nil {
+		return s, err
 	}
 	return s, nil
 }
