@@ -178,6 +178,9 @@ func (c *checker) devices(vm *VM) {
 				formatMemory(vm.MaxMemory), formatMemory(vm.Memory))
 		}
 	}
+	if vm.MLock && vm.MaxMemory > vm.Memory {
+		c.add("mlock", "cannot be combined with max_memory: locking the guest's memory would allocate all of max_memory at start")
+	}
 	if vm.HugePages && vm.Memory%MemoryAlign != 0 {
 		c.add("hugepages", "memory (%s) is not a multiple of the 2M huge page", formatMemory(vm.Memory))
 	}

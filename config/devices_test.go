@@ -11,7 +11,7 @@ func deviceVM() *VM {
 	return &VM{
 		ID: 4, Name: "dev", Memory: 1 << 30, CPUs: 8,
 		Sockets: 2, Cores: 2, Threads: 2,
-		MaxMemory: 4 << 30, HugePages: true, MLock: true, Prealloc: true,
+		MaxMemory: 4 << 30, HugePages: true, Prealloc: true,
 		Vsock: true, CID: 42,
 		Disks: []Disk{
 			{Path: "/vm/a.qcow2", Format: "qcow2", Bus: BusSCSI, IOThread: true, Discard: true, Cache: CacheNone},
@@ -23,7 +23,7 @@ func deviceVM() *VM {
 }
 
 func TestDevicesRoundTrip(t *testing.T) {
-	for _, want := range []*VM{deviceVM(), {ID: 5, Name: "cid", Memory: 512 << 20, CPUs: 3, Threads: 3, CID: 3, Kernel: "/k"}} {
+	for _, want := range []*VM{deviceVM(), {ID: 5, Name: "cid", Memory: 512 << 20, CPUs: 3, Threads: 3, CID: 3, MLock: true, Kernel: "/k"}} {
 		want.File = "/c/vms/" + want.Name + ".toml"
 		data, err := Encode(want)
 		if err != nil {
@@ -49,7 +49,7 @@ func TestDevicesEncode(t *testing.T) {
 	}
 	for _, line := range []string{
 		"sockets = 2\n", "cores = 2\n", "threads = 2\n", "max_memory = '4G'\n",
-		"hugepages = true\n", "mlock = true\n", "prealloc = true\n", "vsock = true\n", "cid = 42\n",
+		"hugepages = true\n", "prealloc = true\n", "vsock = true\n", "cid = 42\n",
 		"[[disks]]\npath = '/vm/a.qcow2'\nformat = 'qcow2'\nbus = 'scsi'\niothread = true\ndiscard = true\ncache = 'none'\n",
 		"[[shares]]\npath = '/srv/share'\ntag = 'host'\n\n",
 		"[[hostdevs]]\naddress = '0000:01:00.0'\n",
@@ -66,7 +66,7 @@ func TestDevicesDecode(t *testing.T) {
 		name, toml string
 		want       string // the error; "" for none
 	}{
-		{"all", "id = 1\nkernel = '/k'\ncpus = 4\nsockets = 2\ncores = 2\nmax_memory = '1G'\nhugepages = true\nmlock = true\n" +
+		{"all", "id = 1\nkernel = '/k'\ncpus = 4\nsockets = 2\ncores = 2\nmax_memory = '1G'\nhugepages = true\n" +
 			"prealloc = true\nvsock = true\ncid = 99\n[[shares]]\npath = '/s'\ntag = 't'\nreadonly = true\n" +
 			"[[hostdevs]]\naddress = '0000:00:02.0'\n[[disks]]\npath = '/d'\nbus = 'scsi'\niothread = true\ndiscard = true\nreadonly = true\ncache = 'none'\n", ""},
 		{"topology not cpus", "id = 1\nkernel = '/k'\ncpus = 4\nsockets = 3\n",
@@ -84,6 +84,9 @@ func TestDevicesDecode(t *testing.T) {
 		{"max_memory huge", "id = 1\nkernel = '/k'\nmax_memory = '8T'\n", file + ": max_memory: 8T is above the maximum of 4T"},
 		{"hugepages odd", "id = 1\nkernel = '/k'\nmemory = '513M'\nhugepages = true\n",
 			file + ": hugepages: memory (513M) is not a multiple of the 2M huge page"},
+		{"mlock", "id = 1\nkernel = '/k'\nmemory = '1G'\nmax_memory = '1G'\nmlock = true\n", ""},
+		{"mlock and max_memory", "id = 1\nkernel = '/k'\nmemory = '1G'\nmax_memory = '2G'\nmlock = true\n",
+			file + ": mlock: cannot be combined with max_memory: locking the guest's memory would allocate all of max_memory at start"},
 		{"bool type", "id = 1\nkernel = '/k'\nmlock = 'yes'\n", file + ":3: mlock: want a boolean, not a TOML string"},
 		{"cid low", "id = 1\nkernel = '/k'\ncid = 2\n", file + ": cid: 2 is out of range (3 to 4294967294)"},
 		{"cid any", "id = 1\nkernel = '/k'\ncid = 4294967295\n", file + ": cid: 4294967295 is out of range (3 to 4294967294)"},

@@ -46,7 +46,9 @@ func Cmdline(s Spec) ([]string, error) {
 		nameDev{s.Name},
 		machineDev{s.Machine},
 		accelDev(s.Accel),
-		fixedArgs{"-m", strconv.FormatInt(s.Memory>>20, 10) + "M", "-smp", strconv.Itoa(s.CPUs)},
+		memoryDev{size: s.Memory, max: s.MaxMemory, hugePages: s.HugePages, mlock: s.MLock, prealloc: s.Prealloc,
+			file: s.MemFile, fileShare: s.MemFileShare, shared: len(s.Shares) > 0},
+		smpDev{cpus: s.CPUs, sockets: s.Sockets, cores: s.Cores, threads: s.Threads},
 		qmpDev{id: "qmp0", fd: s.QMPFD, path: s.QMPPath},
 		serialDev{log: s.SerialLog},
 		pidDev{s.PIDFile},
@@ -55,6 +57,7 @@ func Cmdline(s Spec) ([]string, error) {
 	if s.EventsFD > 0 {
 		devs = append(devs, qmpDev{id: "qmp1", fd: s.EventsFD})
 	}
+	devs = append(devs, scsiController(s.Disks)...)
 	for i, d := range s.Disks {
 		devs = append(devs, diskDev{index: i, DiskSpec: d, bootFirst: s.Boot == "disk" && i == 0})
 	}
@@ -63,6 +66,12 @@ func Cmdline(s Spec) ([]string, error) {
 	}
 	for i, n := range s.Nets {
 		devs = append(devs, netDev{index: i, NetSpec: n})
+	}
+	if s.CID != 0 {
+		devs = append(devs, vsockDev{s.CID})
+	}
+	for i, a := range s.HostDevs {
+		devs = append(devs, hostDev{index: i, addr: a})
 	}
 	devs = append(devs, bootDev{s.Boot})
 	if s.Paused {
@@ -260,15 +269,18 @@ func (d diskDev) args() ([]string, error) {
 		return nil, fmt.Errorf("disk %q: unknown format %q", d.Path, d.Format)
 	}
 	node := fmt.Sprintf("disk%d", d.index)
-	dev := "virtio-blk-pci,drive=" + node + ",id=" + node + "-dev"
-	if d.bootFirst {
-		dev += ",bootindex=0"
+	o, err := d.nodeOpts()
+	if err != nil {
+		return nil, err
 	}
-	return []string{
-		"-blockdev", "driver=file,node-name=" + node + "-file," + opts("filename", d.Path),
-		"-blockdev", "driver=" + d.Format + ",node-name=" + node + ",file=" + node + "-file",
-		"-device", dev,
-	}, nil
+	front, err := d.frontend(node)
+	if err != nil {
+		return nil, err
+	}
+	return append([]string{
+		"-blockdev", "driver=file,node-name=" + node + "-file" + o + "," + opts("filename", d.Path),
+		"-blockdev", "driver=" + d.Format + ",node-name=" + node + o + d.formatNodeOpts() + ",file=" + node + "-file",
+	}, front...), nil
 }
 
 type cdromDev struct {
