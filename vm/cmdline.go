@@ -67,6 +67,11 @@ func Cmdline(s Spec) ([]string, error) {
 	for i, n := range s.Nets {
 		devs = append(devs, netDev{index: i, NetSpec: n})
 	}
+	shares, err := shareDevs(s.Shares)
+	if err != nil {
+		return nil, fmt.Errorf("vm %s: %w", s.Name, err)
+	}
+	devs = append(devs, shares...)
 	if s.CID != 0 {
 		devs = append(devs, vsockDev{s.CID})
 	}

@@ -110,4 +110,5 @@ func (m *Manager) cleanup(name string) {
 			os.Remove(p)
 		}
 	}
+	m.cleanupShares(name)
 }

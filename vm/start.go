@@ -97,6 +97,12 @@ func (m *Manager) Start(ctx context.Context, def *config.VM, opts StartOptions) 
 		files = append(files, f)
 	}
 	spec.QMPFD, spec.EventsFD = 3, 4
+	// The shares' sockets and logs, for their virtiofsds (virtiofs.go).
+	shareFiles, err := m.shareFiles(def.Name, &spec)
+	if err != nil {
+		return Status{}, err
+	}
+	files = append(files, shareFiles...)
 	spec.Paused = opts.Paused
 	spec.PIDFile = m.paths.PIDFile(def.Name)
 	spec.SerialLog = m.paths.SerialLog(def.Name)
@@ -123,6 +129,9 @@ func (m *Manager) Start(ctx context.Context, def *config.VM, opts StartOptions) 
 	cmd := exec.Command(m.Binary, argv...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, logf, logf
 	cmd.ExtraFiles = files
+	if err := useLauncher(cmd, spec, len(shareFiles)); err != nil {
+		return Status{}, err
+	}
 	cmd.Dir = rundir
 	// A session of its own: QEMU outlives vmtui and its terminal.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -154,6 +163,7 @@ func (m *Manager) Start(ctx context.Context, def *config.VM, opts StartOptions) 
 			if msg == "" {
 				msg = "qemu exited during start-up"
 			}
+			msg += m.shareLogs(def.Name, spec)
 			m.cleanup(def.Name)
 			return Status{}, fmt.Errorf("start vm %s: %s", def.Name, msg)
 		}
