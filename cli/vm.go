@@ -22,7 +22,7 @@ import (
 func startCommand() *command {
 	return &command{
 		name:     "start",
-		synopsis: "[-c] [-B device] [-b kernel] [-d disk]... [-m size] [-n switch]... [-r iso] [--cpus n] [--initrd path] [--append cmdline] [--accel a] [--net spec]... id|name",
+		synopsis: "[-c] [-B device] [-b kernel] [-d disk]... [-m size] [-n switch]... [-r iso] [--cpus n] [--initrd path] [--append cmdline] [--accel a] [--net spec]... [-t template [-p hostport:guestport]...] id|name",
 		about:    "Start a VM; with flags and a new name, define it first.",
 		run:      runStart,
 	}
@@ -31,7 +31,7 @@ func startCommand() *command {
 func defineCommand() *command {
 	return &command{
 		name:     "define",
-		synopsis: "[-B device] [-b kernel] [-d disk]... [-m size] [-n switch]... [-r iso] [--cpus n] [--initrd path] [--append cmdline] [--accel a] [--net spec]... name",
+		synopsis: "[-B device] [-b kernel] [-d disk]... [-m size] [-n switch]... [-r iso] [--cpus n] [--initrd path] [--append cmdline] [--accel a] [--net spec]... [-t template [-p hostport:guestport]...] name",
 		about:    "Define a new VM without starting it.",
 		run:      runDefine,
 	}
@@ -153,6 +153,8 @@ type defFlags struct {
 	initrd, appendLine     *string
 	accel                  *string
 	cpus                   *int
+	template               *string  // -t: make an instance of this VM (cli/template.go)
+	ports                  listFlag // -p: host ports for the template's port forwards
 }
 
 func newDefFlags(fs *flag.FlagSet) *defFlags {
@@ -168,6 +170,8 @@ func newDefFlags(fs *flag.FlagSet) *defFlags {
 	d.appendLine = fs.String("append", "", "kernel command `line`")
 	d.accel = fs.String("accel", "", "`accelerator`: kvm or tcg (default: kvm, falling back to tcg)")
 	fs.Var(&d.nets, "net", "a network interface: user[,hostfwd=tcp::2222-:22][,mac=...] or bridge,br=NAME (repeatable)")
+	d.template = fs.String("t", "", "make the new VM an instance of the VM `template` (the other flags override what it inherits)")
+	fs.Var(&d.ports, "p", "with -t, forward host port `hostport:guestport` to the template's forwarded guest port (repeatable)")
 	return d
 }
 
@@ -234,7 +238,7 @@ $VMTUI_ACCEL, else KVM with a fallback to TCG.`)
 	def, err := m.Store().Lookup(target)
 	switch {
 	case errors.Is(err, store.ErrNotFound) && df.given() > 0:
-		if def, err = df.define(m, "start", target); err != nil {
+		if def, err = df.create(ctx, e, m, "start", target); err != nil {
 			return err
 		}
 	case err != nil:
@@ -270,7 +274,7 @@ it. The definition is the TOML file vms/NAME.toml, which may be edited.`)
 	if err != nil {
 		return err
 	}
-	def, err := df.define(m, "define", target)
+	def, err := df.create(ctx, e, m, "define", target)
 	if err != nil {
 		return err
 	}
@@ -463,6 +467,10 @@ func listVMs(ctx context.Context, e *env, only []string, asJSON bool) error {
 	}
 	if err := vm.WriteTable(e.stdout, list); err != nil {
 		return err
+	}
+	if len(only) == 1 && list[0].Template != "" {
+		// vmctl's table has no column for it.
+		fmt.Fprintf(e.stdout, "template: %s\n", config.DisplayName(list[0].Template))
 	}
 	for _, st := range list {
 		if st.Err != "" {

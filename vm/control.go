@@ -203,5 +203,15 @@ func (m *Manager) Remove(ctx context.Context, def *config.VM) (Status, error) {
 	if cur.ID != def.ID {
 		return st, fmt.Errorf("remove %s: %q now has id %d, not %d", def.Name, cur.File, cur.ID, def.ID)
 	}
-	return st, m.store.Remove(def.Name)
+	if err := m.templateInUse(def.Name, whyNoRemove); err != nil {
+		return st, fmt.Errorf("remove %s: %w", def.Name, err)
+	}
+	if err := m.store.Remove(def.Name); err != nil {
+		return st, err
+	}
+	// The overlays vmtui made for an instance go with it.
+	if err := m.removeInstanceDisks(cur); err != nil {
+		return st, fmt.Errorf("remove %s: %w", def.Name, err)
+	}
+	return st, nil
 }

@@ -163,7 +163,7 @@ func (m *Manager) lockFailed(st Status, err error) Status {
 }
 
 func (m *Manager) baseStatus(def *config.VM) Status {
-	st := Status{ID: def.ID, Name: def.Name, VCPUs: def.CPUs, MaxMem: def.Memory, State: StateStopped}
+	st := Status{ID: def.ID, Name: def.Name, VCPUs: def.CPUs, MaxMem: def.Memory, State: StateStopped, Template: def.Template}
 	if def.Err != nil {
 		st.Err = def.Err.Error()
 	}

@@ -36,6 +36,8 @@ type Status struct {
 	TTY    string `json:"tty,omitempty"`    // serial console, "/dev/pts/N"
 	Owner  string `json:"owner"`            // user:group of the process, or of the definition when stopped
 	State  State  `json:"state"`
+	// Template is the VM this one is an instance of (vmtui start -t), or "".
+	Template string `json:"template,omitempty"`
 	// Err says why a VM is broken, or what went wrong reading its state.
 	Err string `json:"error,omitempty"`
 	// QEMUStatus is QMP's run state ("running", "paused", "shutdown", ...) when known.

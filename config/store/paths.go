@@ -83,12 +83,13 @@ const SocketPathMax = 107
 //	$VMTUI_HOME/last-id           LastIDName
 //	$VMTUI_HOME/vms/NAME.toml     definitions
 //	$VMTUI_HOME/log/NAME/         serial.log, qemu.log
+//	$VMTUI_HOME/disks/NAME/       an instance's disks (InstanceDisksDir)
 //	$VMTUI_HOME/run/NAME/         qmp.sock, events.sock, qemu.pid, lock, pty, boot-id
 //
 // otherwise the same files are spread over the XDG base directories:
 // $XDG_CONFIG_HOME/vmtui (default ~/.config/vmtui) holds store.lock,
 // last-id and vms/; $XDG_STATE_HOME/vmtui (default ~/.local/state/vmtui)
-// holds log/; and $XDG_RUNTIME_DIR/vmtui holds the runtime directories. When
+// holds log/ and disks/; and $XDG_RUNTIME_DIR/vmtui holds the runtime directories. When
 // $XDG_RUNTIME_DIR is not set they go to run/ under the state directory,
 // which survives a reboot: the vm package recognises such leftovers by the
 // boot ID it recorded (BootIDFileName).
@@ -188,6 +189,13 @@ func (p *Paths) SerialLog(name string) string { return filepath.Join(p.LogDir(na
 
 // QEMULog is the log of QEMU's standard error.
 func (p *Paths) QEMULog(name string) string { return filepath.Join(p.LogDir(name), QEMULogName) }
+
+// InstanceDisksDir is the directory of the disk images vmtui made for the
+// instance called name (qcow2 overlays on its template's disks): under the
+// state directory, as disks/NAME. Removing the instance removes it.
+func (p *Paths) InstanceDisksDir(name string) string {
+	return filepath.Join(p.StateDir, "disks", name)
+}
 
 // RuntimeDir is the directory of the running VM's files.
 func (p *Paths) RuntimeDir(name string) string { return filepath.Join(p.RunDir, name) }

@@ -1,0 +1,88 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+
+	"github.com/vmtui/vmtui/config"
+	"github.com/vmtui/vmtui/vm"
+)
+
+// create defines the new VM name from the flags: an instance of the VM -t
+// names (vmctl's start -t), or a VM of its own (define).
+func (d *defFlags) create(ctx context.Context, e *env, m *vm.Manager, verb, name string) (*config.VM, error) {
+	if *d.template == "" {
+		if len(d.ports) > 0 {
+			return nil, &usageError{msg: verb + ": -p gives host ports to a template's port forwards: use it with -t"}
+		}
+		return d.define(m, verb, name)
+	}
+	opts, err := d.instanceOptions(verb, name)
+	if err != nil {
+		return nil, err
+	}
+	def, notes, err := m.CreateInstance(ctx, *d.template, name, opts)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", verb, name, err)
+	}
+	for _, n := range notes {
+		fmt.Fprintf(e.stderr, "%s: instance %s: %s\n", progName, def.Name, n)
+	}
+	return def, nil
+}
+
+// instanceOptions turns the flags given besides -t into the instance's
+// overrides.
+func (d *defFlags) instanceOptions(verb, name string) (vm.InstanceOptions, error) {
+	var o vm.InstanceOptions
+	given := map[string]bool{}
+	d.fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	str := func(flagName string, v string) *string {
+		if !given[flagName] {
+			return nil
+		}
+		return &v
+	}
+	o.Kernel, o.Initrd = str("b", abs(*d.kernel)), str("initrd", abs(*d.initrd))
+	o.Append, o.CDROM, o.Accel = str("append", *d.appendLine), str("r", abs(*d.iso)), str("accel", *d.accel)
+	if given["B"] {
+		b := config.Boot(*d.boot)
+		o.Boot = &b
+	}
+	o.CPUs = *d.cpus
+	if *d.mem != "" {
+		n, err := config.ParseMemory(*d.mem)
+		if err != nil {
+			return o, fmt.Errorf("%s %s: -m: %w", verb, name, err)
+		}
+		o.Memory = n
+	}
+	if given["d"] {
+		o.Disks = []config.Disk{}
+		for _, p := range d.disks {
+			o.Disks = append(o.Disks, config.Disk{Path: abs(p)})
+		}
+	}
+	if given["n"] || given["net"] {
+		o.Networks = []config.Network{}
+		for _, sw := range d.switches {
+			o.Networks = append(o.Networks, config.Network{Type: config.NetBridge, Bridge: sw})
+		}
+		for _, spec := range d.nets {
+			n, err := config.ParseNetwork(spec)
+			if err != nil {
+				return o, fmt.Errorf("%s %s: --net: %w", verb, name, err)
+			}
+			o.Networks = append(o.Networks, n)
+		}
+	}
+	for _, s := range d.ports {
+		pm, err := vm.ParsePortMap(s)
+		if err != nil {
+			return o, fmt.Errorf("%s %s: -p: %w", verb, name, err)
+		}
+		o.Ports = append(o.Ports, pm)
+	}
+	return o, nil
+}
