@@ -82,6 +82,10 @@ func Cmdline(s Spec) ([]string, error) {
 	if s.Paused {
 		devs = append(devs, fixedArgs{"-S"})
 	}
+	if s.LoadVM != "" {
+		// -loadvm takes a plain string, not an option list.
+		devs = append(devs, fixedArgs{"-loadvm", s.LoadVM})
+	}
 	devs = append(devs, fixedArgs(s.Extra))
 	var argv []string
 	for _, d := range devs {

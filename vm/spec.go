@@ -29,6 +29,8 @@ type Spec struct {
 	Extra []string // appended verbatim, after everything vmtui renders
 	// Paused starts the guest with its vCPUs stopped (-S).
 	Paused bool
+	// LoadVM starts the guest from its disks' snapshot of that tag (-loadvm).
+	LoadVM string
 
 	// The device model (issue 13; see cmdline_devices.go).
 	// Sockets, Cores and Threads are the CPU topology, all 0 for QEMU's

@@ -24,6 +24,9 @@ type StartOptions struct {
 	// Paused starts QEMU with its vCPUs stopped (-S): the VM shows as
 	// paused until Unpause.
 	Paused bool
+	// LoadVM starts the VM from its snapshot of that tag, RAM and
+	// devices included (-loadvm); see RevertSnapshot.
+	LoadVM string
 }
 
 // Start launches the VM defined by def and returns its status once QEMU's
@@ -40,8 +43,7 @@ func (m *Manager) Start(ctx context.Context, def *config.VM, opts StartOptions) 
 	if err := config.ValidName(def.Name); err != nil {
 		return Status{}, err
 	}
-	rundir, err := m.paths.EnsureRuntimeDir(def.Name)
-	if err != nil {
+	if _, err := m.paths.EnsureRuntimeDir(def.Name); err != nil {
 		return Status{}, err
 	}
 	if _, err := m.paths.EnsureLogDir(def.Name); err != nil {
@@ -52,6 +54,14 @@ func (m *Manager) Start(ctx context.Context, def *config.VM, opts StartOptions) 
 		return Status{}, err
 	}
 	defer lock.Unlock()
+	return m.startLocked(ctx, def, opts)
+}
+
+// startLocked is Start once the VM's lock is held (by Start, or by
+// RevertSnapshot, which starts a VM from a snapshot under its lock).
+func (m *Manager) startLocked(ctx context.Context, def *config.VM, opts StartOptions) (Status, error) {
+	rundir := m.paths.RuntimeDir(def.Name)
+	var err error
 	// Queries seeing the lock held report the VM starting (see inspect).
 	starting := m.paths.RuntimeFile(def.Name, startingFileName)
 	if err := os.WriteFile(starting, nil, 0o600); err != nil {
@@ -104,6 +114,7 @@ func (m *Manager) Start(ctx context.Context, def *config.VM, opts StartOptions) 
 	}
 	files = append(files, shareFiles...)
 	spec.Paused = opts.Paused
+	spec.LoadVM = opts.LoadVM
 	spec.PIDFile = m.paths.PIDFile(def.Name)
 	spec.SerialLog = m.paths.SerialLog(def.Name)
 	seriallog.Cap(spec.SerialLog, seriallog.DefaultCap) // best effort: an untrimmed log still works
