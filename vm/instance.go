@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/vmtui/vmtui/config"
@@ -281,7 +282,24 @@ func makeOverlays(dir string, tdef, inst *config.VM) (err error) {
 // template's, the settings that belong to one VM alone and that the rest of
 // instanceDef does not replace, and returns notes on what it cleared.
 func clearExclusive(inst *config.VM) []string {
-	return nil
+	var notes []string
+	if inst.CID != 0 {
+		// A CID names one guest on the host; vsock stays, with a CID
+		// of its own chosen at each start.
+		notes = append(notes, fmt.Sprintf("vsock cid %d of template %s not copied: the instance gets a free one at start", inst.CID, inst.Template))
+		inst.CID, inst.Vsock = 0, true
+	}
+	if len(inst.HostDevs) > 0 {
+		// A host device is passed through to one guest at a time.
+		var addrs []string
+		for _, d := range inst.HostDevs {
+			addrs = append(addrs, d.Address)
+		}
+		notes = append(notes, fmt.Sprintf("host devices %s of template %s not copied: a device passes through to one guest at a time",
+			strings.Join(addrs, ", "), inst.Template))
+		inst.HostDevs = nil
+	}
+	return notes
 }
 
 // removeInstanceDisks removes the overlays vmtui made for instance def

@@ -274,3 +274,23 @@ func TestInstanceRemove(t *testing.T) {
 		}
 	}
 }
+
+// TestInstanceExclusiveDevices: a fixed vsock CID and host devices belong
+// to one guest: the instance keeps vsock with a CID chosen at start, and
+// no host device; notes say so.
+func TestInstanceExclusiveDevices(t *testing.T) {
+	e := newTemplateEnv(t)
+	e.base.CID = 42
+	e.base.HostDevs = []config.HostDev{{Address: "0000:00:1f.2"}}
+	if err := e.m.Store().Save(e.base); err != nil {
+		t.Fatal(err)
+	}
+	def, notes := e.instance("web1", vm.InstanceOptions{Disks: []config.Disk{}})
+	if def.CID != 0 || !def.HasVsock() || len(def.HostDevs) != 0 {
+		t.Errorf("instance: cid %d, vsock %t, hostdevs %v; want no cid, vsock, no hostdevs", def.CID, def.HasVsock(), def.HostDevs)
+	}
+	all := strings.Join(notes, "\n")
+	if !strings.Contains(all, "vsock cid 42 of template base not copied") || !strings.Contains(all, "host devices 0000:00:1f.2 of template base not copied") {
+		t.Errorf("notes:\n%s", all)
+	}
+}
