@@ -84,6 +84,14 @@ func (m *Manager) startLocked(ctx context.Context, def *config.VM, opts StartOpt
 	if err != nil {
 		return Status{}, err
 	}
+	// The vsock CID, and what the devices and memory knobs ask of the
+	// host (hostcheck.go).
+	if spec.CID, err = m.allocCID(def); err != nil {
+		return Status{}, err
+	}
+	if err := hostChecks().check(spec); err != nil {
+		return Status{}, fmt.Errorf("start vm %s: %w", def.Name, err)
+	}
 
 	qmpPath, err := m.paths.QMPSocket(def.Name)
 	if err != nil {
