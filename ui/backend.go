@@ -65,6 +65,15 @@ type Backend interface {
 	ConvertDisk(ctx context.Context, src, dst string, opts disk.ConvertOptions) error
 	// DiskInfo describes an image and its backing chain.
 	DiskInfo(path string) (*disk.ImageInfo, error)
+	// Snapshots lists the snapshots of VM name.
+	Snapshots(ctx context.Context, name string) ([]vm.Snapshot, error)
+	// CreateSnapshot takes snapshot tag of VM name: of its disks, and of
+	// its RAM and devices when it runs.
+	CreateSnapshot(ctx context.Context, name, tag string) error
+	// RevertSnapshot puts VM name back to snapshot tag.
+	RevertSnapshot(ctx context.Context, name, tag string) error
+	// DeleteSnapshot deletes snapshot tag of VM name.
+	DeleteSnapshot(ctx context.Context, name, tag string) error
 }
 
 // Watcher follows the events of running VMs: *vm.Watcher.
@@ -230,4 +239,36 @@ func (b *managerBackend) DiskInfo(path string) (*disk.ImageInfo, error) {
 	// The detail view shows the disks of running VMs too: their headers
 	// are read as qemu-img info -U reads them.
 	return disk.Info(context.Background(), path, disk.InfoOptions{ForceShare: true})
+}
+
+func (b *managerBackend) Snapshots(ctx context.Context, name string) ([]vm.Snapshot, error) {
+	def, err := b.lookup(name)
+	if err != nil {
+		return nil, err
+	}
+	return b.m.Snapshots(ctx, def)
+}
+
+func (b *managerBackend) CreateSnapshot(ctx context.Context, name, tag string) error {
+	def, err := b.lookup(name)
+	if err != nil {
+		return err
+	}
+	return b.m.CreateSnapshot(ctx, def, tag)
+}
+
+func (b *managerBackend) RevertSnapshot(ctx context.Context, name, tag string) error {
+	def, err := b.lookup(name)
+	if err != nil {
+		return err
+	}
+	return b.m.RevertSnapshot(ctx, def, tag)
+}
+
+func (b *managerBackend) DeleteSnapshot(ctx context.Context, name, tag string) error {
+	def, err := b.lookup(name)
+	if err != nil {
+		return err
+	}
+	return b.m.DeleteSnapshot(ctx, def, tag)
 }

@@ -194,12 +194,12 @@ func (f *fleet) busyText() string {
 	var ops []string
 	for _, s := range f.all {
 		if op, ok := f.busy[s.Name]; ok {
-			ops = append(ops, op.ing+" "+s.DisplayName())
+			ops = append(ops, op.busy(s.DisplayName()))
 		}
 	}
 	if len(ops) == 0 {
 		for name, op := range f.busy {
-			ops = append(ops, op.ing+" "+printable(name))
+			ops = append(ops, op.busy(printable(name)))
 			break
 		}
 	}

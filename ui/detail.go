@@ -72,7 +72,7 @@ func (d *detailModel) SetSize(width, height int) {
 // ShortHelp is the help line at the bottom.
 func (d *detailModel) ShortHelp() []key.Binding {
 	k := d.keys
-	return []key.Binding{k.Back, k.Start, k.Stop, k.ForceStop, k.Pause, k.Console, k.Edit, k.Remove}
+	return []key.Binding{k.Back, k.Start, k.Stop, k.ForceStop, k.Pause, k.Console, k.Edit, k.Remove, k.Snapshots}
 }
 
 // FullHelp is ShortHelp in one column.
@@ -158,15 +158,32 @@ func (d *detailModel) View() string {
 			add("  %s", l)
 		}
 	}
-	// The help line stays at the bottom: the rest is cut to fit.
-	room := max(1, d.height-1)
+	// The help lines stay at the bottom: the rest is cut to fit.
+	keys := helpLines(d.help, d.ShortHelp(), d.width)
+	room := max(1, d.height-len(keys))
 	if len(lines) > room {
 		lines = lines[:room]
 	}
 	for len(lines) < room {
 		lines = append(lines, "")
 	}
-	return clip(strings.Join(lines, "\n")+"\n"+d.help.ShortHelpView(d.ShortHelp()), d.width, d.height)
+	return clip(strings.Join(lines, "\n")+"\n"+strings.Join(keys, "\n"), d.width, d.height)
+}
+
+// helpLines draws the keys of a help bar on as many lines of width as
+// they need, at most two (the second cut with … as help cuts a line).
+func helpLines(h help.Model, keys []key.Binding, width int) []string {
+	h.Width = 0
+	for i := len(keys); i > 0; i-- {
+		if first := h.ShortHelpView(keys[:i]); ansi.StringWidth(first) <= width || i == 1 {
+			if i == len(keys) {
+				return []string{first}
+			}
+			h.Width = width
+			return []string{first, h.ShortHelpView(keys[i:])}
+		}
+	}
+	return []string{""}
 }
 
 // diskLines describes a disk and its backing chain.

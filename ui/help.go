@@ -51,7 +51,8 @@ func (h *helpModel) View() string {
 		"$EDITOR. o sorts by id, name, state or memory. In the console, ~.",
 		"(after a newline) or Ctrl-] returns here. In forms: tab/shift+tab",
 		"move, enter submits, esc cancels (an import too). q quits and",
-		"leaves every vm running.",
+		"leaves every vm running. S lists a vm's snapshots: there t takes",
+		"one (asks its tag), r reverts to one, D deletes one (both ask y/n).",
 	}, "\n"))
 	b.WriteString("\n\n")
 	b.WriteString(h.styles.Faint.Render("? or esc: back to the table"))

@@ -24,7 +24,7 @@ func (m Model) updateKey(msg tea.KeyMsg) (tea.Model, tea.Cmd) {
 			return m, m.run(c.op, c.name)
 		case answerNo:
 			m.confirm = nil
-			m.setStatus(false, "%s %s: cancelled", c.op.verb, c.name)
+			m.setStatus(false, "%s", c.op.failed(c.name, "cancelled"))
 		}
 		return m, nil
 	}
@@ -32,6 +32,10 @@ func (m Model) updateKey(msg tea.KeyMsg) (tea.Model, tea.Cmd) {
 	case screenNewVM, screenDisk:
 		if c := m.active(); c != nil {
 			return m, c.Update(msg)
+		}
+	case screenSnapshots:
+		if m.snapshots != nil {
+			return m.updateSnapshots(msg)
 		}
 	case screenHelp:
 		if key.Matches(msg, m.keys.Help, m.keys.Back, m.keys.Quit) {
@@ -76,6 +80,12 @@ func (m Model) updateKey(msg tea.KeyMsg) (tea.Model, tea.Cmd) {
 		m.detail = newDetail(m.common, st.Name)
 		m.show(screenDetail, m.detail)
 		return m, detailCmd(m.b, st.Name)
+	case key.Matches(msg, k.Snapshots):
+		name := st.Name
+		if m.screen == screenDetail && m.detail != nil {
+			name = m.detail.name
+		}
+		return m, m.openSnapshots(name)
 	case key.Matches(msg, k.Console):
 		if !st.Running() {
 			m.setStatus(true, "console %s: vm is not running; start it with s", st.Name)
@@ -143,12 +153,12 @@ func editCmd(args []string, name, file string) tea.Cmd {
 // run starts operation op on VM name, with the spinner.
 func (m *Model) run(op *operation, name string) tea.Cmd {
 	if cur, ok := m.vms.busy[name]; ok {
-		m.setStatus(true, "%s %s: %s is still under way", op.verb, name, cur.verb)
+		m.setStatus(true, "%s", op.failed(name, strings.TrimSpace(cur.verb+" "+cur.object)+" is still under way"))
 		return nil
 	}
 	first := len(m.vms.busy) == 0
 	m.vms.busy[name] = op
-	m.setStatus(false, "%s: %s…", name, op.ing)
+	m.setStatus(false, "%s", op.doing(name))
 	cmd := opCmd(m.b, op, name)
 	if first {
 		return tea.Batch(cmd, m.vms.spin.Tick)

@@ -22,6 +22,10 @@ type KeyMap struct {
 	Quit                  key.Binding
 	Back                  key.Binding
 	Yes, No               key.Binding
+	// Snapshots opens the snapshot screen from the detail view.
+	Snapshots key.Binding
+	// Snapshot is the keys of the snapshot screen.
+	Snapshot SnapshotKeyMap
 	// Filtering ends the filter being typed (Back clears it).
 	Filtering key.Binding
 	// Form is the keys of the forms.
@@ -35,6 +39,11 @@ type FormKeyMap struct {
 	Enter  key.Binding
 	Submit key.Binding
 	Cancel key.Binding
+}
+
+// SnapshotKeyMap is the keys of the snapshot screen.
+type SnapshotKeyMap struct {
+	Take, Revert, Delete key.Binding
 }
 
 // DefaultKeyMap returns the default keys.
@@ -63,6 +72,12 @@ func DefaultKeyMap() KeyMap {
 		No:        key.NewBinding(key.WithKeys("n", "N", "esc"), key.WithHelp("n", "no")),
 		Filtering: key.NewBinding(key.WithKeys("enter"), key.WithHelp("enter", "keep the filter")),
 		Form:      DefaultFormKeyMap(),
+		Snapshots: key.NewBinding(key.WithKeys("S"), key.WithHelp("S", "snapshots")),
+		Snapshot: SnapshotKeyMap{
+			Take:   key.NewBinding(key.WithKeys("t"), key.WithHelp("t", "take")),
+			Revert: key.NewBinding(key.WithKeys("r"), key.WithHelp("r", "revert")),
+			Delete: key.NewBinding(key.WithKeys("D"), key.WithHelp("D", "delete")),
+		},
 	}
 }
 
@@ -87,7 +102,7 @@ func (k KeyMap) FullHelp() [][]key.Binding {
 	return [][]key.Binding{
 		{k.Up, k.Down, k.Top, k.Bottom, k.Detail, k.Filter, k.Sort, k.Back},
 		{k.Start, k.Stop, k.ForceStop, k.Pause, k.Console},
-		{k.New, k.Disks, k.Edit, k.Remove, k.Help, k.Quit},
+		{k.New, k.Disks, k.Edit, k.Remove, k.Snapshots, k.Help, k.Quit},
 	}
 }
 

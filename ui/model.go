@@ -41,6 +41,7 @@ const (
 	screenHelp
 	screenNewVM
 	screenDisk
+	screenSnapshots
 )
 
 func (s screen) String() string {
@@ -55,6 +56,8 @@ func (s screen) String() string {
 		return "new vm"
 	case screenDisk:
 		return "disk"
+	case screenSnapshots:
+		return "snapshots"
 	}
 	return fmt.Sprintf("screen(%d)", int(s))
 }
@@ -107,6 +110,8 @@ type Model struct {
 	newVM      *newVMModel   // on screenNewVM
 	disk       *diskModel    // on screenDisk
 	confirm    *confirmModel // a question in the status line, or nil
+	// snapshots is the snapshot screen, on screenSnapshots.
+	snapshots *snapshotModel
 
 	status    string
 	statusErr bool
@@ -224,6 +229,9 @@ func (m *Model) setSize(width, height int) {
 	if m.disk != nil {
 		m.disk.SetSize(width, height)
 	}
+	if m.snapshots != nil {
+		m.snapshots.SetSize(width, height)
+	}
 	if m.confirm != nil {
 		m.confirm.SetSize(width, height)
 	}
@@ -239,7 +247,7 @@ func (m *Model) show(s screen, c component) {
 // back returns to the table, dropping the screen that was shown.
 func (m *Model) back() {
 	m.screen = screenTable
-	m.detail, m.newVM, m.disk = nil, nil, nil
+	m.detail, m.newVM, m.disk, m.snapshots = nil, nil, nil, nil
 }
 
 // active is the component shown, other than the table.
@@ -251,6 +259,8 @@ func (m *Model) active() component {
 		return m.disk
 	case m.screen == screenDetail && m.detail != nil:
 		return m.detail
+	case m.screen == screenSnapshots && m.snapshots != nil:
+		return m.snapshots
 	}
 	return nil
 }
@@ -281,12 +291,15 @@ func (m Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case opDoneMsg:
 		delete(m.vms.busy, msg.name)
 		if msg.err != nil {
-			m.setStatus(true, "%s %s: %v", msg.op.verb, msg.name, msg.err)
+			m.setStatus(true, "%s", msg.op.failed(msg.name, msg.err))
 		} else {
-			m.setStatus(false, "%s: %s", msg.name, msg.op.past)
+			m.setStatus(false, "%s", msg.op.done(msg.name))
 		}
 		if msg.op.gone && msg.err == nil && m.screen == screenDetail {
 			m.back()
+		}
+		if m.snapshots != nil && m.snapshots.name == msg.name {
+			return m, tea.Batch(m.inspect(msg.name), m.snapshots.load())
 		}
 		return m, m.inspect(msg.name)
 	case consoleDoneMsg:
@@ -309,6 +322,11 @@ func (m Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			m.setStatus(false, "%s: definition saved and valid", msg.name)
 		}
 		return m, m.refresh()
+	case snapshotsMsg:
+		if m.snapshots != nil {
+			return m, m.snapshots.Update(msg)
+		}
+		return m, nil
 	case detailMsg:
 		if m.detail != nil {
 			return m, m.detail.Update(msg)
@@ -363,6 +381,10 @@ func (m Model) View() string {
 	switch m.screen {
 	case screenHelp:
 		return m.helpScreen.View()
+	case screenSnapshots:
+		if m.snapshots != nil {
+			return m.snapshotsView()
+		}
 	case screenDetail, screenNewVM, screenDisk:
 		if c := m.active(); c != nil {
 			return c.View()

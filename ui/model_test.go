@@ -39,6 +39,7 @@ type fakeBackend struct {
 	samples map[int]vm.ProcStat
 	stamp   string
 	watcher Watcher // nil: none
+	snap    fakeSnapshots
 }
 
 func newFake() *fakeBackend {

@@ -26,6 +26,43 @@ type operation struct {
 	do   func(ctx context.Context, b Backend, name string) error
 	// gone is set when the VM is gone afterwards: its detail view closes.
 	gone bool
+	// object, when set, is the part of the VM the operation acts on ("snapshot
+	// pre-upgrade"): the status line names it, "taking snapshot pre-upgrade
+	// of vm web…".
+	object string
+}
+
+// doing is what the status line says while op runs on VM name.
+func (op *operation) doing(name string) string {
+	if op.object != "" {
+		return fmt.Sprintf("%s %s of vm %s…", op.ing, op.object, name)
+	}
+	return fmt.Sprintf("%s: %s…", name, op.ing)
+}
+
+// done is what the status line says once op succeeded on VM name.
+func (op *operation) done(name string) string {
+	if op.object != "" {
+		return fmt.Sprintf("%s %s of vm %s", op.past, op.object, name)
+	}
+	return fmt.Sprintf("%s: %s", name, op.past)
+}
+
+// failed is what the status line says when op on VM name failed (or was
+// refused, or cancelled) with why.
+func (op *operation) failed(name string, why any) string {
+	if op.object != "" {
+		return fmt.Sprintf("%s %s of vm %s: %v", op.verb, op.object, name, why)
+	}
+	return fmt.Sprintf("%s %s: %v", op.verb, name, why)
+}
+
+// busy is what the title says while op runs on a VM shown as name.
+func (op *operation) busy(name string) string {
+	if op.object != "" {
+		return op.ing + " " + op.object + " of " + name
+	}
+	return op.ing + " " + name
 }
 
 var errNotRunning = fmt.Errorf("vm is not running")
