@@ -99,6 +99,7 @@ func commandTable() []*command {
 		showCommand(),
 		removeCommand(),
 		createCommand(),
+		snapshotCommand(),
 		{
 			name:  "disk",
 			about: "Inspect, check, convert, commit, resize and snapshot disk images.",
