@@ -306,3 +306,96 @@ func killOurQEMUs(t *testing.T, home string) {
 		exec.Command("kill", "-9", pid).Run()
 	}
 }
+
+// TestSnapshotScreenEndToEnd drives the real binary in tmux: on the
+// snapshot screen of a stopped VM whose qcow2 disk vmtui made, it takes a
+// snapshot through the tag form, sees it listed (and `vmtui disk snapshot`
+// sees it in the image), reverts to it, deletes it, and goes back to the
+// detail view. Without tmux it skips, or fails when $CI is set.
+func TestSnapshotScreenEndToEnd(t *testing.T) {
+	for _, tool := range []string{"tmux", "go"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			unavailable(t, "%s is not installed: %v", tool, err)
+		}
+	}
+	home, err := os.MkdirTemp("/tmp", "vmtui-e2e-snap-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(home, "vmtui")
+	if out, err := exec.Command("go", "build", "-o", bin, "..").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	env := []string{"VMTUI_HOME=" + filepath.Join(home, "state"), "VMTUI_ACCEL=tcg", "TERM=xterm-256color", "NO_COLOR=1"}
+	vmtui := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(bin, args...)
+		cmd.Env = append(os.Environ(), env...)
+		cmd.Dir = home
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("vmtui %q: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	tm := &tmux{t: t, sock: filepath.Join(home, "tmux.sock")}
+	t.Cleanup(func() {
+		exec.Command("tmux", "-S", tm.sock, "kill-server").Run()
+		killOurQEMUs(t, filepath.Join(home, "state"))
+		os.RemoveAll(home)
+	})
+	img := filepath.Join(home, "snap.qcow2")
+	vmtui("create", "-s", "64M", img)
+	vmtui("define", "-d", img, "-m", "128M", "snapvm")
+
+	tm.run("new-session", "-d", "-x", "100", "-y", "30", "-c", home, "env -u CI "+strings.Join(env, " ")+" "+bin)
+	tm.waitFor("stopped snapvm", 30*time.Second)
+	tm.keys("Enter")
+	tm.waitFor("vmtui › snapvm (id 1)", 30*time.Second)
+	tm.waitFor("S snapshots", 30*time.Second)
+	tm.keys("S")
+	tm.waitFor("no snapshots: press t to take one", 30*time.Second)
+
+	// Take one through the form.
+	tm.keys("t")
+	tm.waitFor("Take a snapshot of snapvm", 30*time.Second)
+	tm.literal("pre-upgrade")
+	tm.keys("Enter")
+	tm.waitFor("took snapshot pre-upgrade of vm snapvm", 60*time.Second)
+	row := regexp.MustCompile(`› pre-upgrade\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\s+00:00:00\.000\s+-`)
+	screen := tm.waitMatch(row, 30*time.Second)
+	t.Logf("taken:\n%s", screen)
+	if out := vmtui("disk", "snapshot", "-l", img); !strings.Contains(out, "pre-upgrade") {
+		t.Errorf("vmtui disk snapshot -l does not list the snapshot:\n%s", out)
+	}
+	// A tag taken already is refused by the form, which stays open.
+	tm.keys("t")
+	tm.waitFor("Take a snapshot of snapvm", 30*time.Second)
+	tm.literal("pre-upgrade")
+	tm.keys("Enter")
+	tm.waitFor(`a snapshot is tagged "pre-upgrade" already`, 30*time.Second)
+	tm.keys("Escape")
+	tm.waitFor("t take", 30*time.Second)
+
+	// Revert to it, confirmed.
+	tm.keys("r")
+	tm.waitFor("revert snapvm to snapshot pre-upgrade? what changed since is lost (y/n)", 30*time.Second)
+	tm.keys("y")
+	tm.waitFor("reverted to snapshot pre-upgrade of vm snapvm", 60*time.Second)
+
+	// Delete it, confirmed: the list is empty again, and so is the image's.
+	tm.keys("D")
+	tm.waitFor("delete snapshot pre-upgrade of snapvm? (y/n)", 30*time.Second)
+	tm.keys("y")
+	tm.waitFor("deleted snapshot pre-upgrade of vm snapvm", 60*time.Second)
+	tm.waitFor("no snapshots: press t to take one", 30*time.Second)
+	if out := vmtui("disk", "snapshot", "-l", img); strings.Contains(out, "pre-upgrade") {
+		t.Errorf("vmtui disk snapshot -l still lists the snapshot:\n%s", out)
+	}
+
+	// esc goes back to the detail view, q quits.
+	tm.keys("Escape")
+	tm.waitFor("S snapshots", 30*time.Second)
+	tm.keys("q")
+	tm.waitGone(30 * time.Second)
+}

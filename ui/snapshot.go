@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/charmbracelet/bubbles/help"
 	"github.com/charmbracelet/bubbles/key"
@@ -80,21 +79,15 @@ func snapshotOp(kind snapshotKind, tag string) *operation {
 	return op
 }
 
-// maxSnapshotTag is the longest tag QEMU keeps whole (its snapshot names
-// are 256-byte C strings).
-const maxSnapshotTag = 255
-
 // checkSnapshotTag says whether tag can name a new snapshot among list,
-// by the command line's rules: not empty, no control characters, not
-// taken already.
+// by the command line's rules (vm.ValidSnapshotTag: not empty, no control
+// characters, not only digits, ...) and not taken already.
 func checkSnapshotTag(tag string, list []vm.Snapshot) error {
-	switch {
-	case tag == "":
+	if tag == "" {
 		return errors.New("a tag is needed")
-	case strings.ContainsFunc(tag, unicode.IsControl):
-		return fmt.Errorf("tag %q: control characters are not allowed", tag)
-	case len(tag) > maxSnapshotTag:
-		return fmt.Errorf("tag: %d bytes, at most %d", len(tag), maxSnapshotTag)
+	}
+	if err := vm.ValidSnapshotTag(tag); err != nil {
+		return err
 	}
 	for _, sn := range list {
 		if sn.Tag == tag {
@@ -233,7 +226,8 @@ func (s *snapshotModel) newTagForm() *form {
 			}),
 		},
 	}
-	f.fields[0].input.CharLimit = maxSnapshotTag + 1
+	// One byte more than a tag may have: a tag too long is said so.
+	f.fields[0].input.CharLimit = vm.MaxSnapshotTagLen + 1
 	f.focusOn(0)
 	return f
 }

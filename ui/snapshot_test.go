@@ -228,7 +228,8 @@ func TestSnapshotTagForm(t *testing.T) {
 		{"", "a tag is needed"},
 		{"   ", "a tag is needed"},
 		{"pre-upgrade", `a snapshot is tagged "pre-upgrade" already`},
-		{strings.Repeat("x", maxSnapshotTag+1), "tag: 256 bytes, at most 255"},
+		{"2026", `snapshot tag "2026": only digits, which would be read as a snapshot ID`},
+		{strings.Repeat("x", vm.MaxSnapshotTagLen+1), `snapshot tag "xxxxxxxxxxxxxxxxxxxx"...: longer than 255 bytes`},
 	} {
 		t.Run(tc.typed, func(t *testing.T) {
 			f := withSnapshots()
@@ -259,7 +260,7 @@ func TestSnapshotTagForm(t *testing.T) {
 		})
 	}
 	// The input drops control characters; the check is there too.
-	if err := checkSnapshotTag("a\x01b", nil); err == nil || err.Error() != `tag "a\x01b": control characters are not allowed` {
+	if err := checkSnapshotTag("a\x01b", nil); err == nil || err.Error() != `snapshot tag "a\x01b": contains a control character` {
 		t.Errorf("a tag with a control character: %v", err)
 	}
 	if err := checkSnapshotTag("über 2026 ✓", nil); err != nil {
