@@ -74,6 +74,10 @@ func (m *Manager) startLocked(ctx context.Context, def *config.VM, opts StartOpt
 	if def, err = m.current(def); err != nil {
 		return Status{}, err
 	}
+	// A template's disks are its instances' base images.
+	if err := m.templateInUse(def.Name, whyNoStart); err != nil {
+		return Status{}, fmt.Errorf("start vm %s: %w", def.Name, err)
+	}
 	// A QEMU that lost its runtime files is adopted, whatever comes of
 	// recreating them: the answer is the same.
 	if st, _ := m.adoptLocked(ctx, def, &scan{}); st.Running() {
