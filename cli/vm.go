@@ -453,12 +453,18 @@ func listVMs(ctx context.Context, e *env, only []string, asJSON bool) error {
 		return err
 	}
 	var list []vm.Status
+	var devices []string
 	if len(only) == 1 {
 		st, def, err := m.Status(ctx, only[0])
 		if def == nil {
 			return err
 		}
 		list = []vm.Status{st}
+		d := *def
+		if st.CID != 0 {
+			d.CID = st.CID // the CID chosen at start
+		}
+		devices = d.DeviceSummary()
 	} else if list, err = m.List(ctx); err != nil {
 		return err
 	}
@@ -471,6 +477,10 @@ func listVMs(ctx context.Context, e *env, only []string, asJSON bool) error {
 	if len(only) == 1 && list[0].Template != "" {
 		// vmctl's table has no column for it.
 		fmt.Fprintf(e.stdout, "template: %s\n", config.DisplayName(list[0].Template))
+	}
+	// Nor for the device model: a line for each key set.
+	for _, l := range devices {
+		fmt.Fprintln(e.stdout, l)
 	}
 	for _, st := range list {
 		if st.Err != "" {

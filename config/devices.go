@@ -346,3 +346,74 @@ func encodeDevices(fv *fileVM, vm *VM) {
 		fv.HostDevs = append(fv.HostDevs, fileHostDev{Address: h.Address})
 	}
 }
+
+// DeviceSummary describes the device keys the definition sets, one line
+// each ("topology 2 sockets × 2 cores × 1 thread", "share data /srv/data
+// read-only", "disks[0] bus scsi, discard"), for show and the TUI's detail
+// view; none when it sets none. A chosen CID is the running VM's to tell.
+func (vm *VM) DeviceSummary() []string {
+	var out []string
+	if vm.HasTopology() {
+		s, c, t := vm.Topology()
+		out = append(out, fmt.Sprintf("topology %d %s × %d %s × %d %s", s, plural(s, "socket"), c, plural(c, "core"), t, plural(t, "thread")))
+	}
+	if vm.MaxMemory > vm.Memory {
+		out = append(out, "max_memory "+formatMemory(vm.MaxMemory))
+	}
+	var knobs []string
+	for _, k := range []struct {
+		on   bool
+		name string
+	}{{vm.HugePages, "hugepages"}, {vm.MLock, "mlock"}, {vm.Prealloc, "prealloc"}} {
+		if k.on {
+			knobs = append(knobs, k.name)
+		}
+	}
+	if len(knobs) > 0 {
+		out = append(out, "memory "+strings.Join(knobs, ", "))
+	}
+	switch {
+	case vm.CID != 0:
+		out = append(out, fmt.Sprintf("vsock cid %d", vm.CID))
+	case vm.Vsock:
+		out = append(out, "vsock cid chosen at start")
+	}
+	for _, s := range vm.Shares {
+		l := "share " + s.Tag + " " + strconv.Quote(s.Path)
+		if s.ReadOnly {
+			l += " read-only"
+		}
+		out = append(out, l)
+	}
+	for _, h := range vm.HostDevs {
+		out = append(out, "hostdev "+h.Address)
+	}
+	for i, d := range vm.Disks {
+		var o []string
+		if d.Bus != "" && d.Bus != BusVirtio {
+			o = append(o, "bus "+d.Bus)
+		}
+		for _, k := range []struct {
+			on   bool
+			name string
+		}{{d.IOThread, "iothread"}, {d.Discard, "discard"}, {d.ReadOnly, "read-only"}} {
+			if k.on {
+				o = append(o, k.name)
+			}
+		}
+		if d.Cache != "" && d.Cache != CacheWriteback {
+			o = append(o, "cache "+d.Cache)
+		}
+		if len(o) > 0 {
+			out = append(out, fmt.Sprintf("disks[%d] %s", i, strings.Join(o, ", ")))
+		}
+	}
+	return out
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return word
+	}
+	return word + "s"
+}

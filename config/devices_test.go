@@ -186,3 +186,21 @@ func TestValidateDevices(t *testing.T) {
 		t.Errorf("got\n%s\nwant\n%s", got, want)
 	}
 }
+
+func TestDeviceSummary(t *testing.T) {
+	want := []string{
+		"topology 2 sockets × 2 cores × 2 threads", "max_memory 4G", "memory hugepages, prealloc", "vsock cid 42",
+		`share host "/srv/share"`, `share ro "/srv/ro, dir" read-only`, "hostdev 0000:01:00.0", "hostdev 0001:af:1f.7",
+		"disks[0] bus scsi, iothread, discard, cache none", "disks[1] read-only",
+	}
+	if got := deviceVM().DeviceSummary(); !reflect.DeepEqual(got, want) {
+		t.Errorf("got  %q\nwant %q", got, want)
+	}
+	if got := (&VM{CPUs: 2, Cores: 2, Vsock: true, MLock: true, Memory: 1 << 30, MaxMemory: 1 << 30}).DeviceSummary(); !reflect.DeepEqual(got,
+		[]string{"topology 1 socket × 2 cores × 1 thread", "memory mlock", "vsock cid chosen at start"}) {
+		t.Errorf("got %q", got)
+	}
+	if got := validVM().DeviceSummary(); got != nil {
+		t.Errorf("got %q, want none", got)
+	}
+}

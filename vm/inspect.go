@@ -164,6 +164,7 @@ func (m *Manager) lockFailed(st Status, err error) Status {
 
 func (m *Manager) baseStatus(def *config.VM) Status {
 	st := Status{ID: def.ID, Name: def.Name, VCPUs: def.CPUs, MaxMem: def.Memory, State: StateStopped, Template: def.Template}
+	st.CID, st.Devices = def.CID, deviceInfo(def)
 	if def.Err != nil {
 		st.Err = def.Err.Error()
 	}
@@ -196,6 +197,9 @@ func (m *Manager) query(ctx context.Context, def *config.VM, st Status, p *procI
 	st.CurMem = p.RSS
 	st.Owner = ownerName(p.UID, p.GID)
 	st.Cmdline = p.Cmdline
+	if cid := cmdlineCID(p.Cmdline); cid != 0 {
+		st.CID = cid
+	}
 	st.State = StateRunning
 	if b, err := os.ReadFile(m.paths.PTYFile(def.Name)); err == nil {
 		st.TTY = strings.TrimSpace(string(b))

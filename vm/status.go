@@ -44,6 +44,11 @@ type Status struct {
 	QEMUStatus string `json:"qemu_status,omitempty"`
 	// Cmdline is QEMU's argv when running.
 	Cmdline []string `json:"cmdline,omitempty"`
+	// CID is the guest's vsock CID: its running QEMU's, else the one its
+	// definition fixes; 0 for none (or one to be chosen at start).
+	CID uint32 `json:"cid,omitempty"`
+	// Devices is the definition's device model (devices_status.go).
+	Devices *DeviceInfo `json:"devices,omitempty"`
 
 	// startTime is the start time of process PID (as procInfo.StartTime),
 	// to tell it from a later process given the same PID.
