@@ -98,6 +98,9 @@ func commandTable() []*command {
 		statusCommand(),
 		showCommand(),
 		removeCommand(),
+		setCommand(),
+		attachDiskCommand(),
+		detachDiskCommand(),
 		createCommand(),
 		snapshotCommand(),
 		{

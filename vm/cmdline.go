@@ -78,6 +78,7 @@ func Cmdline(s Spec) ([]string, error) {
 	for i, a := range s.HostDevs {
 		devs = append(devs, hostDev{index: i, addr: a})
 	}
+	devs = append(devs, hotplugPortsDev{machine: s.Machine, n: s.HotplugSlots})
 	devs = append(devs, bootDev{s.Boot})
 	if s.Paused {
 		devs = append(devs, fixedArgs{"-S"})

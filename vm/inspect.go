@@ -234,6 +234,15 @@ func (m *Manager) query(ctx context.Context, def *config.VM, st Status, p *procI
 		return st
 	}
 	st.QEMUStatus = string(qs.Status)
+	if hasVirtioMem(p.Cmdline) {
+		// The memory a guest that grows has now (live.go).
+		if sum, err := c.QueryMemorySizeSummary(qctx); err == nil {
+			st.MaxMem = sum.BaseMemory + sum.PluggedMemory
+		}
+	}
+	for _, d := range m.attached(def.Name, st) {
+		st.Attached = append(st.Attached, d.Path)
+	}
 	if st.TTY == "" {
 		if pty, err := c.PTY(qctx, SerialLabel); err == nil {
 			st.TTY = pty

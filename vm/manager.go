@@ -102,7 +102,7 @@ func readPIDFile(path string) int {
 // cleanup removes a stopped VM's runtime files (the lock file stays: it
 // may be held).
 func (m *Manager) cleanup(name string) {
-	for _, f := range []string{store.PIDFileName, store.PTYFileName, store.BootIDFileName, stoppingFileName} {
+	for _, f := range []string{store.PIDFileName, store.PTYFileName, store.BootIDFileName, stoppingFileName, attachedFileName} {
 		os.Remove(m.paths.RuntimeFile(name, f))
 	}
 	for _, sock := range []func(string) (string, error){m.paths.QMPSocket, m.paths.EventsSocket} {

@@ -31,6 +31,9 @@ type Spec struct {
 	Paused bool
 	// LoadVM starts the guest from its disks' snapshot of that tag (-loadvm).
 	LoadVM string
+	// HotplugSlots is how many spare PCIe root ports a q35 machine gets
+	// for disks attached while it runs (live.go); 0 for none.
+	HotplugSlots int
 
 	// The device model (issue 13; see cmdline_devices.go).
 	// Sockets, Cores and Threads are the CPU topology, all 0 for QEMU's
@@ -152,5 +155,6 @@ func (m *Manager) spec(def *config.VM) (Spec, error) {
 	if err := specDevices(&s, def); err != nil {
 		return s, err
 	}
+	s.HotplugSlots = HotplugSlots
 	return s, nil
 }

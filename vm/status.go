@@ -31,7 +31,7 @@ type Status struct {
 	Name   string `json:"name"`
 	PID    int    `json:"pid,omitempty"` // 0 when stopped
 	VCPUs  int    `json:"vcpus"`
-	MaxMem int64  `json:"maxmem"`           // configured memory, bytes
+	MaxMem int64  `json:"maxmem"`           // configured memory, bytes; a running guest's current size when it can grow (virtio-mem)
 	CurMem int64  `json:"curmem,omitempty"` // resident memory of the QEMU process, bytes
 	TTY    string `json:"tty,omitempty"`    // serial console, "/dev/pts/N"
 	Owner  string `json:"owner"`            // user:group of the process, or of the definition when stopped
@@ -44,6 +44,9 @@ type Status struct {
 	QEMUStatus string `json:"qemu_status,omitempty"`
 	// Cmdline is QEMU's argv when running.
 	Cmdline []string `json:"cmdline,omitempty"`
+	// Attached are the disks attached while it runs (AttachDisk), not
+	// in its definition.
+	Attached []string `json:"attached_disks,omitempty"`
 	// CID is the guest's vsock CID: its running QEMU's, else the one its
 	// definition fixes; 0 for none (or one to be chosen at start).
 	CID uint32 `json:"cid,omitempty"`
