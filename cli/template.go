@@ -18,6 +18,9 @@ func (d *defFlags) create(ctx context.Context, e *env, m *vm.Manager, verb, name
 		}
 		return d.define(m, verb, name)
 	}
+	if len(d.shares) > 0 {
+		return nil, &usageError{msg: verb + ": --share defines a new VM's shares, not an instance's: edit the instance's definition ([[shares]])"}
+	}
 	opts, err := d.instanceOptions(verb, name)
 	if err != nil {
 		return nil, err

@@ -22,7 +22,7 @@ import (
 func startCommand() *command {
 	return &command{
 		name:     "start",
-		synopsis: "[-c] [-B device] [-b kernel] [-d disk]... [-m size] [-n switch]... [-r iso] [--cpus n] [--initrd path] [--append cmdline] [--accel a] [--net spec]... [-t template [-p hostport:guestport]...] id|name",
+		synopsis: "[-c] [-B device] [-b kernel] [-d disk]... [-m size] [-n switch]... [-r iso] [--cpus n] [--initrd path] [--append cmdline] [--accel a] [--net spec]... [--share dir:tag[:ro]]... [-t template [-p hostport:guestport]...] id|name",
 		about:    "Start a VM; with flags and a new name, define it first.",
 		run:      runStart,
 	}
@@ -31,7 +31,7 @@ func startCommand() *command {
 func defineCommand() *command {
 	return &command{
 		name:     "define",
-		synopsis: "[-B device] [-b kernel] [-d disk]... [-m size] [-n switch]... [-r iso] [--cpus n] [--initrd path] [--append cmdline] [--accel a] [--net spec]... [-t template [-p hostport:guestport]...] name",
+		synopsis: "[-B device] [-b kernel] [-d disk]... [-m size] [-n switch]... [-r iso] [--cpus n] [--initrd path] [--append cmdline] [--accel a] [--net spec]... [--share dir:tag[:ro]]... [-t template [-p hostport:guestport]...] name",
 		about:    "Define a new VM without starting it.",
 		run:      runDefine,
 	}
@@ -155,6 +155,7 @@ type defFlags struct {
 	cpus                   *int
 	template               *string  // -t: make an instance of this VM (cli/template.go)
 	ports                  listFlag // -p: host ports for the template's port forwards
+	shares                 listFlag // --share DIR:TAG[:ro]
 }
 
 func newDefFlags(fs *flag.FlagSet) *defFlags {
@@ -171,6 +172,7 @@ func newDefFlags(fs *flag.FlagSet) *defFlags {
 	d.accel = fs.String("accel", "", "`accelerator`: kvm or tcg (default: kvm, falling back to tcg)")
 	fs.Var(&d.nets, "net", "a network interface: user[,hostfwd=tcp::2222-:22][,mac=...] or bridge,br=NAME (repeatable)")
 	d.template = fs.String("t", "", "make the new VM an instance of the VM `template` (the other flags override what it inherits)")
+	fs.Var(&d.shares, "share", "share the host directory `dir:tag` with the guest through virtio-fs, read-only with dir:tag:ro; the guest mounts it with mount -t virtiofs tag /mnt (repeatable)")
 	fs.Var(&d.ports, "p", "with -t, forward host port `hostport:guestport` to the template's forwarded guest port (repeatable)")
 	return d
 }
@@ -213,10 +215,36 @@ func (d *defFlags) define(m *vm.Manager, verb, name string) (*config.VM, error) 
 		}
 		def.Networks = append(def.Networks, n)
 	}
+	for _, spec := range d.shares {
+		sh, err := parseShare(spec)
+		if err != nil {
+			return nil, fmt.Errorf("%s %s: --share: %w", verb, name, err)
+		}
+		def.Shares = append(def.Shares, sh)
+	}
 	if err := m.Store().Create(def); err != nil {
 		return nil, fmt.Errorf("%s %s: %w", verb, name, err)
 	}
 	return def, nil
+}
+
+// parseShare parses --share's DIR:TAG or DIR:TAG:ro (the directory may
+// hold colons: the tag, a word, cannot).
+func parseShare(spec string) (config.Share, error) {
+	var sh config.Share
+	rest, ro := strings.CutSuffix(spec, ":ro")
+	if !strings.Contains(rest, ":") { // DIR:ro: the tag ro
+		rest, ro = spec, false
+	}
+	i := strings.LastIndexByte(rest, ':')
+	if i <= 0 || i == len(rest)-1 {
+		return sh, fmt.Errorf("%q: want dir:tag or dir:tag:ro", spec)
+	}
+	sh.Path, sh.Tag, sh.ReadOnly = abs(rest[:i]), rest[i+1:], ro
+	if err := config.ValidShareTag(sh.Tag); err != nil {
+		return sh, fmt.Errorf("%q: %w", spec, err)
+	}
+	return sh, nil
 }
 
 func runStart(ctx context.Context, e *env, args []string) error {
