@@ -307,12 +307,19 @@ func killOurQEMUs(t *testing.T, home string) {
 	}
 }
 
-// TestSnapshotScreenEndToEnd drives the real binary in tmux: on the
-// snapshot screen of a stopped VM whose qcow2 disk vmtui made, it takes a
-// snapshot through the tag form, sees it listed (and `vmtui disk snapshot`
-// sees it in the image), reverts to it, deletes it, and goes back to the
-// detail view. Without tmux it skips, or fails when $CI is set.
-func TestSnapshotScreenEndToEnd(t *testing.T) {
+// snapshotE2E is the setup of the snapshot screen's end-to-end tests: the
+// binary built in a private home, a qcow2 disk made by vmtui create, and a
+// tmux server to run the TUI in.
+type snapshotE2E struct {
+	t    *testing.T
+	home string
+	bin  string
+	env  []string
+	img  string
+	tm   *tmux
+}
+
+func newSnapshotE2E(t *testing.T) *snapshotE2E {
 	for _, tool := range []string{"tmux", "go"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			unavailable(t, "%s is not installed: %v", tool, err)
@@ -322,50 +329,78 @@ func TestSnapshotScreenEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(home, "vmtui")
-	if out, err := exec.Command("go", "build", "-o", bin, "..").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	env := []string{"VMTUI_HOME=" + filepath.Join(home, "state"), "VMTUI_ACCEL=tcg", "TERM=xterm-256color", "NO_COLOR=1"}
-	vmtui := func(args ...string) string {
-		t.Helper()
-		cmd := exec.Command(bin, args...)
-		cmd.Env = append(os.Environ(), env...)
-		cmd.Dir = home
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("vmtui %q: %v\n%s", args, err, out)
-		}
-		return string(out)
-	}
-	tm := &tmux{t: t, sock: filepath.Join(home, "tmux.sock")}
+	e := &snapshotE2E{t: t, home: home, bin: filepath.Join(home, "vmtui"), img: filepath.Join(home, "snap.qcow2"),
+		env: []string{"VMTUI_HOME=" + filepath.Join(home, "state"), "VMTUI_ACCEL=tcg", "TERM=xterm-256color", "NO_COLOR=1"},
+		tm:  &tmux{t: t, sock: filepath.Join(home, "tmux.sock")}}
 	t.Cleanup(func() {
-		exec.Command("tmux", "-S", tm.sock, "kill-server").Run()
+		exec.Command("tmux", "-S", e.tm.sock, "kill-server").Run()
+		cmd := exec.Command(e.bin, "stop", "-f", "-a")
+		cmd.Env = append(os.Environ(), e.env...)
+		cmd.Run()
 		killOurQEMUs(t, filepath.Join(home, "state"))
 		os.RemoveAll(home)
 	})
-	img := filepath.Join(home, "snap.qcow2")
-	vmtui("create", "-s", "64M", img)
-	vmtui("define", "-d", img, "-m", "128M", "snapvm")
+	if out, err := exec.Command("go", "build", "-o", e.bin, "..").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	e.vmtui("create", "-s", "64M", e.img)
+	return e
+}
 
-	tm.run("new-session", "-d", "-x", "100", "-y", "30", "-c", home, "env -u CI "+strings.Join(env, " ")+" "+bin)
-	tm.waitFor("stopped snapvm", 30*time.Second)
+// vmtui runs the binary; a failure fails the test.
+func (e *snapshotE2E) vmtui(args ...string) string {
+	e.t.Helper()
+	cmd := exec.Command(e.bin, args...)
+	cmd.Env = append(os.Environ(), e.env...)
+	cmd.Dir = e.home
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		e.t.Fatalf("vmtui %q: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
+
+// open starts the TUI and opens the snapshot screen of the first VM from
+// its detail view.
+func (e *snapshotE2E) open(name string) {
+	e.t.Helper()
+	tm := e.tm
+	tm.run("new-session", "-d", "-x", "100", "-y", "30", "-c", e.home, "env -u CI "+strings.Join(e.env, " ")+" "+e.bin)
+	tm.waitFor(" "+name+"\n", 30*time.Second)
 	tm.keys("Enter")
-	tm.waitFor("vmtui › snapvm (id 1)", 30*time.Second)
+	tm.waitFor("vmtui › "+name+" (id 1)", 30*time.Second)
 	tm.waitFor("S snapshots", 30*time.Second)
 	tm.keys("S")
-	tm.waitFor("no snapshots: press t to take one", 30*time.Second)
+	tm.waitFor("no snapshots: press t to take one", 60*time.Second)
+}
+
+// take takes snapshot tag through the form and waits for its result.
+func (e *snapshotE2E) take(name, tag string) {
+	e.t.Helper()
+	e.tm.keys("t")
+	e.tm.waitFor("Take a snapshot of "+name, 30*time.Second)
+	e.tm.literal(tag)
+	e.tm.keys("Enter")
+	e.tm.waitFor("took snapshot "+tag+" of vm "+name, 120*time.Second)
+}
+
+// TestSnapshotScreenEndToEnd drives the real binary in tmux: on the
+// snapshot screen of a stopped VM whose qcow2 disk vmtui made, it takes a
+// snapshot through the tag form, sees it listed (and `vmtui disk snapshot`
+// sees it in the image), reverts to it, deletes it, and goes back to the
+// detail view. Without tmux it skips, or fails when $CI is set.
+func TestSnapshotScreenEndToEnd(t *testing.T) {
+	e := newSnapshotE2E(t)
+	tm := e.tm
+	e.vmtui("define", "-d", e.img, "-m", "128M", "snapvm")
+	e.open("snapvm")
 
 	// Take one through the form.
-	tm.keys("t")
-	tm.waitFor("Take a snapshot of snapvm", 30*time.Second)
-	tm.literal("pre-upgrade")
-	tm.keys("Enter")
-	tm.waitFor("took snapshot pre-upgrade of vm snapvm", 60*time.Second)
+	e.take("snapvm", "pre-upgrade")
 	row := regexp.MustCompile(`› pre-upgrade\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\s+00:00:00\.000\s+-`)
 	screen := tm.waitMatch(row, 30*time.Second)
 	t.Logf("taken:\n%s", screen)
-	if out := vmtui("disk", "snapshot", "-l", img); !strings.Contains(out, "pre-upgrade") {
+	if out := e.vmtui("disk", "snapshot", "-l", e.img); !strings.Contains(out, "pre-upgrade") {
 		t.Errorf("vmtui disk snapshot -l does not list the snapshot:\n%s", out)
 	}
 	// A tag taken already is refused by the form, which stays open.
@@ -389,13 +424,57 @@ func TestSnapshotScreenEndToEnd(t *testing.T) {
 	tm.keys("y")
 	tm.waitFor("deleted snapshot pre-upgrade of vm snapvm", 60*time.Second)
 	tm.waitFor("no snapshots: press t to take one", 30*time.Second)
-	if out := vmtui("disk", "snapshot", "-l", img); strings.Contains(out, "pre-upgrade") {
+	if out := e.vmtui("disk", "snapshot", "-l", e.img); strings.Contains(out, "pre-upgrade") {
 		t.Errorf("vmtui disk snapshot -l still lists the snapshot:\n%s", out)
 	}
 
 	// esc goes back to the detail view, q quits.
 	tm.keys("Escape")
 	tm.waitFor("S snapshots", 30*time.Second)
+	tm.keys("q")
+	tm.waitGone(30 * time.Second)
+}
+
+// TestSnapshotScreenRunningEndToEnd: the snapshot screen of a running
+// guest: a snapshot taken there holds its RAM (the RAM column shows a
+// size, VM CLOCK the guest's time), the guest runs on after a revert, and
+// the snapshot is deleted. It boots the test guest.
+func TestSnapshotScreenRunningEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short mode: the test boots a guest")
+	}
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		unavailable(t, "qemu-system-x86_64 is not installed: %v", err)
+	}
+	kernel, initrd := guestPaths(t)
+	e := newSnapshotE2E(t)
+	tm := e.tm
+	e.vmtui("define", "-d", e.img, "-m", "128M", "-b", kernel, "--initrd", initrd, "--append", "console=ttyS0 quiet panic=-1", "snaplive")
+	e.vmtui("start", "snaplive")
+	e.open("snaplive")
+	tm.waitFor("running  snapshots", 30*time.Second)
+
+	e.take("snaplive", "live")
+	row := regexp.MustCompile(`› live\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\s+\d\d:\d\d:\d\d\.\d{3}\s+[0-9.]+[KMG]\s`)
+	screen := tm.waitMatch(row, 30*time.Second)
+	t.Logf("taken:\n%s", screen)
+	if regexp.MustCompile(`› live\s+\S+ \S+\s+00:00:00\.000`).MatchString(screen) {
+		t.Errorf("a running guest's snapshot has no VM clock:\n%s", screen)
+	}
+
+	tm.keys("r")
+	tm.waitFor("revert snaplive to snapshot live? what changed since is lost (y/n)", 30*time.Second)
+	tm.keys("y")
+	tm.waitFor("reverted to snapshot live of vm snaplive", 120*time.Second)
+	if out := e.vmtui("status", "snaplive"); !strings.Contains(out, "running") {
+		t.Errorf("after the revert, vmtui status says:\n%s", out)
+	}
+
+	tm.keys("D")
+	tm.waitFor("delete snapshot live of snaplive? (y/n)", 30*time.Second)
+	tm.keys("y")
+	tm.waitFor("deleted snapshot live of vm snaplive", 120*time.Second)
+	tm.waitFor("no snapshots: press t to take one", 30*time.Second)
 	tm.keys("q")
 	tm.waitGone(30 * time.Second)
 }
