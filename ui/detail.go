@@ -136,6 +136,18 @@ func (d *detailModel) View() string {
 			lines = append(lines, diskLines(dd, *s)...)
 		}
 		add("%s  %s", s.Section.Render("Network"), networks(def))
+		// The device model, a line for each key set; the CID a running
+		// guest was given.
+		devs := *def
+		if st.CID != 0 {
+			devs.CID = st.CID
+		}
+		if lines := devs.DeviceSummary(); len(lines) > 0 {
+			add("%s", s.Section.Render("Devices"))
+			for _, l := range lines {
+				add("  %s", l)
+			}
+		}
 	}
 	if h := d.vms.history[st.Name]; st.Running() && h != nil {
 		cpuNow, memNow := 0.0, 0.0

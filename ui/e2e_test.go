@@ -92,11 +92,11 @@ func TestEndToEnd(t *testing.T) {
 	// A VM through the form.
 	tm.keys("n")
 	tm.waitFor("New VM", 30*time.Second)
-	for i, v := range []string{"e2e", "128M", "1", "e2e.qcow2", "", kernel, initrd, "console=ttyS0 quiet panic=-1", "", ""} {
+	for i, v := range []string{"e2e", "128M", "", "1", "e2e.qcow2", "", kernel, initrd, "console=ttyS0 quiet panic=-1", "", ""} {
 		if v != "" {
 			tm.literal(v)
 		}
-		if i < 9 {
+		if i < 10 {
 			tm.keys("Tab")
 		}
 	}

@@ -247,7 +247,7 @@ func TestHelpGolden(t *testing.T) {
 
 func TestNewVMFormGolden(t *testing.T) {
 	m := keys(t, loaded(t, newFake(), 80, 24), "n")
-	m = keys(t, m, "bad name!<tab>12Q<tab>0<tab><tab><tab><tab>initrd.img<tab><tab>user,foo=1<tab>tcp:x")
+	m = keys(t, m, "bad name!<tab>12Q<tab>1G<tab>0<tab><tab><tab><tab>initrd.img<tab><tab>user,foo=1<tab>tcp:x")
 	golden.RequireEqual(t, []byte(m.View()))
 	if _, cmd := m.Update(tea.KeyMsg{Type: tea.KeyCtrlS}); cmd != nil {
 		t.Errorf("ctrl+s on an invalid form returned a command")
@@ -257,7 +257,7 @@ func TestNewVMFormGolden(t *testing.T) {
 func TestNewVMFormCreates(t *testing.T) {
 	f := newFake()
 	m := keys(t, loaded(t, f, 80, 24), "n")
-	m = keys(t, m, "guest1<tab>128M<tab>2<tab>disk.qcow2<tab><tab>/boot/vmlinuz<tab>/boot/initrd<tab>console=ttyS0<tab>user<tab>tcp::2222-:22")
+	m = keys(t, m, "guest1<tab>128M<tab>1G<tab>2<tab>disk.qcow2<tab><tab>/boot/vmlinuz<tab>/boot/initrd<tab>console=ttyS0<tab>user<tab>tcp::2222-:22")
 	if err := m.newVM.err; err != nil {
 		t.Fatalf("form error %v, want none", err)
 	}
@@ -265,7 +265,7 @@ func TestNewVMFormCreates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if def.Memory != 128<<20 || def.CPUs != 2 || def.Disks[0].Path != "/home/user/disk.qcow2" || def.Networks[0].HostFwd[0] != "tcp::2222-:22" {
+	if def.Memory != 128<<20 || def.MaxMemory != 1<<30 || def.CPUs != 2 || def.Disks[0].Path != "/home/user/disk.qcow2" || def.Networks[0].HostFwd[0] != "tcp::2222-:22" {
 		t.Errorf("definition %+v", def)
 	}
 	next, cmd := m.Update(tea.KeyMsg{Type: tea.KeyEnter})

@@ -20,6 +20,7 @@ import (
 const (
 	vmName = iota
 	vmMemory
+	vmMaxMemory
 	vmCPUs
 	vmDisks
 	vmISO
@@ -49,6 +50,13 @@ func newVMForm(cwd string) *vmForm {
 				return config.ValidName(v)
 			}),
 			newField("memory", "512M", "empty for 512M; K, M, G suffixes, a whole number of MiB", func(v string) error {
+				if v == "" {
+					return nil
+				}
+				_, err := config.ParseMemory(v)
+				return err
+			}),
+			newField("max mem", "2G", "empty for none; what vmtui set -m can grow memory to while it runs", func(v string) error {
 				if v == "" {
 					return nil
 				}
@@ -110,6 +118,13 @@ func (f *vmForm) definition() (*config.VM, error) {
 			return nil, err
 		}
 		def.Memory = mem
+	}
+	if v := f.value(vmMaxMemory); v != "" {
+		max, err := config.ParseMemory(v)
+		if err != nil {
+			return nil, err
+		}
+		def.MaxMemory = max
 	}
 	if v := f.value(vmCPUs); v != "" {
 		def.CPUs, _ = strconv.Atoi(v)
