@@ -1,0 +1,273 @@
+package vm_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"golang.org/x/term"
+
+	"github.com/vmtui/vmtui/config"
+	"github.com/vmtui/vmtui/disk"
+	"github.com/vmtui/vmtui/internal/testguest"
+	"github.com/vmtui/vmtui/vm"
+)
+
+// Guest tests of live changes: memory that grows (and shrinks) while the
+// guest runs, and disks attached and detached, each seen from inside the
+// guest through its serial shell.
+
+// guestShell types commands into a running test guest's serial shell and
+// reads their output back from the serial log.
+type guestShell struct {
+	e    *guestEnv
+	name string
+	pty  *os.File
+	n    int
+}
+
+// shell opens the serial console of running VM name once the guest's
+// shell is up. The pty is put in raw mode (no echo of the guest's output
+// back to it) and drained, as a console would.
+func (e *guestEnv) shell(name, tty string) *guestShell {
+	e.t.Helper()
+	e.waitSerial(name, testguest.Prompt, testguest.BootTimeout)
+	f, err := os.OpenFile(tty, os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := term.MakeRaw(int(f.Fd())); err != nil {
+		f.Close()
+		e.t.Fatal(err)
+	}
+	go io.Copy(io.Discard, f)
+	e.t.Cleanup(func() { f.Close() })
+	return &guestShell{e: e, name: name, pty: f}
+}
+
+// run runs cmd in the guest and returns its output, one line.
+func (g *guestShell) run(cmd string) string {
+	g.e.t.Helper()
+	g.n++
+	// The shell echoes the line typed; the output has the sum computed.
+	if _, err := fmt.Fprintf(g.pty, "echo R%d$((1+1))R $(%s)\r", g.n, cmd); err != nil {
+		g.e.t.Fatal(err)
+	}
+	re := regexp.MustCompile(`R` + strconv.Itoa(g.n) + `2R ?([^\r\n]*)\r?\n`)
+	deadline := time.Now().Add(testguest.BootTimeout)
+	for {
+		if m := re.FindStringSubmatch(readFile(g.e.paths.SerialLog(g.name))); m != nil {
+			return strings.TrimSpace(m[1])
+		}
+		if time.Now().After(deadline) {
+			g.e.t.Fatalf("vm %s: no output of %q after %v:\n%s", g.name, cmd, testguest.BootTimeout, readFile(g.e.paths.SerialLog(g.name)))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// waitFor runs cmd in the guest until its output satisfies ok.
+func (g *guestShell) waitFor(cmd string, ok func(string) bool, what string) string {
+	g.e.t.Helper()
+	deadline := time.Now().Add(testguest.BootTimeout)
+	for {
+		out := g.run(cmd)
+		if ok(out) {
+			return out
+		}
+		if time.Now().After(deadline) {
+			g.e.t.Fatalf("vm %s: %s: %q printed %q after %v", g.name, what, cmd, out, testguest.BootTimeout)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// memTotal returns the guest's MemTotal in bytes.
+func (g *guestShell) memTotal() int64 {
+	g.e.t.Helper()
+	out := g.run("grep MemTotal /proc/meminfo")
+	f := strings.Fields(out)
+	if len(f) != 3 || f[2] != "kB" {
+		g.e.t.Fatalf("vm %s: MemTotal line %q", g.name, out)
+	}
+	kb, err := strconv.ParseInt(f[1], 10, 64)
+	if err != nil {
+		g.e.t.Fatal(err)
+	}
+	return kb << 10
+}
+
+// TestSetMemory: vmtui set -m grows a running guest's memory through
+// virtio-mem, which the guest sees in MemTotal and --list in MAXMEM, and
+// shrinks it again; sizes beyond max_memory, below memory or not a whole
+// number of blocks are refused, as is a VM that is not running.
+func TestSetMemory(t *testing.T) {
+	e := newGuestEnv(t)
+	// 256M: the cloud kernel does not boot in 128M with a hotplug region.
+	// online_movable: hotplugged memory the guest can give back.
+	def := &config.VM{
+		Name: "mem", Memory: 256 << 20, MaxMemory: 768 << 20, CPUs: 1, Machine: testguest.Machine,
+		Kernel: e.kernel, Initrd: e.initrd, Append: testguest.Cmdline + " memhp_default_state=online_movable",
+	}
+	if err := e.m.Store().Create(def); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if _, err := e.m.SetMemory(ctx, def, 512<<20); !errors.Is(err, vm.ErrNotRunning) {
+		t.Errorf("SetMemory of a stopped vm: got %v, want ErrNotRunning", err)
+	}
+	st := e.start(def, vm.StartOptions{})
+	g := e.shell("mem", st.TTY)
+	before := g.memTotal()
+	if got := e.status(e.m, "mem").MaxMem; got != 256<<20 {
+		t.Errorf("MAXMEM before: %d, want %d", got, 256<<20)
+	}
+
+	for _, tc := range []struct{ size, want string }{
+		{"1G", "set memory of vm mem: 1G is more than its max_memory, 768M"},
+		{"128M", "set memory of vm mem: 128M is less than the memory it started with, 256M"},
+		{"257M", "set memory of vm mem: 257M is not a whole number of 2M blocks above its memory, 256M"},
+	} {
+		r := e.run("set", "-m", tc.size, "mem")
+		if r.code != 1 || r.stderr != "vmtui: "+tc.want+"\n" {
+			t.Errorf("set -m %s: exit %d, stderr %q, want vmtui: %s", tc.size, r.code, r.stderr, tc.want)
+		}
+	}
+
+	r := e.run("set", "-m", "512M", "mem")
+	if r.code != 0 || !strings.Contains(r.stderr, "vm mem has 512M of memory") {
+		t.Fatalf("set -m 512M: exit %d, stderr %q", r.code, r.stderr)
+	}
+	grown := g.waitFor("grep MemTotal /proc/meminfo", func(out string) bool {
+		f := strings.Fields(out)
+		kb, _ := strconv.ParseInt(f[len(f)-2], 10, 64)
+		return kb<<10 >= before+256<<20
+	}, "MemTotal grows by 256M")
+	t.Logf("MemTotal %d kB, then %s", before>>10, grown)
+	if got := e.status(e.m, "mem").MaxMem; got != 512<<20 {
+		t.Errorf("MAXMEM after set -m 512M: %d, want %d", got, 512<<20)
+	}
+	list := e.run("--list")
+	if !regexp.MustCompile(`(?m)^ +1 +\d+ +1 +512M .* mem$`).MatchString(list.stdout) {
+		t.Errorf("--list after set -m 512M:\n%s", list.stdout)
+	}
+
+	// Back down: online_movable memory can go.
+	ms, err := e.m.SetMemory(ctx, def, 256<<20)
+	if err != nil || ms.Current() != 256<<20 {
+		t.Fatalf("SetMemory(256M): %+v, %v", ms, err)
+	}
+	g.waitFor("grep MemTotal /proc/meminfo", func(out string) bool {
+		f := strings.Fields(out)
+		kb, _ := strconv.ParseInt(f[len(f)-2], 10, 64)
+		return kb<<10 < before+64<<20
+	}, "MemTotal shrinks back")
+}
+
+// TestAttachDisk: a disk attached to a running guest is seen by it, listed
+// by status, refused a second time and to another VM (naming the VM that
+// has it); detached, it is gone from the guest and unlocked; a disk of
+// another VM's definition is refused naming that VM; a VM without
+// max_memory cannot grow, and a stopped VM takes no disk. A VM that stops
+// leaves no record of its attached disks.
+func TestAttachDisk(t *testing.T) {
+	e := newGuestEnv(t)
+	dir := t.TempDir()
+	img := filepath.Join(dir, "data.qcow2")
+	held := filepath.Join(dir, "held.raw")
+	for _, p := range []struct {
+		path string
+		f    disk.Format
+	}{{img, disk.FormatQcow2}, {held, disk.FormatRaw}} {
+		if err := disk.Create(p.path, disk.CreateOptions{Format: p.f, Size: 64 << 20}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := e.define("a")
+	b := &config.VM{Name: "b", Memory: testguest.MemoryBytes, CPUs: 1, Machine: testguest.Machine,
+		Kernel: e.kernel, Initrd: e.initrd, Append: testguest.Cmdline, Disks: []config.Disk{{Path: held}}}
+	if err := e.m.Store().Create(b); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if _, err := e.m.AttachDisk(ctx, a, img); !errors.Is(err, vm.ErrNotRunning) {
+		t.Errorf("AttachDisk to a stopped vm: got %v, want ErrNotRunning", err)
+	}
+	st := e.start(a, vm.StartOptions{})
+	// b only holds its disk: paused, it never runs.
+	e.start(b, vm.StartOptions{Paused: true})
+	g := e.shell("a", st.TTY)
+	if out := g.run("ls /sys/block | grep -c vd"); out != "0" {
+		t.Fatalf("virtio disks before attaching: %q", out)
+	}
+
+	r := e.run("attach-disk", "a", img)
+	if r.code != 0 || r.stderr != "vmtui: attached "+img+" to vm a as hot0\n" {
+		t.Fatalf("attach-disk: exit %d, stderr %q", r.code, r.stderr)
+	}
+	g.waitFor("cat /sys/block/vda/serial 2>/dev/null", func(out string) bool { return out == "hot0" }, "the attached disk appears")
+	if out := g.run("dd if=/dev/vda bs=512 count=1 2>/dev/null | wc -c"); out != "512" {
+		t.Errorf("read of the attached disk: %q bytes, want 512", out)
+	}
+	if got := e.status(e.m, "a").Attached; len(got) != 1 || got[0] != img {
+		t.Errorf("status: attached %q, want %q", got, img)
+	}
+	if _, err := e.m.AttachDisk(ctx, a, img); err == nil || !strings.Contains(err.Error(), "it is attached already, as hot0") {
+		t.Errorf("AttachDisk again: %v", err)
+	}
+	if _, err := e.m.AttachDisk(ctx, b, img); err == nil || !strings.Contains(err.Error(), "in use by vm a") {
+		t.Errorf("AttachDisk to b of a's disk: %v, want in use by vm a", err)
+	}
+	if _, err := e.m.AttachDisk(ctx, a, held); err == nil || !strings.Contains(err.Error(), "in use by vm b") {
+		t.Errorf("AttachDisk of b's disk: %v, want in use by vm b", err)
+	}
+	if _, err := e.m.SetMemory(ctx, a, 256<<20); err == nil || !strings.Contains(err.Error(), "set max_memory in its definition") {
+		t.Errorf("SetMemory of a vm without max_memory: %v", err)
+	}
+
+	r = e.run("detach-disk", "a", img)
+	if r.code != 0 || r.stderr != "vmtui: detached "+img+" from vm a\n" {
+		t.Fatalf("detach-disk: exit %d, stderr %q", r.code, r.stderr)
+	}
+	g.waitFor("ls /sys/block | grep -c vd", func(out string) bool { return out == "0" }, "the detached disk goes")
+	im, err := disk.Open(img, disk.OpenOptions{})
+	if err != nil {
+		t.Errorf("open the detached image for writing: %v", err)
+	} else {
+		im.Close()
+	}
+	if got := e.status(e.m, "a").Attached; len(got) != 0 {
+		t.Errorf("status after detach: attached %q", got)
+	}
+	if _, err := e.m.DetachDisk(ctx, a, img); err == nil || !strings.Contains(err.Error(), "no disk is attached to the vm") {
+		t.Errorf("DetachDisk again: %v", err)
+	}
+
+	// Attached again, then the vm stops: no record is left.
+	if _, err := e.m.AttachDisk(ctx, a, img); err != nil {
+		t.Fatal(err)
+	}
+	g.waitFor("cat /sys/block/vda/serial 2>/dev/null", func(out string) bool { return out == "hot0" }, "the disk attached again appears")
+	if err := e.m.Stop(ctx, a, vm.StopOptions{Force: true, Wait: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(e.paths.RuntimeFile("a", "attached.json")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the record of attached disks outlived the vm: %v", err)
+	}
+	if im, err := disk.Open(img, disk.OpenOptions{}); err != nil {
+		t.Errorf("open the image once the vm stopped: %v", err)
+	} else {
+		im.Close()
+	}
+}
