@@ -38,7 +38,9 @@ import (
 //
 // vmtui creates each share's listening socket (mode 0600) and hands it to
 // virtiofsd (--fd), so that it exists before QEMU, which connects at start,
-// looks for it. virtiofsd has no read-only mode: a read-only share is served
+// looks for it. virtiofsd sandboxes itself in namespaces, which takes root:
+// when vmtui does not run as root, virtiofsd runs in a user namespace of
+// its own in which the user is root (files of other users show as nobody's). virtiofsd has no read-only mode: a read-only share is served
 // by a virtiofsd started in a private mount namespace in which the directory
 // is bind-mounted read-only, recursively (roArg0 prepares it, then executes
 // virtiofsd). The guest's writes fail there with EROFS.
@@ -219,6 +221,13 @@ func launch(planJSON string) error {
 		}
 		path, argv := d.Argv[0], d.Argv
 		sys := &syscall.SysProcAttr{Setpgid: true, Pgid: pgid, Pdeathsig: syscall.SIGKILL}
+		if uid := os.Geteuid(); uid != 0 {
+			// virtiofsd's sandbox needs root: the user's own, in a user
+			// namespace where the user is root and nobody else exists.
+			sys.Cloneflags = syscall.CLONE_NEWUSER
+			sys.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: uid, Size: 1}}
+			sys.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getegid(), Size: 1}}
+		}
 		if d.ReadOnly {
 			path = self
 			argv = append([]string{roArg0, d.Source}, d.Argv...)
