@@ -541,8 +541,9 @@ var reservedOptions = map[string]string{
 	"incoming":   "vmtui does not migrate VMs",
 }
 
-// reservedChardevs are the ids of the character devices vmtui defines.
-var reservedChardevs = []string{"qmp0", "qmp1", "ser0"}
+// reservedChardevs are the ids of the character devices vmtui defines:
+// its monitors, the serial console and the shares' sockets (fs0...).
+var reservedChardevs = []string{"qmp0", "qmp1", "ser0", "fs0", "fs1", "fs2", "fs3", "fs4", "fs5", "fs6", "fs7"}
 
 // ReservedArg says why args[i], an argument of extra_args, may not be
 // given, or returns "" when it may. QEMU reads "--opt" as "-opt".

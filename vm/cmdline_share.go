@@ -1,7 +1,6 @@
 package vm
 
 import (
-	"errors"
 	"fmt"
 	"strconv"
 
@@ -37,6 +36,9 @@ func (d shareDev) args() ([]string, error) {
 
 // shareDevs renders the shares in order, refusing two with one tag.
 func shareDevs(shares []ShareSpec) ([]device, error) {
+	if len(shares) > config.MaxShares {
+		return nil, fmt.Errorf("too many shares (%d, at most %d)", len(shares), config.MaxShares)
+	}
 	var devs []device
 	seen := make(map[string]bool)
 	for i, sh := range shares {
@@ -45,9 +47,6 @@ func shareDevs(shares []ShareSpec) ([]device, error) {
 		}
 		seen[sh.Tag] = true
 		devs = append(devs, shareDev{index: i, ShareSpec: sh})
-	}
-	if len(devs) > config.MaxShares {
-		return nil, errors.New("too many shares")
 	}
 	return devs, nil
 }

@@ -52,6 +52,7 @@ func TestCmdlineSharesRefused(t *testing.T) {
 		{"empty tag", []ShareSpec{{Path: "/srv", Socket: "/run/fs0.sock"}}, "shares[0]: empty tag"},
 		{"newline in socket", []ShareSpec{{Path: "/srv", Tag: "t", Socket: "/run/a\nb"}}, "contains a NUL or newline"},
 		{"tag twice", []ShareSpec{ok, ok}, `shares[1]: tag "data" is also another share's`},
+		{"too many", slices.Repeat([]ShareSpec{ok}, 9), "too many shares (9, at most 8)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -78,5 +79,15 @@ func TestCheckSharePath(t *testing.T) {
 		if err := checkSharePath(3, p); err == nil || !strings.Contains(err.Error(), want) || !strings.HasPrefix(err.Error(), "shares[3]: ") {
 			t.Errorf("checkSharePath(%q): %v, want an error naming shares[3] and %q", p, err, want)
 		}
+	}
+}
+
+// extra_args cannot define a chardev with a share's id.
+func TestCmdlineShareChardevReserved(t *testing.T) {
+	s := Spec{Name: "web", Memory: 512 << 20, CPUs: 1, QMPFD: 3,
+		Extra: []string{"-chardev", "socket,id=fs0,path=/tmp/evil.sock"}}
+	_, err := Cmdline(s)
+	if err == nil || !strings.Contains(err.Error(), `extra_args[0]: option "-chardev" with id "fs0"`) {
+		t.Errorf("Cmdline: %v, want extra_args' chardev fs0 refused", err)
 	}
 }
