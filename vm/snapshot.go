@@ -341,6 +341,12 @@ func (m *Manager) RevertSnapshot(ctx context.Context, def *config.VM, tag string
 		}
 		ids[i] = sn.ID
 	}
+	// A template's disks are its instances' base images: a revert would
+	// change what every instance reads. (A snapshot taken or deleted
+	// changes only metadata, which they do not read.)
+	if err := m.templateInUse(s.def.Name, whyNoStart); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
 	switch {
 	case s.st.Running() && first.VMStateSize == 0:
 		return fmt.Errorf("%s: the snapshot holds no RAM (a disk-only snapshot): stop the vm first, then revert", what)
