@@ -9,6 +9,9 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vmtui/vmtui/config"
+	"github.com/vmtui/vmtui/config/store"
 )
 
 // fakeHost builds a fake /sys, /dev and /proc under a temporary root.
@@ -228,4 +231,37 @@ func mustRead(t *testing.T, p string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestAllocCID: two VMs with vsock get different CIDs, each its own
+// (cidBase+ID) unless another VM's definition fixes it; a fixed CID another
+// definition fixes too is refused, naming that VM.
+func TestAllocCID(t *testing.T) {
+	st, err := store.Open(store.HomePaths(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := NewManager(st)
+	defs := map[string]*config.VM{}
+	for _, d := range []*config.VM{
+		{Name: "a", Vsock: true}, {Name: "b", Vsock: true}, {Name: "c", CID: 1001}, {Name: "d"},
+	} {
+		d.Kernel = "/k"
+		d.SetDefaults()
+		if err := st.Create(d); err != nil {
+			t.Fatal(err)
+		}
+		defs[d.Name] = d
+	}
+	// a is ID 1: 1001 is c's, so a has 1002; b (ID 2) has 1002 too, as
+	// no VM runs with it.
+	for name, want := range map[string]uint32{"a": 1002, "b": 1002, "c": 1001, "d": 0} {
+		if got, err := m.allocCID(defs[name]); got != want || err != nil {
+			t.Errorf("allocCID(%s) = %d, %v; want %d", name, got, err, want)
+		}
+	}
+	defs["d"].CID = 1001
+	if _, err := m.allocCID(defs["d"]); err == nil || !strings.Contains(err.Error(), "vsock cid 1001 is taken by vm c (its definition fixes it)") {
+		t.Errorf("allocCID of a taken cid: %v", err)
+	}
 }
