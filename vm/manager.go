@@ -12,7 +12,9 @@
 // start.go starts QEMU; inspect.go finds a VM's QEMU (proc.go reads /proc)
 // and asks it its state, which status.go prints; adopt.go takes back a QEMU
 // whose runtime files were lost; control.go stops, pauses, waits for and
-// removes VMs; watch.go follows running VMs through QEMU's events.
+// removes VMs; watch.go follows running VMs through QEMU's events;
+// virtiofs.go runs the virtiofsds of a VM's shared folders, which die with
+// its QEMU.
 //
 // Inspecting a VM (List, Status) creates no file: it only removes the
 // runtime files of a QEMU that no longer runs. A QEMU whose runtime files
