@@ -309,7 +309,7 @@ func fillDevices(vm *VM, fv *fileVM, c *checker) {
 	}
 	vm.Shares = nil
 	for _, s := range fv.Shares {
-		vm.Shares = append(vm.Shares, Share{Path: s.Path, Tag: s.Tag, ReadOnly: s.ReadOnly})
+		vm.Shares = append(vm.Shares, Share(s))
 	}
 	vm.HostDevs = nil
 	for _, h := range fv.HostDevs {
@@ -340,10 +340,10 @@ func encodeDevices(fv *fileVM, vm *VM) {
 		fv.CID = &v
 	}
 	for _, s := range vm.Shares {
-		fv.Shares = append(fv.Shares, fileShare{Path: s.Path, Tag: s.Tag, ReadOnly: s.ReadOnly})
+		fv.Shares = append(fv.Shares, fileShare(s))
 	}
 	for _, h := range vm.HostDevs {
-		fv.HostDevs = append(fv.HostDevs, fileHostDev{Address: h.Address})
+		fv.HostDevs = append(fv.HostDevs, fileHostDev(h))
 	}
 }
 
