@@ -67,6 +67,12 @@ type Backend interface {
 	DiskInfo(path string) (*disk.ImageInfo, error)
 	// Snapshots lists the snapshots of VM name.
 	Snapshots(ctx context.Context, name string) ([]vm.Snapshot, error)
+	// SetMemory makes running VM name's memory size bytes (virtio-mem).
+	SetMemory(ctx context.Context, name string, size int64) error
+	// AttachDisk attaches the image at path to running VM name, until it
+	// stops; DetachDisk detaches it.
+	AttachDisk(ctx context.Context, name, path string) error
+	DetachDisk(ctx context.Context, name, path string) error
 	// CreateSnapshot takes snapshot tag of VM name: of its disks, and of
 	// its RAM and devices when it runs.
 	CreateSnapshot(ctx context.Context, name, tag string) error

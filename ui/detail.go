@@ -55,6 +55,7 @@ type detailModel struct {
 	help          help.Model
 	name          string     // the VM shown
 	data          *detailMsg // nil until loaded
+	live          *liveForm  // a live change being asked for (live.go), or nil
 }
 
 func newDetail(c common, name string) *detailModel {
@@ -72,7 +73,11 @@ func (d *detailModel) SetSize(width, height int) {
 // ShortHelp is the help line at the bottom.
 func (d *detailModel) ShortHelp() []key.Binding {
 	k := d.keys
-	return []key.Binding{k.Back, k.Start, k.Stop, k.ForceStop, k.Pause, k.Console, k.Edit, k.Remove, k.Snapshots}
+	if d.live != nil {
+		return d.live.liveHelp(k)
+	}
+	return []key.Binding{k.Back, k.Start, k.Stop, k.ForceStop, k.Pause, k.Console, k.Edit, k.Remove, k.Snapshots,
+		k.SetMemory, k.AttachDisk, k.DetachDisk}
 }
 
 // FullHelp is ShortHelp in one column.
@@ -135,6 +140,12 @@ func (d *detailModel) View() string {
 		for _, dd := range dm.disks {
 			lines = append(lines, diskLines(dd, *s)...)
 		}
+		for _, p := range st.Attached {
+			add("  %s  %s", p, s.Faint.Render("attached while it runs (u detaches)"))
+		}
+		if st.Running() && st.MaxMem != def.Memory {
+			add("  %s", s.Faint.Render("memory now "+units.FormatSize(st.MaxMem)+" (m changes it)"))
+		}
 		add("%s  %s", s.Section.Render("Network"), networks(def))
 		// The device model, a line for each key set; the CID a running
 		// guest was given.
@@ -172,13 +183,18 @@ func (d *detailModel) View() string {
 	}
 	// The help lines stay at the bottom: the rest is cut to fit.
 	keys := helpLines(d.help, d.ShortHelp(), d.width)
-	room := max(1, d.height-len(keys))
+	var live []string
+	if d.live != nil {
+		live = d.live.view(s, d.width)
+	}
+	room := max(1, d.height-len(keys)-len(live))
 	if len(lines) > room {
 		lines = lines[:room]
 	}
 	for len(lines) < room {
 		lines = append(lines, "")
 	}
+	lines = append(lines, live...)
 	return clip(strings.Join(lines, "\n")+"\n"+strings.Join(keys, "\n"), d.width, d.height)
 }
 

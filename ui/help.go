@@ -53,6 +53,8 @@ func (h *helpModel) View() string {
 		"move, enter submits, esc cancels (an import too). q quits and",
 		"leaves every vm running. S lists a vm's snapshots: there t takes",
 		"one (asks its tag), r reverts to one, D deletes one (both ask y/n).",
+		"In a running vm's details, m sets its memory (up to max_memory), a",
+		"attaches a disk until it stops, u detaches one (asks y/n).",
 	}, "\n"))
 	b.WriteString("\n\n")
 	b.WriteString(h.styles.Faint.Render("? or esc: back to the table"))

@@ -28,6 +28,12 @@ func (m Model) updateKey(msg tea.KeyMsg) (tea.Model, tea.Cmd) {
 		}
 		return m, nil
 	}
+	if m.screen == screenDetail && m.detail != nil && m.detail.live != nil {
+		return m.updateLive(msg)
+	}
+	if cmd, ok := m.liveKey(msg); ok {
+		return m, cmd
+	}
 	switch m.screen {
 	case screenNewVM, screenDisk:
 		if c := m.active(); c != nil {

@@ -22,6 +22,9 @@ type KeyMap struct {
 	Quit                  key.Binding
 	Back                  key.Binding
 	Yes, No               key.Binding
+	// SetMemory, AttachDisk and DetachDisk change a running VM from the
+	// detail view (live.go).
+	SetMemory, AttachDisk, DetachDisk key.Binding
 	// Snapshots opens the snapshot screen from the detail view.
 	Snapshots key.Binding
 	// Snapshot is the keys of the snapshot screen.
@@ -73,6 +76,9 @@ func DefaultKeyMap() KeyMap {
 		Filtering: key.NewBinding(key.WithKeys("enter"), key.WithHelp("enter", "keep the filter")),
 		Form:      DefaultFormKeyMap(),
 		Snapshots: key.NewBinding(key.WithKeys("S"), key.WithHelp("S", "snapshots")),
+		SetMemory:  key.NewBinding(key.WithKeys("m"), key.WithHelp("m", "memory")),
+		AttachDisk: key.NewBinding(key.WithKeys("a"), key.WithHelp("a", "attach disk")),
+		DetachDisk: key.NewBinding(key.WithKeys("u"), key.WithHelp("u", "detach disk")),
 		Snapshot: SnapshotKeyMap{
 			Take:   key.NewBinding(key.WithKeys("t"), key.WithHelp("t", "take")),
 			Revert: key.NewBinding(key.WithKeys("r"), key.WithHelp("r", "revert")),
@@ -101,7 +107,7 @@ func (k KeyMap) ShortHelp() []key.Binding {
 func (k KeyMap) FullHelp() [][]key.Binding {
 	return [][]key.Binding{
 		{k.Up, k.Down, k.Top, k.Bottom, k.Detail, k.Filter, k.Sort, k.Back},
-		{k.Start, k.Stop, k.ForceStop, k.Pause, k.Console},
+		{k.Start, k.Stop, k.ForceStop, k.Pause, k.Console, k.SetMemory, k.AttachDisk, k.DetachDisk},
 		{k.New, k.Disks, k.Edit, k.Remove, k.Snapshots, k.Help, k.Quit},
 	}
 }

@@ -30,12 +30,23 @@ type operation struct {
 	// pre-upgrade"): the status line names it, "taking snapshot pre-upgrade
 	// of vm web…".
 	object string
+	// prep joins object and the VM in those words: "of" when empty
+	// ("attaching disk d.qcow2 to vm web…").
+	prep string
+}
+
+// of is the word between the object and the VM.
+func (op *operation) of() string {
+	if op.prep != "" {
+		return op.prep
+	}
+	return "of"
 }
 
 // doing is what the status line says while op runs on VM name.
 func (op *operation) doing(name string) string {
 	if op.object != "" {
-		return fmt.Sprintf("%s %s of vm %s…", op.ing, op.object, name)
+		return fmt.Sprintf("%s %s %s vm %s…", op.ing, op.object, op.of(), name)
 	}
 	return fmt.Sprintf("%s: %s…", name, op.ing)
 }
@@ -43,7 +54,7 @@ func (op *operation) doing(name string) string {
 // done is what the status line says once op succeeded on VM name.
 func (op *operation) done(name string) string {
 	if op.object != "" {
-		return fmt.Sprintf("%s %s of vm %s", op.past, op.object, name)
+		return fmt.Sprintf("%s %s %s vm %s", op.past, op.object, op.of(), name)
 	}
 	return fmt.Sprintf("%s: %s", name, op.past)
 }
@@ -52,7 +63,7 @@ func (op *operation) done(name string) string {
 // refused, or cancelled) with why.
 func (op *operation) failed(name string, why any) string {
 	if op.object != "" {
-		return fmt.Sprintf("%s %s of vm %s: %v", op.verb, op.object, name, why)
+		return fmt.Sprintf("%s %s %s vm %s: %v", op.verb, op.object, op.of(), name, why)
 	}
 	return fmt.Sprintf("%s %s: %v", op.verb, name, why)
 }
@@ -60,7 +71,7 @@ func (op *operation) failed(name string, why any) string {
 // busy is what the title says while op runs on a VM shown as name.
 func (op *operation) busy(name string) string {
 	if op.object != "" {
-		return op.ing + " " + op.object + " of " + name
+		return op.ing + " " + op.object + " " + op.of() + " " + name
 	}
 	return op.ing + " " + name
 }
