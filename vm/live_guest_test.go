@@ -161,6 +161,9 @@ func TestSetMemory(t *testing.T) {
 	if !regexp.MustCompile(`(?m)^ +1 +\d+ +1 +512M .* mem$`).MatchString(list.stdout) {
 		t.Errorf("--list after set -m 512M:\n%s", list.stdout)
 	}
+	if js := e.run("--list", "--json"); !strings.Contains(js.stdout, `"maxmem": 536870912,`) {
+		t.Errorf("--list --json after set -m 512M:\n%s", js.stdout)
+	}
 
 	// Back down: online_movable memory can go.
 	ms, err := e.m.SetMemory(ctx, def, 256<<20)
@@ -234,6 +237,18 @@ func TestAttachDisk(t *testing.T) {
 	}
 	if _, err := e.m.SetMemory(ctx, a, 256<<20); err == nil || !strings.Contains(err.Error(), "set max_memory in its definition") {
 		t.Errorf("SetMemory of a vm without max_memory: %v", err)
+	}
+	// A second disk goes into the next slot.
+	second := filepath.Join(dir, "second.raw")
+	if err := disk.Create(second, disk.CreateOptions{Format: disk.FormatRaw, Size: 32 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := e.m.AttachDisk(ctx, a, second); err != nil || d.Node != "hot1" || d.Port != "hp1" || d.Format != "raw" {
+		t.Fatalf("AttachDisk of a second disk: %+v, %v; want hot1 on hp1, raw", d, err)
+	}
+	g.waitFor("cat /sys/block/vd*/serial 2>/dev/null | tr -d '\\n'", func(out string) bool { return out == "hot0hot1" }, "both disks are seen")
+	if _, err := e.m.DetachDisk(ctx, a, "hot1"); err != nil {
+		t.Fatalf("DetachDisk by node: %v", err)
 	}
 
 	r = e.run("detach-disk", "a", img)
