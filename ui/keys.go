@@ -76,6 +76,8 @@ func DefaultKeyMap() KeyMap {
 		Filtering: key.NewBinding(key.WithKeys("enter"), key.WithHelp("enter", "keep the filter")),
 		Form:      DefaultFormKeyMap(),
 		Snapshots: key.NewBinding(key.WithKeys("S"), key.WithHelp("S", "snapshots")),
+
+		// The live changes of the detail view (live.go).
 		SetMemory:  key.NewBinding(key.WithKeys("m"), key.WithHelp("m", "memory")),
 		AttachDisk: key.NewBinding(key.WithKeys("a"), key.WithHelp("a", "attach disk")),
 		DetachDisk: key.NewBinding(key.WithKeys("u"), key.WithHelp("u", "detach disk")),
