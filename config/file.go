@@ -234,3 +234,16 @@ func Encode(vm *VM) ([]byte, error) {
 	}
 	return buf.Bytes(), nil
 }
+
+// NameOf returns the name that a definition's TOML gives (its name key),
+// or "" when it gives none or does not parse: for a definition that comes
+// without its file (a vm stream's), to Decode it under its own name.
+func NameOf(data []byte) string {
+	var fv struct {
+		Name string `toml:"name"`
+	}
+	if toml.Unmarshal(data, &fv) != nil {
+		return ""
+	}
+	return fv.Name
+}

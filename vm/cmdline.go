@@ -87,6 +87,12 @@ func Cmdline(s Spec) ([]string, error) {
 		// -loadvm takes a plain string, not an option list.
 		devs = append(devs, fixedArgs{"-loadvm", s.LoadVM})
 	}
+	if s.Incoming != "" {
+		if err := checkValue("incoming", s.Incoming); err != nil {
+			return nil, err
+		}
+		devs = append(devs, fixedArgs{"-incoming", s.Incoming})
+	}
 	devs = append(devs, fixedArgs(s.Extra))
 	var argv []string
 	for _, d := range devs {

@@ -213,5 +213,9 @@ func (m *Manager) Remove(ctx context.Context, def *config.VM) (Status, error) {
 	if err := m.removeInstanceDisks(cur); err != nil {
 		return st, fmt.Errorf("remove %s: %w", def.Name, err)
 	}
+	// So does a saved state (save.go).
+	if err := m.discardSaved(def.Name); err != nil {
+		return st, fmt.Errorf("remove %s: %w", def.Name, err)
+	}
 	return st, nil
 }

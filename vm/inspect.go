@@ -95,12 +95,20 @@ func (m *Manager) inspect(ctx context.Context, def *config.VM, sc *scan, wait bo
 			return m.query(ctx, def, st, p)
 		}
 		return st
+	case errors.Is(err, errMigrating):
+		// Its state is being sent or saved (send.go), which may take
+		// long: its QEMU is asked without the lock, and nothing removed.
+		if p, _ := m.find(def.Name, nil); p != nil {
+			return m.query(ctx, def, st, p)
+		}
+		return st
 	case err != nil:
 		return m.lockFailed(st, err)
 	}
-	// No start is in progress: a marker left is from a start that was
-	// killed.
+	// No start, send or save is in progress: a marker left is from one
+	// that was killed.
 	os.Remove(m.paths.RuntimeFile(def.Name, startingFileName))
+	os.Remove(m.paths.RuntimeFile(def.Name, migratingFileName))
 	p, _ := m.find(def.Name, sc)
 	if p == nil {
 		m.cleanup(def.Name)
@@ -114,6 +122,9 @@ func (m *Manager) inspect(ctx context.Context, def *config.VM, sc *scan, wait bo
 
 // errStarting is returned by lockShared when a start is in progress.
 var errStarting = errors.New("a start is in progress")
+
+// errMigrating is returned by lockShared when a send or save is in progress.
+var errMigrating = errors.New("a send or save is in progress")
 
 // lockShared takes the VM's lock shared. It returns an error wrapping
 // fs.ErrNotExist when the VM has no runtime directory, and errStarting when
@@ -134,6 +145,9 @@ func (m *Manager) lockShared(ctx context.Context, name string, wait bool) (*stor
 		}
 		if _, serr := os.Stat(m.paths.RuntimeFile(name, startingFileName)); serr == nil && !wait {
 			return nil, errStarting
+		}
+		if _, serr := os.Stat(m.paths.RuntimeFile(name, migratingFileName)); serr == nil && !wait {
+			return nil, errMigrating
 		}
 		if time.Now().After(deadline) {
 			return nil, fmt.Errorf("%w: %v", errStarting, err)
@@ -164,6 +178,9 @@ func (m *Manager) lockFailed(st Status, err error) Status {
 
 func (m *Manager) baseStatus(def *config.VM) Status {
 	st := Status{ID: def.ID, Name: def.Name, VCPUs: def.CPUs, MaxMem: def.Memory, State: StateStopped, Template: def.Template}
+	if m.HasSavedState(def.Name) {
+		st.State = StateSaved // a QEMU found running overrides it
+	}
 	st.CID, st.Devices = def.CID, deviceInfo(def)
 	if def.Err != nil {
 		st.Err = def.Err.Error()

@@ -31,6 +31,9 @@ type Spec struct {
 	Paused bool
 	// LoadVM starts the guest from its disks' snapshot of that tag (-loadvm).
 	LoadVM string
+	// Incoming makes QEMU wait for a migration stream (-incoming), "defer"
+	// to be given it over QMP (migrate-incoming); "" to boot.
+	Incoming string
 	// HotplugSlots is how many spare PCIe root ports a q35 machine gets
 	// for disks attached while it runs (live.go); 0 for none.
 	HotplugSlots int

@@ -27,6 +27,12 @@ type StartOptions struct {
 	// LoadVM starts the VM from its snapshot of that tag, RAM and
 	// devices included (-loadvm); see RevertSnapshot.
 	LoadVM string
+	// Fresh discards a saved VM's saved state (Save) and boots it;
+	// without it, a saved VM resumes from its saved state (save.go).
+	Fresh bool
+	// Incoming starts the VM from a migration stream instead of booting
+	// it (migrate.go): Receive's.
+	Incoming *Incoming
 }
 
 // Start launches the VM defined by def and returns its status once QEMU's
@@ -84,6 +90,12 @@ func (m *Manager) startLocked(ctx context.Context, def *config.VM, opts StartOpt
 		return st, ErrAlreadyRunning
 	}
 	m.cleanup(def.Name)
+	// A saved VM resumes from its saved state (save.go).
+	closeSaved, err := m.useSaved(def, &opts)
+	if err != nil {
+		return Status{}, err
+	}
+	defer closeSaved()
 	spec, err := m.spec(def)
 	if err != nil {
 		return Status{}, err
@@ -127,6 +139,9 @@ func (m *Manager) startLocked(ctx context.Context, def *config.VM, opts StartOpt
 	files = append(files, shareFiles...)
 	spec.Paused = opts.Paused
 	spec.LoadVM = opts.LoadVM
+	if opts.Incoming != nil {
+		spec.Paused, spec.Incoming = true, "defer"
+	}
 	spec.PIDFile = m.paths.PIDFile(def.Name)
 	spec.SerialLog = m.paths.SerialLog(def.Name)
 	seriallog.Cap(spec.SerialLog, seriallog.DefaultCap) // best effort: an untrimmed log still works
@@ -203,6 +218,12 @@ func (m *Manager) startLocked(ctx context.Context, def *config.VM, opts StartOpt
 	// QEMU writes its pidfile early in start-up; make sure it is ours.
 	if pid := readPIDFile(m.paths.PIDFile(def.Name)); pid != cmd.Process.Pid {
 		atomicfile.WriteFile(m.paths.PIDFile(def.Name), []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o600)
+	}
+	if opts.Incoming != nil {
+		// The guest's state instead of a boot (migrate.go).
+		if err := m.migrateIn(ctx, def.Name, cmd.Process.Pid, exited, opts.Incoming); err != nil {
+			return fail(fmt.Errorf("start vm %s: %w", def.Name, err))
+		}
 	}
 	return m.inspectLocked(ctx, def, nil), nil
 }

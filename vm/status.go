@@ -22,6 +22,7 @@ const (
 	StateStopping State = "stopping" // a power-down was requested; the process has not exited yet
 	StateStopped  State = "stopped"
 	StateBroken   State = "broken" // the process exists but does not answer QMP; see Status.Err
+	StateSaved    State = "saved"  // stopped, with a saved state that start resumes (save.go)
 )
 
 // Status is one row of the status table: a defined VM and, when it runs,

@@ -84,12 +84,13 @@ const SocketPathMax = 107
 //	$VMTUI_HOME/vms/NAME.toml     definitions
 //	$VMTUI_HOME/log/NAME/         serial.log, qemu.log
 //	$VMTUI_HOME/disks/NAME/       an instance's disks (InstanceDisksDir)
+//	$VMTUI_HOME/saved/NAME        a saved VM's state (SavedStateFile)
 //	$VMTUI_HOME/run/NAME/         qmp.sock, events.sock, qemu.pid, lock, pty, boot-id
 //
 // otherwise the same files are spread over the XDG base directories:
 // $XDG_CONFIG_HOME/vmtui (default ~/.config/vmtui) holds store.lock,
 // last-id and vms/; $XDG_STATE_HOME/vmtui (default ~/.local/state/vmtui)
-// holds log/ and disks/; and $XDG_RUNTIME_DIR/vmtui holds the runtime directories. When
+// holds log/, disks/ and saved/; and $XDG_RUNTIME_DIR/vmtui holds the runtime directories. When
 // $XDG_RUNTIME_DIR is not set they go to run/ under the state directory,
 // which survives a reboot: the vm package recognises such leftovers by the
 // boot ID it recorded (BootIDFileName).
@@ -195,6 +196,14 @@ func (p *Paths) QEMULog(name string) string { return filepath.Join(p.LogDir(name
 // state directory, as disks/NAME. Removing the instance removes it.
 func (p *Paths) InstanceDisksDir(name string) string {
 	return filepath.Join(p.StateDir, "disks", name)
+}
+
+// SavedStateFile is the saved state of the VM called name (vmtui save):
+// its definition, RAM and devices in a vm stream, under the state
+// directory, as saved/NAME. Starting the VM resumes it from there, then
+// removes it.
+func (p *Paths) SavedStateFile(name string) string {
+	return filepath.Join(p.StateDir, "saved", name)
 }
 
 // RuntimeDir is the directory of the running VM's files.
