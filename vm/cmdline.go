@@ -47,7 +47,7 @@ func Cmdline(s Spec) ([]string, error) {
 		machineDev{s.Machine},
 		accelDev(s.Accel),
 		memoryDev{size: s.Memory, max: s.MaxMemory, hugePages: s.HugePages, mlock: s.MLock, prealloc: s.Prealloc,
-			file: s.MemFile, fileShare: s.MemFileShare, shared: len(s.Shares) > 0},
+			file: s.MemFile, fileShare: s.MemFileShare, shared: len(s.Shares) > 0, id: s.MemBackendID},
 		smpDev{cpus: s.CPUs, sockets: s.Sockets, cores: s.Cores, threads: s.Threads},
 		qmpDev{id: "qmp0", fd: s.QMPFD, path: s.QMPPath},
 		serialDev{log: s.SerialLog},

@@ -84,7 +84,8 @@ type memoryDev struct {
 	hugePages, mlock, prealloc bool
 	file                       string
 	fileShare                  bool
-	shared                     bool // vhost-user (virtio-fs) needs the guest's memory shared
+	shared                     bool   // vhost-user (virtio-fs) needs the guest's memory shared
+	id                         string // the backend's id; "" for MemBackendID
 }
 
 func (m memoryDev) args() ([]string, error) {
@@ -107,15 +108,19 @@ func (m memoryDev) args() ([]string, error) {
 	}
 	var argv []string
 	if m.hugePages || m.prealloc || m.file != "" || m.shared {
-		obj := m.backend(MemBackendID, m.size, m.prealloc)
+		id := MemBackendID
+		if m.id != "" {
+			id = m.id
+		}
+		obj := m.backend(id, m.size, m.prealloc)
 		if m.file != "" {
-			obj = "memory-backend-file,id=" + MemBackendID + ",size=" + mib(m.size) + "," +
+			obj = "memory-backend-file,id=" + id + ",size=" + mib(m.size) + "," +
 				opts("mem-path", m.file) + ",share=" + onOff(m.fileShare || m.shared)
 			if m.prealloc {
 				obj += ",prealloc=on"
 			}
 		}
-		argv = append(argv, "-object", obj, "-machine", "memory-backend="+MemBackendID)
+		argv = append(argv, "-object", obj, "-machine", "memory-backend="+id)
 	}
 	argv = append(argv, "-m", mem)
 	if grow {

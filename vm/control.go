@@ -217,5 +217,11 @@ func (m *Manager) Remove(ctx context.Context, def *config.VM) (Status, error) {
 	if err := m.discardSaved(def.Name); err != nil {
 		return st, fmt.Errorf("remove %s: %w", def.Name, err)
 	}
+	// And what a template's instances resumed; an instance's template
+	// loses it with its last instance (template.go).
+	if err := m.removeClone(def.Name); err != nil {
+		return st, fmt.Errorf("remove %s: %w", def.Name, err)
+	}
+	m.instanceRemoved(cur)
 	return st, nil
 }

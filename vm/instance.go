@@ -138,13 +138,30 @@ func (m *Manager) CreateInstance(ctx context.Context, template, name string, opt
 	if err := m.store.Create(inst); err != nil {
 		return fail(err)
 	}
+	// undo removes the definition, and with disks the overlays made.
+	undo := func(err error, disks bool) (*config.VM, []string, error) {
+		if disks {
+			if rerr := m.removeInstanceDisks(inst); rerr != nil {
+				err = errors.Join(err, rerr)
+			}
+		}
+		if rerr := m.store.Remove(name); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("remove the definition again: %w", rerr))
+		}
+		return fail(err)
+	}
 	if opts.Disks == nil {
 		if err := makeOverlays(m.paths.InstanceDisksDir(name), tdef, inst); err != nil {
-			if rerr := m.store.Remove(name); rerr != nil {
-				err = errors.Join(err, fmt.Errorf("remove the definition again: %w", rerr))
-			}
-			return fail(err)
+			return undo(err, false) // makeOverlays removed what it made
 		}
+	}
+	// A saved template's instance resumes its guest (instance_clone.go).
+	note, err := m.cloneForInstance(ctx, tdef, inst, opts.Disks != nil)
+	if err != nil {
+		return undo(err, true)
+	}
+	if note != "" {
+		notes = append(notes, note)
 	}
 	return inst, notes, nil
 }
@@ -303,8 +320,9 @@ func clearExclusive(inst *config.VM) []string {
 }
 
 // removeInstanceDisks removes the overlays vmtui made for instance def
-// (the files named as InstanceDiskName names them in its InstanceDisksDir),
-// then that directory unless something else is in it.
+// (the files named as InstanceDiskName names them in its InstanceDisksDir)
+// and its resume marker, then that directory unless something else is in
+// it.
 func (m *Manager) removeInstanceDisks(def *config.VM) error {
 	if def.Template == "" {
 		return nil
@@ -320,7 +338,7 @@ func (m *Manager) removeInstanceDisks(def *config.VM) error {
 	var errs []error
 	for _, e := range ents {
 		var i int
-		if n, _ := fmt.Sscanf(e.Name(), "disk%d.qcow2", &i); n != 1 || e.Name() != InstanceDiskName(i) {
+		if n, _ := fmt.Sscanf(e.Name(), "disk%d.qcow2", &i); (n != 1 || e.Name() != InstanceDiskName(i)) && e.Name() != resumeMarkerName {
 			continue
 		}
 		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {

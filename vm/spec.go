@@ -34,6 +34,10 @@ type Spec struct {
 	// Incoming makes QEMU wait for a migration stream (-incoming), "defer"
 	// to be given it over QMP (migrate-incoming); "" to boot.
 	Incoming string
+	// MemBackendID is the id of the guest's memory backend, when it has
+	// one, "" for MemBackendID: a guest resumed from another QEMU's state
+	// needs the id that QEMU's RAM had (instance_clone.go).
+	MemBackendID string
 	// HotplugSlots is how many spare PCIe root ports a q35 machine gets
 	// for disks attached while it runs (live.go); 0 for none.
 	HotplugSlots int

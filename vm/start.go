@@ -33,6 +33,9 @@ type StartOptions struct {
 	// Incoming starts the VM from a migration stream instead of booting
 	// it (migrate.go): Receive's.
 	Incoming *Incoming
+
+	// memFile backs the guest's RAM with a file (instance_clone.go).
+	memFile *memFile
 }
 
 // Start launches the VM defined by def and returns its status once QEMU's
@@ -81,7 +84,7 @@ func (m *Manager) startLocked(ctx context.Context, def *config.VM, opts StartOpt
 		return Status{}, err
 	}
 	// A template's disks are its instances' base images.
-	if err := m.templateInUse(def.Name, whyNoStart); err != nil {
+	if err := m.templateStart(def.Name); err != nil {
 		return Status{}, fmt.Errorf("start vm %s: %w", def.Name, err)
 	}
 	// A QEMU that lost its runtime files is adopted, whatever comes of
@@ -90,6 +93,11 @@ func (m *Manager) startLocked(ctx context.Context, def *config.VM, opts StartOpt
 		return st, ErrAlreadyRunning
 	}
 	m.cleanup(def.Name)
+	// An instance's first start resumes its saved template
+	// (instance_clone.go).
+	if err := m.cloneStart(def, &opts); err != nil {
+		return Status{}, err
+	}
 	// A saved VM resumes from its saved state (save.go).
 	closeSaved, err := m.useSaved(def, &opts)
 	if err != nil {
@@ -141,6 +149,9 @@ func (m *Manager) startLocked(ctx context.Context, def *config.VM, opts StartOpt
 	spec.LoadVM = opts.LoadVM
 	if opts.Incoming != nil {
 		spec.Paused, spec.Incoming = true, "defer"
+	}
+	if opts.memFile != nil {
+		spec.MemFile, spec.MemFileShare, spec.MemBackendID = opts.memFile.path, opts.memFile.share, opts.memFile.id
 	}
 	spec.PIDFile = m.paths.PIDFile(def.Name)
 	spec.SerialLog = m.paths.SerialLog(def.Name)

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/vmtui/vmtui/config"
+	"github.com/vmtui/vmtui/config/store"
 )
 
 // Templates: a VM that has instances (instance.go). Its disks are the
@@ -76,3 +77,33 @@ const (
 	whyNoStart  = "its disks are its instances' base images and must not change; remove the instances first"
 	whyNoRemove = "remove the instances first"
 )
+
+// templateStart is what a start of the VM called name asks of it as a
+// template, under its lock: no instances (templateInUse); and with none,
+// the state its instances resumed, made from a saved state the start is
+// about to resume or discard, goes.
+func (m *Manager) templateStart(name string) error {
+	if err := m.templateInUse(name, whyNoStart); err != nil {
+		return err
+	}
+	return m.removeClone(name)
+}
+
+// instanceRemoved is called once instance def is removed: when its
+// template has no instances left, the state they resumed goes too. It
+// does so only if the template's lock is free at once (taking it waiting
+// could deadlock with a CreateInstance, which holds it and waits for an
+// instance's); otherwise the next start of the template removes it.
+func (m *Manager) instanceRemoved(def *config.VM) {
+	if def.Template == "" || config.ValidName(def.Template) != nil {
+		return
+	}
+	lock, err := store.TryLock(m.paths.LockFile(def.Template))
+	if err != nil {
+		return
+	}
+	defer lock.Unlock()
+	if insts, err := m.Instances(def.Template); err == nil && len(insts) == 0 {
+		m.removeClone(def.Template)
+	}
+}

@@ -84,13 +84,14 @@ const SocketPathMax = 107
 //	$VMTUI_HOME/vms/NAME.toml     definitions
 //	$VMTUI_HOME/log/NAME/         serial.log, qemu.log
 //	$VMTUI_HOME/disks/NAME/       an instance's disks (InstanceDisksDir)
+//	$VMTUI_HOME/templates/NAME/   a saved template's state for instant clones (TemplateCloneDir)
 //	$VMTUI_HOME/saved/NAME        a saved VM's state (SavedStateFile)
 //	$VMTUI_HOME/run/NAME/         qmp.sock, events.sock, qemu.pid, lock, pty, boot-id
 //
 // otherwise the same files are spread over the XDG base directories:
 // $XDG_CONFIG_HOME/vmtui (default ~/.config/vmtui) holds store.lock,
 // last-id and vms/; $XDG_STATE_HOME/vmtui (default ~/.local/state/vmtui)
-// holds log/, disks/ and saved/; and $XDG_RUNTIME_DIR/vmtui holds the runtime directories. When
+// holds log/, disks/, templates/ and saved/; and $XDG_RUNTIME_DIR/vmtui holds the runtime directories. When
 // $XDG_RUNTIME_DIR is not set they go to run/ under the state directory,
 // which survives a reboot: the vm package recognises such leftovers by the
 // boot ID it recorded (BootIDFileName).
@@ -196,6 +197,14 @@ func (p *Paths) QEMULog(name string) string { return filepath.Join(p.LogDir(name
 // state directory, as disks/NAME. Removing the instance removes it.
 func (p *Paths) InstanceDisksDir(name string) string {
 	return filepath.Join(p.StateDir, "disks", name)
+}
+
+// TemplateCloneDir is the directory of the saved state that the instances
+// of the saved template called name resume (its RAM in a file they map
+// copy-on-write, and its device state): under the state directory, as
+// templates/NAME.
+func (p *Paths) TemplateCloneDir(name string) string {
+	return filepath.Join(p.StateDir, "templates", name)
 }
 
 // SavedStateFile is the saved state of the VM called name (vmtui save):
