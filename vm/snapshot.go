@@ -14,9 +14,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -244,6 +247,15 @@ func (m *Manager) snapshotState(ctx context.Context, def *config.VM) (*snapshotL
 		return nil, err
 	}
 	s.st = m.inspectLocked(ctx, cur, &scan{})
+	if s.st.State == StateBroken || s.st.State == StateStopping {
+		// A QEMU on its way out (a stop that did not wait for the lock):
+		// once it has exited, the VM is stopped.
+		wctx, cancel := context.WithTimeout(ctx, forceGrace)
+		if m.waitExit(wctx, cur.Name, s.st.PID) == nil {
+			s.st = m.inspectLocked(ctx, cur, &scan{})
+		}
+		cancel()
+	}
 	if s.st.Running() && s.st.State != StateRunning && s.st.State != StatePaused {
 		msg := fmt.Sprintf("vm %s is %s", cur.Name, s.st.State)
 		if s.st.Err != "" {
@@ -440,6 +452,27 @@ type jobInfo struct {
 func (m *Manager) snapshotJob(ctx context.Context, s *snapshotLocked, command, tag string, vmstate bool) error {
 	ctx, cancel := context.WithTimeout(ctx, snapshotJobTimeout)
 	defer cancel()
+	err := m.runSnapshotJob(ctx, s, command, tag, vmstate)
+	lost := errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, qmp.ErrClosed) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, fs.ErrNotExist)
+	if lost && ctx.Err() == nil {
+		// A forced stop does not wait for the VM's lock once it has seen
+		// the VM run: its QEMU may quit under the job. Say so once it
+		// has exited.
+		gone := true
+		if p, _ := m.find(s.def.Name, nil); p != nil {
+			wctx, cancel := context.WithTimeout(ctx, forceGrace)
+			gone = m.waitExit(wctx, s.def.Name, p.PID) == nil
+			cancel()
+		}
+		if gone {
+			return fmt.Errorf("the vm stopped meanwhile: %w", err)
+		}
+	}
+	return err
+}
+
+func (m *Manager) runSnapshotJob(ctx context.Context, s *snapshotLocked, command, tag string, vmstate bool) error {
 	return m.withQMP(ctx, s.def.Name, func(c *qmp.Client) error {
 		dismissStaleJobs(ctx, c)
 		sub := c.Subscribe(64, "JOB_STATUS_CHANGE")

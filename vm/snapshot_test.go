@@ -362,6 +362,32 @@ func TestSnapshotStoppedDisks(t *testing.T) {
 		t.Errorf("a revert to a disk-only snapshot left the vm %s", st.State)
 	}
 
+	// A template with an instance: its disks are the instance's base
+	// images, so a revert is refused; a snapshot taken or deleted changes
+	// only metadata, and is not.
+	if _, _, err := e.m.CreateInstance(e.ctx(), "cold", "cold1", vm.InstanceOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.m.RevertSnapshot(e.ctx(), def, "before upgrade"); !errors.Is(err, vm.ErrTemplateInUse) || !strings.Contains(err.Error(), "cold1") {
+		t.Errorf("revert of a template: %v", err)
+	}
+	if err := e.m.CreateSnapshot(e.ctx(), def, "tmp"); err != nil {
+		t.Errorf("snapshot of a template: %v", err)
+	}
+	if err := e.m.DeleteSnapshot(e.ctx(), def, "tmp"); err != nil {
+		t.Errorf("delete of a template's snapshot: %v", err)
+	}
+	inst, err := e.m.Store().Lookup("cold1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.m.Remove(e.ctx(), inst); err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range paths {
+		qemuimg.IO(t, p, "qcow2", fmt.Sprintf("read -P %d 0 64k", 1+i))
+	}
+
 	// All or nothing: the second disk is in use, so the first keeps no
 	// snapshot.
 	img, err := disk.Open(paths[1], disk.OpenOptions{})
@@ -491,6 +517,78 @@ func TestSnapshotConcurrentStart(t *testing.T) {
 		t.Fatalf("qemu-img snapshot -l:\n%s", out)
 	}
 	t.Logf("the snapshot holds %d bytes of vm state (0: it came first)", sns[0].VMStateSize)
+
+	// A snapshot asked for while a start holds the VM's lock waits for it,
+	// then is QEMU's, with RAM: never the engine's on disks QEMU opens.
+	if err := e.m.Stop(e.ctx(), def, vm.StopOptions{Force: true, Wait: true}); err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan error, 1)
+	go func() {
+		_, err := m2.Start(e.ctx(), def, vm.StartOptions{Paused: true})
+		started <- err
+	}()
+	marker := e.paths.RuntimeFile("race", "starting")
+	for {
+		if _, err := os.Stat(marker); err == nil {
+			break
+		}
+		if len(started) > 0 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := e.m.CreateSnapshot(e.ctx(), def, "after-start"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-started; err != nil {
+		t.Fatal(err)
+	}
+	sns, err = e.m.Snapshots(e.ctx(), def)
+	if err != nil || len(sns) != 2 || sns[1].Tag != "after-start" || sns[1].VMStateSize == 0 {
+		t.Fatalf("snapshot after a start: %+v, %v", sns, err)
+	}
+
+	// A forced stop and a snapshot at once: the stop succeeds; the
+	// snapshot either comes first (QEMU's, with RAM), or after (the
+	// engine's, disk-only), or, if QEMU quits under it, fails saying so;
+	// the image is never damaged.
+	var stopErr error
+	gate = make(chan struct{})
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		<-gate
+		snapErr = e.m.CreateSnapshot(e.ctx(), def, "vs-stop")
+	}()
+	go func() {
+		defer wg.Done()
+		<-gate
+		stopErr = m2.Stop(e.ctx(), def, vm.StopOptions{Force: true, Wait: true})
+	}()
+	close(gate)
+	wg.Wait()
+	if stopErr != nil {
+		t.Fatalf("stop: %v", stopErr)
+	}
+	sns, err = e.m.Snapshots(e.ctx(), def)
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed := len(sns) == 3 && sns[2].Tag == "vs-stop"
+	t.Logf("snapshot beside a stop: %v; listed: %v", snapErr, listed)
+	if snapErr == nil && !listed || snapErr != nil && (listed || !strings.Contains(snapErr.Error(), "the vm stopped meanwhile")) {
+		t.Fatalf("snapshot: %v; listed: %+v", snapErr, sns)
+	}
+	qemuimg.RequireClean(t, paths[0], true) // a QEMU that quit mid-save may leak clusters
+	if listed {
+		if err := e.m.DeleteSnapshot(e.ctx(), def, "vs-stop"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := m2.Start(e.ctx(), def, vm.StartOptions{Paused: true}); err != nil {
+		t.Fatal(err)
+	}
 
 	// Remove and delete at once: the remove is refused (the vm runs) and
 	// the delete succeeds, whatever the order.
