@@ -22,7 +22,7 @@ import (
 func startCommand() *command {
 	return &command{
 		name:     "start",
-		synopsis: "[-c] [-B device] [-b kernel] [-d disk]... [-m size] [-n switch]... [-r iso] [--cpus n] [--initrd path] [--append cmdline] [--accel a] [--net spec]... [--share dir:tag[:ro]]... [-t template [-p hostport:guestport]...] id|name",
+		synopsis: "[-c] [--fresh] [-B device] [-b kernel] [-d disk]... [-m size] [-n switch]... [-r iso] [--cpus n] [--initrd path] [--append cmdline] [--accel a] [--net spec]... [--share dir:tag[:ro]]... [-t template [-p hostport:guestport]...] id|name",
 		about:    "Start a VM; with flags and a new name, define it first.",
 		run:      runStart,
 	}
@@ -181,7 +181,7 @@ func newDefFlags(fs *flag.FlagSet) *defFlags {
 func (d *defFlags) given() int {
 	n := 0
 	d.fs.Visit(func(f *flag.Flag) {
-		if f.Name != "c" {
+		if f.Name != "c" && f.Name != "fresh" {
 			n++
 		}
 	})
@@ -251,11 +251,14 @@ func runStart(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet("start")
 	df := newDefFlags(fs)
 	connect := fs.Bool("c", false, "connect to the console once started (see console)")
+	fresh := fs.Bool("fresh", false, "boot a saved VM, discarding its saved state, instead of resuming it")
 	target, err := oneVM(e, fs, args, `
 A VM that is defined starts as its definition says. Given flags and a name
 that is not defined yet, start defines the VM (saving its definition, as
 define does) and starts it. Accelerator: the definition's, else
-$VMTUI_ACCEL, else KVM with a fallback to TCG.`)
+$VMTUI_ACCEL, else KVM with a fallback to TCG. A saved VM (vmtui save)
+resumes where it was, and its saved state is discarded; with --fresh it
+boots instead.`)
 	if err != nil || target == "" {
 		return err
 	}
@@ -274,7 +277,8 @@ $VMTUI_ACCEL, else KVM with a fallback to TCG.`)
 	case df.given() > 0:
 		return fmt.Errorf("start %s: vm is already defined (in %s); flags only define new VMs", target, def.File)
 	}
-	st, err := m.Start(ctx, def, vm.StartOptions{})
+	saved := !*fresh && m.HasSavedState(def.Name)
+	st, err := m.Start(ctx, def, vm.StartOptions{Fresh: *fresh})
 	if errors.Is(err, vm.ErrAlreadyRunning) {
 		return fmt.Errorf("start vm %s: vm already running (pid %d)", def.Name, st.PID)
 	}
@@ -282,7 +286,11 @@ $VMTUI_ACCEL, else KVM with a fallback to TCG.`)
 		// Not found: removed while the start waited for the VM's lock.
 		return notFoundAs(target, err)
 	}
-	fmt.Fprintf(e.stderr, "%s: started vm %d successfully, tty %s\n", progName, st.ID, st.TTY)
+	how := "started"
+	if saved && !m.HasSavedState(def.Name) {
+		how = "resumed" // from its saved state (save.go)
+	}
+	fmt.Fprintf(e.stderr, "%s: %s vm %d successfully, tty %s\n", progName, how, st.ID, st.TTY)
 	if !*connect {
 		return nil
 	}
@@ -509,6 +517,13 @@ func listVMs(ctx context.Context, e *env, only []string, asJSON bool) error {
 	// Nor for the device model: a line for each key set.
 	for _, l := range devices {
 		fmt.Fprintln(e.stdout, l)
+	}
+	if len(only) == 1 {
+		// The disks attached while it runs (attach-disk), not in the
+		// definition.
+		for _, p := range list[0].Attached {
+			fmt.Fprintf(e.stdout, "attached %s (until it stops)\n", p)
+		}
 	}
 	for _, st := range list {
 		if st.Err != "" {

@@ -226,6 +226,9 @@ func TestAttachDisk(t *testing.T) {
 	if got := e.status(e.m, "a").Attached; len(got) != 1 || got[0] != img {
 		t.Errorf("status: attached %q, want %q", got, img)
 	}
+	if show := e.run("show", "a"); !strings.Contains(show.stdout, "\nattached "+img+" (until it stops)\n") {
+		t.Errorf("show a: no attached disk in\n%s", show.stdout)
+	}
 	if _, err := e.m.AttachDisk(ctx, a, img); err == nil || !strings.Contains(err.Error(), "it is attached already, as hot0") {
 		t.Errorf("AttachDisk again: %v", err)
 	}
