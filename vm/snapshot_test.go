@@ -64,7 +64,6 @@ type shell struct {
 	e    *guestEnv
 	name string
 	f    *os.File
-	n    int
 }
 
 // markerN numbers the commands of every shell of the test binary, so that
