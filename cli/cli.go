@@ -103,6 +103,9 @@ func commandTable() []*command {
 		detachDiskCommand(),
 		createCommand(),
 		snapshotCommand(),
+		sendCommand(),
+		receiveCommand(),
+		saveCommand(),
 		{
 			name:  "disk",
 			about: "Inspect, check, convert, commit, resize and snapshot disk images.",

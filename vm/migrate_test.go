@@ -52,14 +52,21 @@ func (e *guestEnv) defineRAMGuest(name string) *config.VM {
 // once it prints it alive.
 func (e *guestEnv) startRAMGuest(def *config.VM) string {
 	e.t.Helper()
+	after := len(readFile(e.paths.SerialLog(def.Name)))
 	e.start(def, vm.StartOptions{})
-	log := e.waitSerial(def.Name, "alive ", testguest.BootTimeout)
-	m := secretRE.FindStringSubmatch(log)
-	if m == nil {
-		e.t.Fatalf("no secret in the serial log:\n%s", log)
+	deadline := time.Now().Add(testguest.BootTimeout)
+	for {
+		log := readFile(e.paths.SerialLog(def.Name))
+		if len(log) >= after {
+			if m := secretRE.FindStringSubmatch(log[after:]); m != nil && strings.Contains(log[after:], "alive "+m[1]+" ") {
+				return m[1]
+			}
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("vm %s: no secret alive in the serial log:\n%s", def.Name, log)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	e.waitSerial(def.Name, "alive "+m[1]+" ", testguest.BootTimeout)
-	return m[1]
 }
 
 // waitAlive waits until the serial log of VM name, past its first after
