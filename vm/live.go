@@ -352,7 +352,7 @@ func (m *Manager) AttachDisk(ctx context.Context, def *config.VM, path string) (
 	})
 	if err != nil {
 		if strings.Contains(err.Error(), "Failed to get") && strings.Contains(err.Error(), "lock") {
-			err = fmt.Errorf("image is in use by %s (%w)", m.holder(path, def.Name), err)
+			err = fmt.Errorf("image is in use by %s (%w)", m.holder(ctx, path, def.Name), err)
 		}
 		return fail(err)
 	}
@@ -416,9 +416,9 @@ func (m *Manager) liveDisks() (map[string][]string, error) {
 	return out, nil
 }
 
-// holder names the VMs other than self whose disks include path, or says
-// "another process".
-func (m *Manager) holder(path, self string) string {
+// holder names the VMs other than self whose disks are path or have it in
+// their backing chain, or says "another process".
+func (m *Manager) holder(ctx context.Context, path, self string) string {
 	all, err := m.liveDisks()
 	if err != nil {
 		return "another process"
@@ -428,11 +428,8 @@ func (m *Manager) holder(path, self string) string {
 		if name == self {
 			continue
 		}
-		for _, p := range paths {
-			if sameFile(p, path) {
-				names = append(names, "vm "+name)
-				break
-			}
+		if slices.ContainsFunc(paths, func(p string) bool { return chainHas(ctx, p, path) }) {
+			names = append(names, "vm "+name)
 		}
 	}
 	if len(names) == 0 {
@@ -440,6 +437,21 @@ func (m *Manager) holder(path, self string) string {
 	}
 	slices.Sort(names)
 	return strings.Join(names, " or ")
+}
+
+// chainHas reports whether the image at p is path or has it in its
+// backing chain (its headers read as qemu-img info -U reads them).
+func chainHas(ctx context.Context, p, path string) bool {
+	if sameFile(p, path) {
+		return true
+	}
+	info, err := disk.Info(ctx, p, disk.InfoOptions{ForceShare: true})
+	for ; err == nil && info != nil; info = info.BackingImage {
+		if info.FullBackingFilename != "" && sameFile(info.FullBackingFilename, path) {
+			return true
+		}
+	}
+	return false
 }
 
 // freeNode returns the first node name hotN that neither the record nor

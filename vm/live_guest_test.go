@@ -188,17 +188,19 @@ func TestAttachDisk(t *testing.T) {
 	dir := t.TempDir()
 	img := filepath.Join(dir, "data.qcow2")
 	held := filepath.Join(dir, "held.raw")
+	base := filepath.Join(dir, "base.raw")
+	over := filepath.Join(dir, "over.qcow2")
 	for _, p := range []struct {
-		path string
-		f    disk.Format
-	}{{img, disk.FormatQcow2}, {held, disk.FormatRaw}} {
-		if err := disk.Create(p.path, disk.CreateOptions{Format: p.f, Size: 64 << 20}); err != nil {
+		path, backing string
+		f             disk.Format
+	}{{img, "", disk.FormatQcow2}, {held, "", disk.FormatRaw}, {base, "", disk.FormatRaw}, {over, "base.raw", disk.FormatQcow2}} {
+		if err := disk.Create(p.path, disk.CreateOptions{Format: p.f, Size: 64 << 20, BackingFile: p.backing}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	a := e.define("a")
 	b := &config.VM{Name: "b", Memory: testguest.MemoryBytes, CPUs: 1, Machine: testguest.Machine,
-		Kernel: e.kernel, Initrd: e.initrd, Append: testguest.Cmdline, Disks: []config.Disk{{Path: held}}}
+		Kernel: e.kernel, Initrd: e.initrd, Append: testguest.Cmdline, Disks: []config.Disk{{Path: held}, {Path: over}}}
 	if err := e.m.Store().Create(b); err != nil {
 		t.Fatal(err)
 	}
@@ -235,8 +237,13 @@ func TestAttachDisk(t *testing.T) {
 	if _, err := e.m.AttachDisk(ctx, b, img); err == nil || !strings.Contains(err.Error(), "in use by vm a") {
 		t.Errorf("AttachDisk to b of a's disk: %v, want in use by vm a", err)
 	}
-	if _, err := e.m.AttachDisk(ctx, a, held); err == nil || !strings.Contains(err.Error(), "in use by vm b") {
-		t.Errorf("AttachDisk of b's disk: %v, want in use by vm b", err)
+	// b's disks: a raw one (refused by QEMU's locks), a qcow2 overlay
+	// (refused before QEMU is asked) and its raw base (refused by QEMU,
+	// named through b's backing chain).
+	for _, p := range []string{held, over, base} {
+		if _, err := e.m.AttachDisk(ctx, a, p); err == nil || !strings.Contains(err.Error(), "in use by vm b") {
+			t.Errorf("AttachDisk of %s, b's: %v, want in use by vm b", filepath.Base(p), err)
+		}
 	}
 	if _, err := e.m.SetMemory(ctx, a, 256<<20); err == nil || !strings.Contains(err.Error(), "set max_memory in its definition") {
 		t.Errorf("SetMemory of a vm without max_memory: %v", err)
