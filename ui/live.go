@@ -194,13 +194,16 @@ func (lf *liveForm) liveHelp(k *KeyMap) []key.Binding {
 }
 
 // trimCause drops the "what: " a vm error starts with when the status line
-// says it already.
+// says it already: prefix, and what follows it up to the first ": " ("set
+// memory of vm web to 512M: ...").
 func trimCause(err error, prefix string) error {
 	if err == nil {
 		return nil
 	}
 	if rest, ok := strings.CutPrefix(err.Error(), prefix); ok {
-		return &causeError{msg: rest, err: err}
+		if _, cause, ok := strings.Cut(rest, ": "); ok {
+			return &causeError{msg: cause, err: err}
+		}
 	}
 	return err
 }
@@ -220,7 +223,7 @@ func (b *managerBackend) SetMemory(ctx context.Context, name string, size int64)
 		return err
 	}
 	_, err = b.m.SetMemory(ctx, def, size)
-	return trimCause(err, fmt.Sprintf("set memory of vm %s: ", name))
+	return trimCause(err, "set memory of vm "+name)
 }
 
 func (b *managerBackend) AttachDisk(ctx context.Context, name, path string) error {
@@ -229,7 +232,7 @@ func (b *managerBackend) AttachDisk(ctx context.Context, name, path string) erro
 		return err
 	}
 	_, err = b.m.AttachDisk(ctx, def, path)
-	return trimCause(err, fmt.Sprintf("attach %q to vm %s: ", path, name))
+	return trimCause(err, fmt.Sprintf("attach %q to vm %s", path, name))
 }
 
 func (b *managerBackend) DetachDisk(ctx context.Context, name, path string) error {
@@ -238,5 +241,5 @@ func (b *managerBackend) DetachDisk(ctx context.Context, name, path string) erro
 		return err
 	}
 	_, err = b.m.DetachDisk(ctx, def, path)
-	return trimCause(err, fmt.Sprintf("detach %q from vm %s: ", path, name))
+	return trimCause(err, fmt.Sprintf("detach %q from vm %s", path, name))
 }

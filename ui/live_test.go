@@ -2,6 +2,7 @@ package ui
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -138,5 +139,24 @@ func TestLiveForm(t *testing.T) {
 	m = update(t, m, opDoneMsg{op: op, name: "web", err: fmt.Errorf("image is in use by vm build")})
 	if !m.statusErr || m.status != "attach disk /srv/c.qcow2 to vm web: image is in use by vm build" {
 		t.Errorf("status %q (error %v)", m.status, m.statusErr)
+	}
+}
+
+// TestTrimCause: the status line names the operation and the VM; the
+// error from vm, which names them too, is shown from its cause.
+func TestTrimCause(t *testing.T) {
+	for _, tc := range []struct{ err, prefix, want string }{
+		{"set memory of vm web: 1G is more than its max_memory, 768M", "set memory of vm web", "1G is more than its max_memory, 768M"},
+		{"set memory of vm web to 512M: the guest stopped short: it has 300M", "set memory of vm web", "the guest stopped short: it has 300M"},
+		{`attach "/d" to vm web: image is in use by vm b`, `attach "/d" to vm web`, "image is in use by vm b"},
+		{"web: vm not found", "set memory of vm web", "web: vm not found"},
+	} {
+		err := trimCause(errors.New(tc.err), tc.prefix)
+		if err.Error() != tc.want || errors.Unwrap(err) == nil && err.Error() != tc.err {
+			t.Errorf("trimCause(%q, %q) = %q, want %q", tc.err, tc.prefix, err, tc.want)
+		}
+	}
+	if trimCause(nil, "x") != nil {
+		t.Errorf("trimCause(nil) is not nil")
 	}
 }
