@@ -65,11 +65,12 @@ const (
 	maxAttachedRecord = 1 << 20
 )
 
+// memoryStall is how long SetMemory waits for the guest's plugged size to
+// move before it reports how far the guest got (a variable for tests).
+var memoryStall = 10 * time.Second
+
 // Timeouts of live changes.
 const (
-	// memoryStall is how long SetMemory waits for the guest's plugged
-	// size to move before it reports how far the guest got.
-	memoryStall = 10 * time.Second
 	// unplugHold is how long DetachDisk holds the monitor waiting for the
 	// guest to release a disk, before it polls instead.
 	unplugHold = 2 * time.Second

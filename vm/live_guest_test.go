@@ -177,6 +177,46 @@ func TestSetMemory(t *testing.T) {
 	}, "MemTotal shrinks back")
 }
 
+// TestSetMemoryStall: a guest that onlines the memory it is given as
+// ordinary (not movable) memory keeps some of it when asked to shrink:
+// SetMemory then says how far it got, and the guest still has that much.
+func TestSetMemoryStall(t *testing.T) {
+	defer vm.SetMemoryStall(3 * time.Second)()
+	e := newGuestEnv(t)
+	def := &config.VM{
+		Name: "keep", Memory: 256 << 20, MaxMemory: 512 << 20, CPUs: 1, Machine: testguest.Machine,
+		Kernel: e.kernel, Initrd: e.initrd, Append: testguest.Cmdline + " memhp_default_state=online",
+	}
+	if err := e.m.Store().Create(def); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	e.start(def, vm.StartOptions{})
+	e.waitSerial("keep", testguest.Prompt, testguest.BootTimeout)
+	if ms, err := e.m.SetMemory(ctx, def, 512<<20); err != nil || ms.Current() != 512<<20 {
+		t.Fatalf("SetMemory(512M): %+v, %v", ms, err)
+	}
+	ms, err := e.m.SetMemory(ctx, def, 256<<20)
+	switch {
+	case err == nil:
+		// Nothing the guest put in the plugged memory pinned it.
+		t.Logf("the guest gave all of its plugged memory back")
+	case !errors.Is(err, vm.ErrMemoryStalled):
+		t.Fatalf("SetMemory(256M): %v, want ErrMemoryStalled or success", err)
+	case ms.Current() <= 256<<20 || ms.Current() > 512<<20 || ms.Requested != 0:
+		t.Errorf("SetMemory(256M) stalled at %+v", ms)
+	case !strings.Contains(err.Error(), "set memory of vm keep to 256M: the guest stopped short of the size asked for: it has ") ||
+		!strings.Contains(err.Error(), "it keeps memory it uses"):
+		t.Errorf("SetMemory(256M): %v", err)
+	default:
+		t.Logf("%v", err)
+		if got := e.status(e.m, "keep").MaxMem; got != ms.Current() {
+			t.Errorf("MAXMEM %d, want what the guest kept, %d", got, ms.Current())
+		}
+	}
+}
+
 // TestAttachDisk: a disk attached to a running guest is seen by it, listed
 // by status, refused a second time and to another VM (naming the VM that
 // has it); detached, it is gone from the guest and unlocked; a disk of
