@@ -14,7 +14,8 @@
 // whose runtime files were lost; control.go stops, pauses, waits for and
 // removes VMs; watch.go follows running VMs through QEMU's events;
 // virtiofs.go runs the virtiofsds of a VM's shared folders, which die with
-// its QEMU.
+// its QEMU; live.go changes a running VM: its memory (virtio-mem), and
+// disks attached and detached.
 //
 // Inspecting a VM (List, Status) creates no file: it only removes the
 // runtime files of a QEMU that no longer runs. A QEMU whose runtime files
