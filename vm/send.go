@@ -174,6 +174,7 @@ func (m *Manager) suspend(ctx context.Context, def *config.VM, what string, opts
 			return err
 		}
 		if err := m.migrateOut(mctx, cur.Name, st.PID, sw, nil); err != nil {
+			sw.Abort()
 			return err
 		}
 		return sw.Close()

@@ -207,11 +207,23 @@ func TestWriteError(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Chunks are written in the background: the error comes from a
+	// later Write, or from Close.
 	_, werr := w.Write(payload(2*MaxChunk, 6))
 	cerr := w.Close()
-	if !errors.Is(werr, errFull) || !errors.Is(cerr, errFull) {
-		t.Fatalf("Write: %v, Close: %v; want %v from both", werr, cerr, errFull)
+	if werr != nil && !errors.Is(werr, errFull) || !errors.Is(cerr, errFull) {
+		t.Fatalf("Write: %v, Close: %v; want %v from Close", werr, cerr, errFull)
 	}
+	if _, err := w.Write([]byte("x")); !errors.Is(err, errFull) {
+		t.Fatalf("Write after the error: %v", err)
+	}
+	aborted, err := NewWriter(io.Discard, Header{Definition: []byte(testDefinition)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	aborted.Write(payload(3*MaxChunk, 7))
+	aborted.Abort()
+	aborted.Abort()
 	if _, err := NewWriter(&failWriter{n: 3}, Header{Definition: []byte(testDefinition)}); !errors.Is(err, errFull) {
 		t.Fatalf("NewWriter: %v", err)
 	}
