@@ -183,8 +183,15 @@ func (m *Manager) cloneForInstance(ctx context.Context, tdef, inst *config.VM, o
 			return "", fmt.Errorf("prepare the saved state of template %s for its instances: %w", tdef.Name, err)
 		}
 	}
+	// The marker holds the instance's definition: edited before its first
+	// start, the instance boots (the saved guest fits the machine it was
+	// made for only).
+	data, err := config.Encode(inst)
+	if err != nil {
+		return "", err
+	}
 	marker := filepath.Join(m.paths.InstanceDisksDir(inst.Name), resumeMarkerName)
-	if err := os.WriteFile(marker, []byte(tdef.Name+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(marker, data, 0o600); err != nil {
 		return "", err
 	}
 	return "", nil
@@ -222,11 +229,17 @@ func (m *Manager) cloneStart(def *config.VM, opts *StartOptions) error {
 		return nil
 	}
 	marker := filepath.Join(m.paths.InstanceDisksDir(def.Name), resumeMarkerName)
-	if _, err := os.Stat(marker); err != nil {
+	made, err := os.ReadFile(marker)
+	if err != nil {
 		return nil
 	}
-	if opts.Fresh || opts.LoadVM != "" {
-		// Booted (or reverted): from now on its disks are its own.
+	now, err := config.Encode(def)
+	if err != nil {
+		return err
+	}
+	if opts.Fresh || opts.LoadVM != "" || !bytes.Equal(now, made) {
+		// Booted (or reverted, or its definition edited since it was
+		// made): from now on its disks are its own.
 		return os.Remove(marker)
 	}
 	if br := bridged(def); br != "" {
@@ -238,7 +251,8 @@ func (m *Manager) cloneStart(def *config.VM, opts *StartOptions) error {
 	dir := m.paths.TemplateCloneDir(def.Template)
 	dev, err := os.Open(filepath.Join(dir, cloneDevName))
 	if err != nil {
-		return fmt.Errorf("start vm %s: the saved state of template %s is gone: %w", def.Name, def.Template, err)
+		os.Remove(marker)
+		return fmt.Errorf("start vm %s: the saved state of template %s is gone (%w): start it again to boot it", def.Name, def.Template, err)
 	}
 	if err := os.Remove(marker); err != nil {
 		dev.Close()

@@ -160,9 +160,22 @@ func TestInstantClones(t *testing.T) {
 	e.start(c1, vm.StartOptions{})
 	e.waitSerial("c1", testguest.Banner, testguest.BootTimeout)
 
+	// An instance whose definition was edited before its first start
+	// boots: the saved guest fits the machine it was made for only.
+	c3, _, err := e.m.CreateInstance(ctx, "tpl", "c3", vm.InstanceOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c3.Append += " vmtui.edited=1"
+	if err := e.m.Store().Save(c3); err != nil {
+		t.Fatal(err)
+	}
+	e.start(c3, vm.StartOptions{})
+	e.waitSerial("c3", testguest.Banner, testguest.BootTimeout)
+
 	// Once the instances are gone, the template resumes its own guest,
 	// and the state made for them goes.
-	for _, name := range []string{"c1", "c2"} {
+	for _, name := range []string{"c1", "c2", "c3"} {
 		d, err := e.m.Store().Lookup(name)
 		if err != nil {
 			t.Fatal(err)
