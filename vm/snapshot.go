@@ -377,6 +377,11 @@ func (m *Manager) RevertSnapshot(ctx context.Context, def *config.VM, tag string
 		}
 		return nil
 	}
+	// A saved VM's state (Save) expects the disks as they are.
+	if m.HasSavedState(s.def.Name) {
+		return fmt.Errorf("%s: the vm has a saved state (vmtui save), which expects its disks as they are: "+
+			"resume it (start) and stop it, or discard the state (start --fresh), first", what)
+	}
 	for i, d := range s.disks {
 		if err := disk.ApplySnapshot(ctx, d.path, ids[i]); err != nil {
 			if i > 0 {

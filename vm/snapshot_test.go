@@ -361,6 +361,21 @@ func TestSnapshotStoppedDisks(t *testing.T) {
 		t.Errorf("a revert to a disk-only snapshot left the vm %s", st.State)
 	}
 
+	// A saved VM (vmtui save): its state expects its disks as they are.
+	saved := e.paths.SavedStateFile("cold")
+	if err := os.MkdirAll(filepath.Dir(saved), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(saved, []byte("state"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.m.RevertSnapshot(e.ctx(), def, "before upgrade"); err == nil || !strings.Contains(err.Error(), "saved state") {
+		t.Errorf("revert of a saved vm: %v", err)
+	}
+	if err := os.Remove(saved); err != nil {
+		t.Fatal(err)
+	}
+
 	// A template with an instance: its disks are the instance's base
 	// images, so a revert is refused; a snapshot taken or deleted changes
 	// only metadata, and is not.
