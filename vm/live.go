@@ -553,6 +553,10 @@ func (m *Manager) DetachDisk(ctx context.Context, def *config.VM, path string) (
 	if err != nil {
 		return fail(err)
 	}
+	if st.State == StatePaused {
+		// Its vCPUs stopped, the guest cannot release the disk.
+		return fail(errors.New("vm is paused: unpause it first, for the guest to release the disk"))
+	}
 	lock, err := m.liveLock(ctx, def.Name)
 	if err != nil {
 		return fail(err)

@@ -297,6 +297,16 @@ func TestAttachDisk(t *testing.T) {
 		t.Fatalf("AttachDisk of a second disk: %+v, %v; want hot1 on hp1, raw", d, err)
 	}
 	g.waitFor("cat /sys/block/vd*/serial 2>/dev/null | tr -d '\\n'", func(out string) bool { return out == "hot0hot1" }, "both disks are seen")
+	// Paused, the guest could not release it.
+	if err := e.m.Pause(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.m.DetachDisk(ctx, a, "hot1"); err == nil || !strings.Contains(err.Error(), "vm is paused: unpause it first") {
+		t.Errorf("DetachDisk of a paused vm: %v", err)
+	}
+	if err := e.m.Unpause(ctx, a); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := e.m.DetachDisk(ctx, a, "hot1"); err != nil {
 		t.Fatalf("DetachDisk by node: %v", err)
 	}
