@@ -52,6 +52,8 @@ type Backend interface {
 	Pause(ctx context.Context, name string) error
 	// Unpause resumes VM name.
 	Unpause(ctx context.Context, name string) error
+	// Save suspends VM name to disk (vmtui save); Start resumes it.
+	Save(ctx context.Context, name string) error
 	// Create defines a new VM (assigning its ID).
 	Create(def *config.VM) error
 	// Remove deletes the definition of a stopped VM; its disks are kept.
@@ -212,6 +214,14 @@ func (b *managerBackend) Unpause(ctx context.Context, name string) error {
 		return err
 	}
 	return b.m.Unpause(ctx, def)
+}
+
+func (b *managerBackend) Save(ctx context.Context, name string) error {
+	def, err := b.lookup(name)
+	if err != nil {
+		return err
+	}
+	return b.m.Save(ctx, def, vm.SendOptions{})
 }
 
 func (b *managerBackend) Create(def *config.VM) error { return b.m.Store().Create(def) }

@@ -11,6 +11,7 @@ type KeyMap struct {
 	Stop                  key.Binding
 	ForceStop             key.Binding
 	Pause                 key.Binding
+	Save                  key.Binding // suspend to disk (vmtui save)
 	Console               key.Binding
 	New                   key.Binding
 	Disks                 key.Binding
@@ -61,6 +62,7 @@ func DefaultKeyMap() KeyMap {
 		Stop:      key.NewBinding(key.WithKeys("x"), key.WithHelp("x", "stop")),
 		ForceStop: key.NewBinding(key.WithKeys("X"), key.WithHelp("X", "force stop")),
 		Pause:     key.NewBinding(key.WithKeys("p"), key.WithHelp("p", "pause")),
+		Save:      key.NewBinding(key.WithKeys("z"), key.WithHelp("z", "save to disk")),
 		Console:   key.NewBinding(key.WithKeys("c"), key.WithHelp("c", "console")),
 		New:       key.NewBinding(key.WithKeys("n"), key.WithHelp("n", "new")),
 		Disks:     key.NewBinding(key.WithKeys("d"), key.WithHelp("d", "disk/import")),
@@ -110,7 +112,7 @@ func (k KeyMap) FullHelp() [][]key.Binding {
 	return [][]key.Binding{
 		{k.Up, k.Down, k.Top, k.Bottom, k.Detail, k.Filter, k.Sort, k.Back},
 		{k.Start, k.Stop, k.ForceStop, k.Pause, k.Console, k.SetMemory, k.AttachDisk, k.DetachDisk},
-		{k.New, k.Disks, k.Edit, k.Remove, k.Snapshots, k.Help, k.Quit},
+		{k.New, k.Disks, k.Edit, k.Remove, k.Snapshots, k.Save, k.Help, k.Quit},
 	}
 }
 

@@ -417,7 +417,7 @@ func (m Model) titleLine() string {
 		counts[s.State]++
 	}
 	var parts []string
-	for _, st := range []vm.State{vm.StateStarting, vm.StateRunning, vm.StatePaused, vm.StateStopping, vm.StateStopped, vm.StateBroken} {
+	for _, st := range []vm.State{vm.StateStarting, vm.StateRunning, vm.StatePaused, vm.StateStopping, vm.StateSaved, vm.StateStopped, vm.StateBroken} {
 		if n := counts[st]; n > 0 {
 			parts = append(parts, fmt.Sprintf("%d %s", n, st))
 		}

@@ -134,6 +134,18 @@ var operations = []*operation{
 		do: func(ctx context.Context, b Backend, name string) error { return b.Unpause(ctx, name) },
 	},
 	{
+		verb: "save", ing: "saving to disk", past: "saved to disk (s resumes it)",
+		prompt: "save %s to disk and stop it (s resumes it)? (y/n)",
+		key:    func(k KeyMap) key.Binding { return k.Save },
+		when: func(st vm.Status) error {
+			if st.State != vm.StateRunning && st.State != vm.StatePaused {
+				return fmt.Errorf("vm is %s", st.State)
+			}
+			return nil
+		},
+		do: func(ctx context.Context, b Backend, name string) error { return b.Save(ctx, name) },
+	},
+	{
 		verb: "remove", ing: "removing", past: "definition removed (disks kept)",
 		prompt: "remove the definition of %s (disks are kept)? (y/n)", gone: true,
 		key:  func(k KeyMap) key.Binding { return k.Remove },

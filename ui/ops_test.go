@@ -33,6 +33,9 @@ func TestOperationsTable(t *testing.T) {
 		{"p", paused, "unpause", ""},
 		{"p", stopped, "pause", "vm is stopped"},
 		{"p", broken, "pause", "vm is broken"},
+		{"z", running, "save", ""},
+		{"z", paused, "save", ""},
+		{"z", stopped, "save", "vm is stopped"},
 		{"D", stopped, "remove", ""},
 		{"D", running, "remove", "vm is running (pid 1); stop it first"},
 		{"j", stopped, "", ""},
@@ -58,7 +61,7 @@ func TestOperationsTable(t *testing.T) {
 func TestOperationsComplete(t *testing.T) {
 	keys := DefaultKeyMap()
 	want := map[string]string{"start": "start web", "stop": "stop web", "force stop": "force stop web",
-		"pause": "pause web", "unpause": "unpause web", "remove": "remove web"}
+		"pause": "pause web", "unpause": "unpause web", "remove": "remove web", "save": "save web"}
 	for _, op := range operations {
 		if op.verb == "" || op.ing == "" || op.past == "" || op.do == nil || op.when == nil || len(op.key(keys).Keys()) == 0 {
 			t.Errorf("operation %+v: missing words, key or action", op)

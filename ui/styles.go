@@ -45,6 +45,7 @@ func DefaultStyles() Styles {
 			vm.StatePaused:   lipgloss.NewStyle().Foreground(lipgloss.Color("11")),
 			vm.StateStopping: lipgloss.NewStyle().Foreground(lipgloss.Color("13")),
 			vm.StateStopped:  lipgloss.NewStyle().Faint(true),
+			vm.StateSaved:    lipgloss.NewStyle().Foreground(lipgloss.Color("12")),
 			vm.StateBroken:   lipgloss.NewStyle().Foreground(lipgloss.Color("9")).Bold(true),
 		},
 	}

@@ -142,7 +142,7 @@ func (o sortOrder) String() string {
 }
 
 // stateRank orders states for sortByState: running first.
-var stateRank = map[vm.State]int{vm.StateStarting: 0, vm.StateRunning: 0, vm.StatePaused: 1, vm.StateStopping: 2, vm.StateBroken: 3, vm.StateStopped: 4}
+var stateRank = map[vm.State]int{vm.StateStarting: 0, vm.StateRunning: 0, vm.StatePaused: 1, vm.StateStopping: 2, vm.StateBroken: 3, vm.StateSaved: 4, vm.StateStopped: 5}
 
 // compare orders a and b; ties go by ID.
 func (o sortOrder) compare(a, b vm.Status) int {
