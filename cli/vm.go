@@ -465,8 +465,9 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 		return e.help(fs, `
 The columns are vmctl's: ID, PID, VCPUS, MAXMEM, CURMEM, TTY, OWNER, STATE
 and NAME. STATE is starting (a start is in progress), running, paused,
-stopping, stopped or broken (a QEMU that does not answer on its monitor, or
-is stopped).`)
+stopping, stopped, saved (stopped, with a saved state that start resumes:
+see save) or broken (a QEMU that does not answer on its monitor, or is
+stopped).`)
 	}
 	if err != nil {
 		return err
