@@ -173,7 +173,11 @@ func (m *Manager) cloneForInstance(ctx context.Context, tdef, inst *config.VM, o
 		return fmt.Sprintf("template %s is saved, but the instance has disks of its own: it boots instead of resuming the template's guest", tdef.Name), nil
 	}
 	if diff := sameMachine(tdef, inst); diff != "" {
-		return fmt.Sprintf("template %s is saved, but the instance's %s differ from the template's: it boots instead of resuming the template's guest", tdef.Name, diff), nil
+		return fmt.Sprintf("template %s is saved, but the instance differs from it in %s: it boots instead of resuming the template's guest", tdef.Name, diff), nil
+	}
+	if inst.HugePages {
+		// Its RAM would have to be a file of huge pages.
+		return fmt.Sprintf("template %s is saved, but its memory is in huge pages, which instances cannot map from a file: the instance boots", tdef.Name), nil
 	}
 	if br := bridged(inst); br != "" {
 		return "", errBridgedClone(tdef.Name, br)

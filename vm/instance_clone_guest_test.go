@@ -218,7 +218,14 @@ func TestInstantCloneBridgedRefused(t *testing.T) {
 	}
 	// With networks of its own it boots instead, and says so.
 	_, notes, err := e.m.CreateInstance(context.Background(), "base", "web2", vm.InstanceOptions{Networks: []config.Network{{Type: config.NetUser}}})
-	if err != nil || len(notes) != 1 || !strings.Contains(notes[0], "networks differ from the template's: it boots instead") {
+	if err != nil || len(notes) != 1 || !strings.Contains(notes[0], "the instance differs from it in networks: it boots instead") {
 		t.Errorf("instance with its own networks: %v, notes %q", err, notes)
+	}
+	_, notes, err = e.m.CreateInstance(context.Background(), "base", "web3", vm.InstanceOptions{Memory: 256 << 20, Ports: []vm.PortMap{{Host: 2223, Guest: 22}}})
+	if err != nil || !strings.Contains(strings.Join(notes, "\n"), "the instance differs from it in memory: it boots instead") {
+		t.Errorf("instance with more memory: %v, notes %q", err, notes)
+	}
+	if _, err := os.Stat(filepath.Join(e.paths.InstanceDisksDir("web3"), "resume-template")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("an instance that boots is marked to resume: %v", err)
 	}
 }
