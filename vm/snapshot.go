@@ -459,19 +459,46 @@ func (m *Manager) snapshotJob(ctx context.Context, s *snapshotLocked, command, t
 	defer cancel()
 	err := m.runSnapshotJob(ctx, s, command, tag, vmstate)
 	lost := errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, qmp.ErrClosed) ||
-		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, fs.ErrNotExist)
-	if lost && ctx.Err() == nil {
-		// A forced stop does not wait for the VM's lock once it has seen
-		// the VM run: its QEMU may quit under the job. Say so once it
-		// has exited.
-		gone := true
-		if p, _ := m.find(s.def.Name, nil); p != nil {
-			wctx, cancel := context.WithTimeout(ctx, forceGrace)
-			gone = m.waitExit(wctx, s.def.Name, p.PID) == nil
-			cancel()
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, fs.ErrNotExist) ||
+		errors.Is(err, qmp.ErrBusy)
+	if !lost || ctx.Err() != nil {
+		return err
+	}
+	// A forced stop does not wait for the VM's lock once it has seen the
+	// VM run: its QEMU may quit (or be killed) under the job. Once it has
+	// exited, what it left on the disks decides: a snapshot on every disk
+	// was made, one on some disks only is deleted.
+	if p, _ := m.find(s.def.Name, nil); p != nil {
+		wctx, cancel := context.WithTimeout(ctx, forceGrace)
+		gone := m.waitExit(wctx, s.def.Name, p.PID) == nil
+		cancel()
+		if !gone {
+			return err
 		}
-		if gone {
-			return fmt.Errorf("the vm stopped meanwhile: %w", err)
+	}
+	err = fmt.Errorf("the vm stopped meanwhile: %w", err)
+	per, lerr := diskSnapshots(ctx, s.disks)
+	if lerr != nil {
+		return errors.Join(err, lerr)
+	}
+	var have []int
+	for i, sns := range per {
+		if _, ok := findTag(sns, tag); ok {
+			have = append(have, i)
+		}
+	}
+	switch {
+	case command == "snapshot-save" && len(have) == len(s.disks):
+		return nil
+	case command == "snapshot-delete" && len(have) == 0:
+		return nil
+	case command == "snapshot-save":
+		uctx := context.WithoutCancel(ctx)
+		for _, i := range have {
+			sn, _ := findTag(per[i], tag)
+			if derr := disk.DeleteSnapshot(uctx, s.disks[i].path, sn.ID); derr != nil {
+				err = errors.Join(err, derr)
+			}
 		}
 	}
 	return err
