@@ -191,7 +191,8 @@ type errWriter struct{ w io.Writer }
 
 func (e errWriter) Write(p []byte) (int, error) {
 	n, err := e.w.Write(p)
-	if err != nil {
+	var we *writeError
+	if err != nil && !errors.As(err, &we) {
 		err = &writeError{err}
 	}
 	return n, err

@@ -92,7 +92,7 @@ func (m *Manager) useSaved(def *config.VM, opts *StartOptions) (func(), error) {
 	if errors.Is(err, fs.ErrNotExist) {
 		return noop, nil
 	}
-	fresh := fmt.Sprintf("start it with --fresh to discard the saved state and boot it")
+	const fresh = "start it with --fresh to discard the saved state and boot it"
 	if err != nil {
 		return noop, fmt.Errorf("resume vm %s: %w; %s", def.Name, err, fresh)
 	}
