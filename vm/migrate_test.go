@@ -15,6 +15,7 @@ import (
 
 	"github.com/vmtui/vmtui/config"
 	"github.com/vmtui/vmtui/config/store"
+	"github.com/vmtui/vmtui/internal/qemuimg"
 	"github.com/vmtui/vmtui/internal/testguest"
 	"github.com/vmtui/vmtui/vm"
 	"github.com/vmtui/vmtui/vm/stream"
@@ -110,6 +111,15 @@ func TestSendReceive(t *testing.T) {
 	// An ID the received VM must not take: it gets the next one of dst.
 	dst.define("other")
 	def := src.defineRAMGuest("web")
+	// A disk both QEMUs open, one after the other: the sender's holds its
+	// lock until the migration completes, the receiver's takes it then.
+	qemuimg.Require(t)
+	img := filepath.Join(t.TempDir(), "web.qcow2")
+	qemuimg.Run(t, "create", "-q", "-f", "qcow2", img, "64M")
+	def.Disks = []config.Disk{{Path: img}}
+	if err := src.m.Store().Save(def); err != nil {
+		t.Fatal(err)
+	}
 	secret := src.startRAMGuest(def)
 
 	pr, pw, err := os.Pipe()
@@ -144,9 +154,13 @@ func TestSendReceive(t *testing.T) {
 	src.requireNoQEMU()
 	src.requireNoRuntimeFiles("web")
 	rdef, err := dst.m.Store().Lookup("copy")
-	if err != nil || rdef.Kernel != def.Kernel || rdef.Memory != def.Memory {
+	if err != nil || rdef.Kernel != def.Kernel || rdef.Memory != def.Memory || len(rdef.Disks) != 1 || rdef.Disks[0].Path != img {
 		t.Fatalf("received definition %+v: %v", rdef, err)
 	}
+	if err := dst.m.Stop(ctxTimeout(t), rdef, vm.StopOptions{Force: true, Wait: true}); err != nil {
+		t.Fatal(err)
+	}
+	qemuimg.RequireClean(t, img, false)
 }
 
 // TestSaveResume saves a running guest to disk, shows it saved, and
