@@ -10,7 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vmtui/vmtui/internal/testguest"
+	"github.com/creack/pty"
+
 	"github.com/vmtui/vmtui/vm"
 )
 
@@ -40,6 +41,10 @@ func TestKilledMidSend(t *testing.T) {
 	if _, err := io.CopyN(io.Discard, pr, 1<<20); err != nil {
 		cmd.Wait()
 		t.Fatalf("read 1 MiB of the stream: %v (vmtui: %s)", err, stderr.String())
+	}
+	// Meanwhile a query does not wait for the send's lock: it asks QEMU.
+	if st := e.status(e.m, "web"); st.State != vm.StatePaused || st.Err != "" {
+		t.Errorf("during the send: %+v, want paused", st)
 	}
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
@@ -134,5 +139,33 @@ func TestSaveStartConcurrent(t *testing.T) {
 	if pids := qemuPIDs(e.paths.PIDFile("web"), false); len(pids) != 1 {
 		t.Fatalf("QEMUs of the vm: %v, want one", pids)
 	}
-	_ = testguest.Banner
+}
+
+// TestSaveProgress: on a terminal, vmtui save shows its progress on
+// standard error, then its result.
+func TestSaveProgress(t *testing.T) {
+	e := newGuestEnv(t)
+	def := e.defineRAMGuest("web")
+	e.startRAMGuest(def)
+	ptm, tty, err := pty.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ptm.Close()
+	cmd := e.vmtuiCmd("save", "web")
+	cmd.Stderr = tty
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	tty.Close()
+	out, _ := io.ReadAll(ptm) // EIO once vmtui, the pty's only user, exits
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("vmtui save: %v: %q", err, out)
+	}
+	if !strings.Contains(string(out), "\r\x1b[Ksaving vm web: ") || !strings.Contains(string(out), "vmtui: saved vm 1 successfully") {
+		t.Fatalf("standard error: %q", out)
+	}
+	if st := e.status(e.m, "web"); st.State != vm.StateSaved {
+		t.Fatalf("after save: %+v", st)
+	}
 }
