@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/vmtui/vmtui/internal/units"
@@ -104,6 +107,12 @@ on running (or paused, as it was). Standard output must not be a terminal.`+stre
 	if err != nil {
 		return err
 	}
+	// A reader that goes away (vmtui send web | head) must not kill vmtui
+	// with SIGPIPE mid-send, leaving the VM paused: the write fails with
+	// EPIPE instead, and the VM goes on running.
+	sigpipe := make(chan os.Signal, 1)
+	signal.Notify(sigpipe, syscall.SIGPIPE)
+	defer signal.Stop(sigpipe)
 	p := e.streamProgress("sending vm " + def.Name)
 	err = m.Send(ctx, def, e.stdout, vm.SendOptions{Progress: p.fn()})
 	p.end()

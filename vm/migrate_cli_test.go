@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"syscall"
@@ -168,4 +169,36 @@ func TestSaveProgress(t *testing.T) {
 	if st := e.status(e.m, "web"); st.State != vm.StateSaved {
 		t.Fatalf("after save: %+v", st)
 	}
+}
+
+// TestSendClosedPipe: vmtui send to a pipe whose reader goes away (as in
+// vmtui send web | head -c 1M) fails saying so, and the VM goes on
+// running: vmtui is not killed by SIGPIPE with the guest paused.
+func TestSendClosedPipe(t *testing.T) {
+	e := newGuestEnv(t)
+	def := e.defineRAMGuest("web")
+	secret := e.startRAMGuest(def)
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := e.vmtuiCmd("send", "web")
+	cmd.Stdout = pw
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	io.CopyN(io.Discard, pr, 1<<20)
+	pr.Close()
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(stderr.String(), "broken pipe; the vm goes on running") {
+		t.Fatalf("vmtui send to a closed pipe: %v, stderr %q; want exit 1 saying the vm goes on running", err, stderr.String())
+	}
+	if st := e.status(e.m, "web"); st.State != vm.StateRunning {
+		t.Fatalf("after the send: %+v, want running", st)
+	}
+	e.waitAlive("web", secret, len(readFile(e.paths.SerialLog("web"))))
 }
