@@ -804,5 +804,5 @@ func TestDefine(t *testing.T) {
 	fails(t, dir, 1, "vm already exists", "define", "-b", "vmlinuz", "web")
 	fails(t, dir, 1, "no kernel or disk/cdrom specified", "define", "other")
 	fails(t, dir, 1, "invalid VM name", "define", "-b", "vmlinuz", "--", "_bad")
-	fails(t, dir, 1, `ambiguous command "d": could be define or disk`, "d")
+	fails(t, dir, 1, `ambiguous command "d": could be define, detach-disk or disk`, "d")
 }

@@ -135,6 +135,9 @@ func (m *Manager) suspend(ctx context.Context, def *config.VM, what string, opts
 		return fmt.Errorf("%s: disks are attached to it while it runs (%q): the state of a vm started again "+
 			"from its definition would not match; detach them first", what, st.Attached)
 	}
+	if err := checkSavable(cur); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
 	data, err := config.Encode(cur)
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)

@@ -293,6 +293,9 @@ func (m *Manager) CreateSnapshot(ctx context.Context, def *config.VM, tag string
 		}
 	}
 	if s.st.Running() {
+		if err := checkSavable(s.def); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
 		if err := m.snapshotJob(ctx, s, "snapshot-save", tag, true); err != nil {
 			return fmt.Errorf("%s: %w", what, err)
 		}

@@ -124,7 +124,7 @@ func TestLauncherDaemonsDieWithQEMU(t *testing.T) {
 	shares := []ShareSpec{{Path: t.TempDir(), Tag: "rw"}, {Path: t.TempDir(), Tag: "ro", ReadOnly: true}}
 	sleep, err := exec.LookPath("sleep")
 	if err != nil {
-		t.Skip(err)
+		t.Fatal(err)
 	}
 	cmd := startLauncher(t, sleep, shares)
 	pid := cmd.Process.Pid
