@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/vmtui/vmtui/config"
 	"github.com/vmtui/vmtui/disk"
 	"github.com/vmtui/vmtui/internal/qemuimg"
@@ -43,22 +45,36 @@ func TestDiskCreateNamesTheVM(t *testing.T) {
 	var waitErr error
 	go func() { waitErr = cmd.Wait(); close(exited) }()
 	t.Cleanup(func() { stdin.Close(); <-exited })
-	// Held once qemu-img info fails on it.
-	for deadline := time.Now().Add(60 * time.Second); ; {
-		if _, err := qemuimg.Output("info", base); err != nil {
-			break
+	// Held once QEMU's lock bytes are set: looked at with F_OFD_GETLK, which
+	// takes no lock (a qemu-img info, which does, could make qemu-io fail).
+	f, err := os.Open(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// qcow2 read-write: permissions 100 (consistent read) and 101
+	// (write), shared permissions 201 (write) and 203 (resize) refused.
+	for _, off := range []int64{100, 101, 201, 203} {
+		for deadline := time.Now().Add(60 * time.Second); ; {
+			lk := unix.Flock_t{Type: unix.F_WRLCK, Start: off, Len: 1}
+			if err := unix.FcntlFlock(f.Fd(), unix.F_OFD_GETLK, &lk); err != nil {
+				t.Fatal(err)
+			}
+			if lk.Type != unix.F_UNLCK {
+				break
+			}
+			select {
+			case <-exited:
+				t.Fatalf("qemu-io exited (%v) before locking the image: %q", waitErr, out.String())
+			default:
+			}
+			if time.Now().After(deadline) {
+				cmd.Process.Kill()
+				<-exited
+				t.Fatalf("qemu-io did not lock byte %d of the image within 60 s: %q", off, out.String())
+			}
+			time.Sleep(10 * time.Millisecond) // polling for qemu-io's lock
 		}
-		select {
-		case <-exited:
-			t.Fatalf("qemu-io exited (%v) before locking the image: %q", waitErr, out.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			<-exited
-			t.Fatalf("qemu-io did not lock the image within 60 s: %q", out.String())
-		}
-		time.Sleep(10 * time.Millisecond) // polling for qemu-io's lock
 	}
 
 	fake := newFake()
