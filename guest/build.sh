@@ -56,10 +56,13 @@ meta=linux-image-cloud-amd64
 #                 scsi_common)
 #   virtiofs      virtio-fs shares, mount -t virtiofs TAG DIR (fuse)
 #   virtio_mem    memory a running guest grows or shrinks
+#   virtio_balloon
+#                 free page reporting: the guest tells QEMU which pages it
+#                 freed, and QEMU gives them back to the host
 #   vmw_vsock_virtio_transport
 #                 vsock, AF_VSOCK sockets to the host (vsock,
 #                 vmw_vsock_virtio_transport_common)
-modules=(evdev button virtio_pci virtio_blk virtio_net virtio_scsi sd_mod virtiofs virtio_mem vmw_vsock_virtio_transport)
+modules=(evdev button virtio_pci virtio_blk virtio_net virtio_scsi sd_mod virtiofs virtio_mem virtio_balloon vmw_vsock_virtio_transport)
 
 die() {
 	echo "guest/build.sh: $*" >&2

@@ -78,6 +78,9 @@ func Cmdline(s Spec) ([]string, error) {
 	for i, a := range s.HostDevs {
 		devs = append(devs, hostDev{index: i, addr: a})
 	}
+	if s.FreePageReporting {
+		devs = append(devs, balloonDev{})
+	}
 	devs = append(devs, hotplugPortsDev{machine: s.Machine, n: s.HotplugSlots})
 	devs = append(devs, bootDev{s.Boot})
 	if s.Paused {

@@ -298,3 +298,12 @@ func cmdlineCID(argv []string) uint32 {
 	}
 	return 0
 }
+
+// balloonDev is a virtio-balloon that never inflates: vmtui uses it only
+// for free page reporting, by which a Linux guest (virtio_balloon, 5.7 and
+// later) tells QEMU which of its pages are free, and QEMU discards them.
+type balloonDev struct{}
+
+func (balloonDev) args() ([]string, error) {
+	return []string{"-device", "virtio-balloon-pci,id=balloon0,free-page-reporting=on"}, nil
+}

@@ -128,6 +128,8 @@ var deviceGoldens = []struct {
 		deviceArgv(plainMem, "-device", "vhost-vsock-pci,id=vsock0,guest-cid=1004")},
 	{"hostdevs", func(s *Spec) { s.HostDevs = []string{"0000:01:00.0", "0000:02:00.1"} },
 		deviceArgv(plainMem, "-device", "vfio-pci,host=0000:01:00.0,id=hostdev0", "-device", "vfio-pci,host=0000:02:00.1,id=hostdev1")},
+	{"free page reporting", func(s *Spec) { s.FreePageReporting = true },
+		deviceArgv(plainMem, "-device", "virtio-balloon-pci,id=balloon0,free-page-reporting=on")},
 	{"order", func(s *Spec) {
 		s.Nets = []NetSpec{{}}
 		s.CID = 3

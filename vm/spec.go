@@ -41,6 +41,11 @@ type Spec struct {
 	// HotplugSlots is how many spare PCIe root ports a q35 machine gets
 	// for disks attached while it runs (live.go); 0 for none.
 	HotplugSlots int
+	// FreePageReporting gives the guest a virtio-balloon device
+	// (balloon0) that reports the pages it frees, which QEMU then gives
+	// back to the host: QEMU's RSS (CURMEM) follows what the guest uses,
+	// and a send, save or RAM snapshot skips those pages as zeros.
+	FreePageReporting bool
 
 	// The device model (issue 13; see cmdline_devices.go).
 	// Sockets, Cores and Threads are the CPU topology, all 0 for QEMU's
@@ -163,5 +168,8 @@ func (m *Manager) spec(def *config.VM) (Spec, error) {
 		return s, err
 	}
 	s.HotplugSlots = HotplugSlots
+	// Not where memory must stay put: locked or preallocated memory, or
+	// host devices' DMA (QEMU then turns discarding off anyway).
+	s.FreePageReporting = !def.MLock && !def.Prealloc && len(def.HostDevs) == 0
 	return s, nil
 }

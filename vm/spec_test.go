@@ -1,6 +1,7 @@
 package vm
 
 import (
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -35,6 +36,39 @@ func TestCmdlineErrorsInStableOrder(t *testing.T) {
 		_, err := Cmdline(s)
 		if err == nil || err.Error() != want {
 			t.Fatalf("run %d: got %v, want %s", i, err, want)
+		}
+	}
+}
+
+// TestSpecFreePageReporting: every guest reports its free pages, but one
+// whose memory must stay put (locked, preallocated, or a host device's DMA
+// target).
+func TestSpecFreePageReporting(t *testing.T) {
+	kernel := filepath.Join(t.TempDir(), "vmlinuz")
+	if err := os.WriteFile(kernel, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m := &Manager{}
+	for _, tt := range []struct {
+		name string
+		mod  func(*config.VM)
+		want bool
+	}{
+		{"plain", func(*config.VM) {}, true},
+		{"shares", func(d *config.VM) { d.Shares = []config.Share{{Path: "/srv", Tag: "srv"}} }, true},
+		{"max_memory", func(d *config.VM) { d.MaxMemory = 1 << 30 }, true},
+		{"mlock", func(d *config.VM) { d.MLock = true }, false},
+		{"prealloc", func(d *config.VM) { d.Prealloc = true }, false},
+		{"hostdevs", func(d *config.VM) { d.HostDevs = []config.HostDev{{Address: "0000:01:00.0"}} }, false},
+	} {
+		def := &config.VM{ID: 1, Name: "web", Memory: 512 << 20, CPUs: 1, Kernel: kernel}
+		tt.mod(def)
+		s, err := m.spec(def)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		if s.FreePageReporting != tt.want {
+			t.Errorf("%s: FreePageReporting %v, want %v", tt.name, s.FreePageReporting, tt.want)
 		}
 	}
 }
