@@ -18,7 +18,8 @@
 # VMTUI_ACCEL (default tcg: KVM guests hang on some machines), KEEP_STREAM
 # (a path to keep the last stream at, for a closer look), FILL_MIB (default
 # 100: the MiB of random bytes the guest fills; 0 measures what the guest
-# touches by booting alone).
+# touches by booting alone), SETTLE (default 0: seconds to let the guest
+# run after the fill, before the first send).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -74,6 +75,13 @@ for ((i = 0; i < 1200; i++)); do
 	sleep 0.1
 done
 grep -q "^filled $((fill << 20))" "$log" || { echo "bench: the guest did not fill its RAM:" >&2; cat "$log" >&2; exit 1; }
+if ((${SETTLE:-0} > 0)); then
+	# Free page reporting (the guest's virtio_balloon) hands the pages the
+	# guest freed back to QEMU some seconds after they were freed, in
+	# passes two seconds apart: a guest that has run a while sends less.
+	echo "== letting the guest settle for $SETTLE s"
+	sleep "$SETTLE"
+fi
 rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$(cat "$VMTUI_HOME/run/bench/qemu.pid")/status")
 echo "QEMU resident: $((rss / 1024)) MiB"
 
@@ -109,7 +117,7 @@ rows+=("| start (resume) | 1 | $(ms $((t1 - t0))) | |")
 "$vmtui" stop -f bench >/dev/null 2>&1
 
 {
-	echo "1 GiB guest (TCG) that touched $fill MiB of random bytes; QEMU resident $((rss / 1024)) MiB; $(date -u +%Y-%m-%d)"
+	echo "1 GiB guest (TCG) that touched $fill MiB of random bytes, sent ${SETTLE:-0} s after; QEMU resident $((rss / 1024)) MiB; $(date -u +%Y-%m-%d)"
 	echo
 	echo "| operation | run | wall ms | stream MiB |"
 	echo "| --- | --- | --- | --- |"
