@@ -60,11 +60,7 @@ line). The definition is not changed: the VM starts again with memory.`)
 	if err != nil {
 		return fmt.Errorf("set %s: -m: %w", target, err)
 	}
-	m, err := e.manager()
-	if err != nil {
-		return err
-	}
-	def, err := m.Store().Lookup(target)
+	m, def, err := e.lookupVM(target)
 	if err != nil {
 		return err
 	}
@@ -83,34 +79,20 @@ line). The definition is not changed: the VM starts again with memory.`)
 
 func runAttach(ctx context.Context, e *env, args []string, attach bool) error {
 	verb := map[bool]string{true: "attach-disk", false: "detach-disk"}[attach]
-	fs := newFlagSet(verb)
-	pos, err := parseFlags(fs, args)
-	if err == errHelp {
-		return e.help(fs, `
+	pos, err := vmArgs(e, newFlagSet(verb), args, `
 attach-disk plugs a disk image (qcow2, raw or qcow, detected) into a running
 VM as a virtio disk, which a Linux guest sees as /dev/vdX with serial number
 hotN (/sys/block/vdX/serial). Like virsh attach-disk without --persistent,
 the disk is not added to the definition: it is gone once the VM stops. An
 image another VM uses is refused. detach-disk unplugs it (the guest must
-release it) and closes the image.`)
-	}
-	if err != nil {
-		return err
-	}
-	if len(pos) != 2 {
-		return &usageError{}
-	}
-	if err := nonEmpty(verb, pos[0]); err != nil {
+release it) and closes the image.`, 2)
+	if pos == nil {
 		return err
 	}
 	if pos[1] == "" {
 		return &usageError{msg: verb + ": empty disk path"}
 	}
-	m, err := e.manager()
-	if err != nil {
-		return err
-	}
-	def, err := m.Store().Lookup(pos[0])
+	m, def, err := e.lookupVM(pos[0])
 	if err != nil {
 		return err
 	}

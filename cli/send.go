@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vmtui/vmtui/config"
 	"github.com/vmtui/vmtui/internal/units"
 	"github.com/vmtui/vmtui/vm"
 )
@@ -88,6 +89,19 @@ func (p *streamProgress) end() {
 	}
 }
 
+// streamed reports how the send or save (verb, done in the past tense) of
+// def, the VM target names, ended: err is what it returned.
+func (e *env) streamed(err error, verb, done, target string, def *config.VM) error {
+	switch {
+	case errors.Is(err, vm.ErrNotRunning):
+		return fmt.Errorf("%s vm %s: vm is not running", verb, def.Name)
+	case err != nil:
+		return notFoundAs(target, err)
+	}
+	fmt.Fprintf(e.stderr, "%s: %s vm %d successfully\n", progName, done, def.ID)
+	return nil
+}
+
 func runSend(ctx context.Context, e *env, args []string) error {
 	target, err := oneVM(e, newFlagSet("send"), args, `
 Pauses the VM, writes it to standard output, and stops it: its definition
@@ -99,11 +113,7 @@ on running (or paused, as it was). Standard output must not be a terminal.`+stre
 	if isTerminal(e.stdout) {
 		return fmt.Errorf("send vm %s: standard output is a terminal: redirect it to a file or a pipe", target)
 	}
-	m, err := e.manager()
-	if err != nil {
-		return err
-	}
-	def, err := m.Store().Lookup(target)
+	m, def, err := e.lookupVM(target)
 	if err != nil {
 		return err
 	}
@@ -116,14 +126,7 @@ on running (or paused, as it was). Standard output must not be a terminal.`+stre
 	p := e.streamProgress("sending vm " + def.Name)
 	err = m.Send(ctx, def, e.stdout, vm.SendOptions{Progress: p.fn()})
 	p.end()
-	switch {
-	case errors.Is(err, vm.ErrNotRunning):
-		return fmt.Errorf("send vm %s: vm is not running", def.Name)
-	case err != nil:
-		return notFoundAs(target, err)
-	}
-	fmt.Fprintf(e.stderr, "%s: sent vm %d successfully\n", progName, def.ID)
-	return nil
+	return e.streamed(err, "send", "sent", target, def)
 }
 
 func runReceive(ctx context.Context, e *env, args []string) error {
@@ -165,23 +168,12 @@ nothing is saved.`)
 	if err != nil || target == "" {
 		return err
 	}
-	m, err := e.manager()
-	if err != nil {
-		return err
-	}
-	def, err := m.Store().Lookup(target)
+	m, def, err := e.lookupVM(target)
 	if err != nil {
 		return err
 	}
 	p := e.streamProgress("saving vm " + def.Name)
 	err = m.Save(ctx, def, vm.SendOptions{Progress: p.fn()})
 	p.end()
-	switch {
-	case errors.Is(err, vm.ErrNotRunning):
-		return fmt.Errorf("save vm %s: vm is not running", def.Name)
-	case err != nil:
-		return notFoundAs(target, err)
-	}
-	fmt.Fprintf(e.stderr, "%s: saved vm %d successfully\n", progName, def.ID)
-	return nil
+	return e.streamed(err, "save", "saved", target, def)
 }

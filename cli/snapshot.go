@@ -51,26 +51,12 @@ only digits. vmtui disk snapshot works on one image (of a stopped VM).`
 
 // runSnapshot is vmtui snapshot create, revert and delete.
 func runSnapshot(ctx context.Context, e *env, args []string, verb string) error {
-	fs := newFlagSet("snapshot " + verb)
-	pos, err := parseFlags(fs, args)
-	if err == errHelp {
-		return e.help(fs, snapshotHelp)
-	}
-	if err != nil {
-		return err
-	}
-	if len(pos) != 2 {
-		return &usageError{}
-	}
-	if err := nonEmpty("snapshot "+verb, pos[0]); err != nil {
+	pos, err := vmArgs(e, newFlagSet("snapshot "+verb), args, snapshotHelp, 2)
+	if pos == nil {
 		return err
 	}
 	target, tag := pos[0], pos[1]
-	m, err := e.manager()
-	if err != nil {
-		return err
-	}
-	def, err := m.Store().Lookup(target)
+	m, def, err := e.lookupVM(target)
 	if err != nil {
 		return err
 	}
@@ -113,11 +99,7 @@ nanoseconds. Nothing is printed when the VM has no snapshot.
 	if err != nil || target == "" {
 		return err
 	}
-	m, err := e.manager()
-	if err != nil {
-		return err
-	}
-	def, err := m.Store().Lookup(target)
+	m, def, err := e.lookupVM(target)
 	if err != nil {
 		return err
 	}

@@ -54,30 +54,16 @@ func (d *defFlags) instanceOptions(verb, name string) (vm.InstanceOptions, error
 		o.Boot = &b
 	}
 	o.CPUs = *d.cpus
-	if *d.mem != "" {
-		n, err := config.ParseMemory(*d.mem)
-		if err != nil {
-			return o, fmt.Errorf("%s %s: -m: %w", verb, name, err)
-		}
-		o.Memory = n
+	var err error
+	if o.Memory, err = d.memory(verb, name); err != nil {
+		return o, err
 	}
 	if given["d"] {
-		o.Disks = []config.Disk{}
-		for _, p := range d.disks {
-			o.Disks = append(o.Disks, config.Disk{Path: abs(p)})
-		}
+		o.Disks = d.diskList([]config.Disk{})
 	}
 	if given["n"] || given["net"] {
-		o.Networks = []config.Network{}
-		for _, sw := range d.switches {
-			o.Networks = append(o.Networks, config.Network{Type: config.NetBridge, Bridge: sw})
-		}
-		for _, spec := range d.nets {
-			n, err := config.ParseNetwork(spec)
-			if err != nil {
-				return o, fmt.Errorf("%s %s: --net: %w", verb, name, err)
-			}
-			o.Networks = append(o.Networks, n)
+		if o.Networks, err = d.interfaces(verb, name, []config.Network{}); err != nil {
+			return o, err
 		}
 	}
 	for _, s := range d.ports {

@@ -110,22 +110,45 @@ func notFoundAs(target string, err error) error {
 	return err
 }
 
-// oneVM parses a command taking flags fs and exactly one VM argument.
+// oneVM parses a command taking flags fs and exactly one VM argument. It
+// returns "" and no error once it has printed help (text).
 func oneVM(e *env, fs *flag.FlagSet, args []string, text string) (string, error) {
-	pos, err := parseFlags(fs, args)
-	if err == errHelp {
-		return "", e.help(fs, text)
-	}
-	if err != nil {
-		return "", err
-	}
-	if len(pos) != 1 {
-		return "", &usageError{}
-	}
-	if err := nonEmpty(fs.Name(), pos[0]); err != nil {
+	pos, err := vmArgs(e, fs, args, text, 1)
+	if pos == nil {
 		return "", err
 	}
 	return pos[0], nil
+}
+
+// vmArgs parses a command taking flags fs and n arguments, the first a
+// VM. It returns nil and no error once it has printed help (text).
+func vmArgs(e *env, fs *flag.FlagSet, args []string, text string, n int) ([]string, error) {
+	pos, err := parseFlags(fs, args)
+	if err == errHelp {
+		return nil, e.help(fs, text)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(pos) != n {
+		return nil, &usageError{}
+	}
+	if err := nonEmpty(fs.Name(), pos[0]); err != nil {
+		return nil, err
+	}
+	return pos, nil
+}
+
+// lookupVM opens the VM manager and looks up the VM target names. The
+// manager is nil only when it could not be opened; a broken definition
+// comes with its error.
+func (e *env) lookupVM(target string) (*vm.Manager, *config.VM, error) {
+	m, err := e.manager()
+	if err != nil {
+		return nil, nil, err
+	}
+	def, err := m.Store().Lookup(target)
+	return m, def, err
 }
 
 // nonEmpty refuses an empty VM argument, which a script with an unset
@@ -197,23 +220,12 @@ func (d *defFlags) define(m *vm.Manager, verb, name string) (*config.VM, error) 
 	def := &config.VM{Name: name, Boot: config.Boot(*d.boot), Kernel: abs(*d.kernel), Initrd: abs(*d.initrd),
 		Append: *d.appendLine, CDROM: abs(*d.iso), CPUs: *d.cpus, Accel: *d.accel}
 	var err error
-	if *d.mem != "" {
-		if def.Memory, err = config.ParseMemory(*d.mem); err != nil {
-			return nil, fmt.Errorf("%s %s: -m: %w", verb, name, err)
-		}
+	if def.Memory, err = d.memory(verb, name); err != nil {
+		return nil, err
 	}
-	for _, p := range d.disks {
-		def.Disks = append(def.Disks, config.Disk{Path: abs(p)})
-	}
-	for _, sw := range d.switches {
-		def.Networks = append(def.Networks, config.Network{Type: config.NetBridge, Bridge: sw})
-	}
-	for _, spec := range d.nets {
-		n, err := config.ParseNetwork(spec)
-		if err != nil {
-			return nil, fmt.Errorf("%s %s: --net: %w", verb, name, err)
-		}
-		def.Networks = append(def.Networks, n)
+	def.Disks = d.diskList(nil)
+	if def.Networks, err = d.interfaces(verb, name, nil); err != nil {
+		return nil, err
 	}
 	for _, spec := range d.shares {
 		sh, err := parseShare(spec)
@@ -226,6 +238,41 @@ func (d *defFlags) define(m *vm.Manager, verb, name string) (*config.VM, error) 
 		return nil, fmt.Errorf("%s %s: %w", verb, name, err)
 	}
 	return def, nil
+}
+
+// memory is -m in bytes, 0 when it is not given.
+func (d *defFlags) memory(verb, name string) (int64, error) {
+	if *d.mem == "" {
+		return 0, nil
+	}
+	n, err := config.ParseMemory(*d.mem)
+	if err != nil {
+		return 0, fmt.Errorf("%s %s: -m: %w", verb, name, err)
+	}
+	return n, nil
+}
+
+// diskList appends the disks of -d to disks.
+func (d *defFlags) diskList(disks []config.Disk) []config.Disk {
+	for _, p := range d.disks {
+		disks = append(disks, config.Disk{Path: abs(p)})
+	}
+	return disks
+}
+
+// interfaces appends the interfaces of -n, then those of --net, to nets.
+func (d *defFlags) interfaces(verb, name string, nets []config.Network) ([]config.Network, error) {
+	for _, sw := range d.switches {
+		nets = append(nets, config.Network{Type: config.NetBridge, Bridge: sw})
+	}
+	for _, spec := range d.nets {
+		n, err := config.ParseNetwork(spec)
+		if err != nil {
+			return nil, fmt.Errorf("%s %s: --net: %w", verb, name, err)
+		}
+		nets = append(nets, n)
+	}
+	return nets, nil
 }
 
 // parseShare parses --share's DIR:TAG or DIR:TAG:ro (the directory may
@@ -262,12 +309,10 @@ boots instead.`)
 	if err != nil || target == "" {
 		return err
 	}
-	m, err := e.manager()
-	if err != nil {
-		return err
-	}
-	def, err := m.Store().Lookup(target)
+	m, def, err := e.lookupVM(target)
 	switch {
+	case m == nil:
+		return err
 	case errors.Is(err, store.ErrNotFound) && df.given() > 0:
 		if def, err = df.create(ctx, e, m, "start", target); err != nil {
 			return err
@@ -405,11 +450,7 @@ func runPause(ctx context.Context, e *env, args []string, pause bool) error {
 	if err != nil || target == "" {
 		return err
 	}
-	m, err := e.manager()
-	if err != nil {
-		return err
-	}
-	def, err := m.Store().Lookup(target)
+	m, def, err := e.lookupVM(target)
 	if err != nil {
 		return err
 	}
@@ -433,11 +474,7 @@ func runWait(ctx context.Context, e *env, args []string) error {
 	if err != nil || target == "" {
 		return err
 	}
-	m, err := e.manager()
-	if err != nil {
-		return err
-	}
-	def, err := m.Store().Lookup(target)
+	m, def, err := e.lookupVM(target)
 	if err != nil {
 		return err
 	}
@@ -555,11 +592,7 @@ reused or touched.`)
 	if err != nil || target == "" {
 		return err
 	}
-	m, err := e.manager()
-	if err != nil {
-		return err
-	}
-	def, err := m.Store().Lookup(target)
+	m, def, err := e.lookupVM(target)
 	if def == nil {
 		return err
 	}
