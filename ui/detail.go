@@ -1,6 +1,7 @@
 package ui
 
 import (
+	"cmp"
 	"fmt"
 	"strconv"
 	"strings"
@@ -126,6 +127,9 @@ func (d *detailModel) View() string {
 			orDash(def.Accel), orDash(def.Machine), orDash(string(def.Boot)))
 		if dm.defErr != nil {
 			add("  %s", s.Error.Render(oneLine(dm.defErr)))
+		}
+		if tpl := cmp.Or(st.Template, def.Template); tpl != "" {
+			add("  template %s  %s", tpl, s.Faint.Render("(an instance: its disks are overlays on the template's)"))
 		}
 		for _, kv := range [][2]string{{"kernel", def.Kernel}, {"initrd", def.Initrd}, {"append", def.Append}, {"cdrom", def.CDROM}} {
 			if kv[1] != "" {
