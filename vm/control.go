@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"syscall"
 	"time"
@@ -26,11 +27,47 @@ type StopOptions struct {
 }
 
 // Stop stops a running VM: a graceful ACPI power-down, or with Force a quit.
-// A start in progress is waited for first. A QEMU that lost its runtime
-// files (see Adopt) is found by its command line and stopped too; once its
-// monitor's socket is gone, only by a forced stop.
+// It holds the VM's lock, as Start, Remove, Save, Send and the snapshot
+// operations do, while it finds the VM's QEMU and asks it to stop (and, when
+// forced, until it has exited), so that a stop never overlaps them: an
+// operation in progress is waited for, up to stopLockWait, and the VM is
+// then stopped. When that operation has not ended by then, a stop fails,
+// naming it (for instance "a save is in progress"); a forced stop goes on
+// without the lock, quitting QEMU under it, so that a hung operation never
+// keeps a VM from being stopped (the operation then fails: a send or save
+// leaves no state, a snapshot says the VM stopped meanwhile). A graceful
+// stop holds the lock only while asking: waiting for the guest (Wait)
+// happens without it. A QEMU that lost its runtime files (see Adopt) is
+// found by its command line and stopped too; once its monitor's socket is
+// gone, only by a forced stop.
 func (m *Manager) Stop(ctx context.Context, def *config.VM, opts StopOptions) error {
-	st := m.inspect(ctx, def, &scan{}, true)
+	if config.ValidName(def.Name) != nil {
+		return ErrNotRunning // a definition file no VM can be started from
+	}
+	var st Status
+	lock, err := m.lockVM(ctx, def.Name, stopLockWait)
+	var busy *lockBusyError
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		// No runtime directory: no operation holds the VM (each makes
+		// it first). A QEMU that lost it is found by its command line.
+		st = m.inspect(ctx, def, &scan{}, true)
+	case errors.As(err, &busy) && opts.Force:
+		// What holds the VM has not ended: a forced stop goes on.
+		st = m.baseStatus(def)
+		if p, _ := m.find(def.Name, &scan{}); p != nil {
+			st = m.query(ctx, def, st, p)
+		}
+	case err != nil:
+		return err
+	default:
+		defer func() {
+			if lock != nil {
+				lock.Unlock()
+			}
+		}()
+		st = m.inspectLocked(ctx, def, &scan{})
+	}
 	if !st.Running() {
 		return ErrNotRunning
 	}
@@ -41,10 +78,20 @@ func (m *Manager) Stop(ctx context.Context, def *config.VM, opts StopOptions) er
 			os.Remove(m.paths.RuntimeFile(def.Name, stoppingFileName)) // no power-down was requested
 			return fmt.Errorf("stop vm %s: %w", def.Name, err)
 		}
+		if lock != nil {
+			// The guest may take long to power off: the VM's lock is
+			// not held meanwhile.
+			lock.Unlock()
+			lock = nil
+		}
 		if !opts.Wait {
 			return nil
 		}
 		return m.waitExit(ctx, def.Name, pid)
+	}
+	wait := m.waitExit
+	if lock != nil {
+		wait = m.waitExitLocked
 	}
 	// Forced: quit over QMP if it answers, else SIGTERM; SIGKILL after the
 	// grace period. A stopped process (SIGSTOP) cannot answer: it gets
@@ -56,7 +103,7 @@ func (m *Manager) Stop(ctx context.Context, def *config.VM, opts StopOptions) er
 		m.signal(def.Name, st, syscall.SIGTERM)
 	}
 	gctx, cancel := context.WithTimeout(ctx, forceGrace)
-	err := m.waitExit(gctx, def.Name, pid)
+	err = wait(gctx, def.Name, pid)
 	cancel()
 	if err == nil {
 		return nil
@@ -65,7 +112,7 @@ func (m *Manager) Stop(ctx context.Context, def *config.VM, opts StopOptions) er
 		return ctx.Err()
 	}
 	m.signal(def.Name, st, syscall.SIGKILL)
-	return m.waitExit(ctx, def.Name, pid)
+	return wait(ctx, def.Name, pid)
 }
 
 // signal sends sig to the QEMU of st, if the process of that PID is still
@@ -96,8 +143,38 @@ func (m *Manager) withQMP(ctx context.Context, name string, fn func(*qmp.Client)
 }
 
 // waitExit waits until QEMU process pid of VM name has exited, then
-// removes the VM's runtime files.
+// removes the VM's runtime files (unless the VM's lock is held: then its
+// holder does).
 func (m *Manager) waitExit(ctx context.Context, name string, pid int) error {
+	if err := m.waitGone(ctx, name, pid); err != nil {
+		return err
+	}
+	if lock, err := store.TryLock(m.paths.LockFile(name)); err == nil {
+		m.cleanupExited(name)
+		lock.Unlock()
+	}
+	return nil
+}
+
+// waitExitLocked is waitExit for a caller that holds the VM's lock.
+func (m *Manager) waitExitLocked(ctx context.Context, name string, pid int) error {
+	if err := m.waitGone(ctx, name, pid); err != nil {
+		return err
+	}
+	m.cleanupExited(name)
+	return nil
+}
+
+// cleanupExited removes the runtime files of VM name, under its lock,
+// unless a new QEMU was started meanwhile.
+func (m *Manager) cleanupExited(name string) {
+	if p, _ := m.find(name, nil); p == nil {
+		m.cleanup(name)
+	}
+}
+
+// waitGone waits until QEMU process pid of VM name has exited.
+func (m *Manager) waitGone(ctx context.Context, name string, pid int) error {
 	pidfile := m.paths.PIDFile(name)
 	m.mu.Lock()
 	child := m.children[pid]
@@ -114,13 +191,6 @@ func (m *Manager) waitExit(ctx context.Context, name string, pid int) error {
 			gone = true
 		}
 		if gone {
-			if lock, err := store.TryLock(m.paths.LockFile(name)); err == nil {
-				// Unless a new QEMU was started meanwhile.
-				if p, _ := m.find(name, nil); p == nil {
-					m.cleanup(name)
-				}
-				lock.Unlock()
-			}
 			return nil
 		}
 		select {

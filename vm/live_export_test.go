@@ -9,3 +9,11 @@ func SetMemoryStall(d time.Duration) (restore func()) {
 	memoryStall = d
 	return func() { memoryStall = old }
 }
+
+// SetStopLockWait sets how long Stop waits for the VM's lock, for a test
+// that is not parallel; it returns the function that restores it.
+func SetStopLockWait(d time.Duration) (restore func()) {
+	old := stopLockWait
+	stopLockWait = d
+	return func() { stopLockWait = old }
+}

@@ -143,7 +143,7 @@ func (m *Manager) suspend(ctx context.Context, def *config.VM, what string, opts
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	marker := m.paths.RuntimeFile(cur.Name, migratingFileName)
-	if err := os.WriteFile(marker, nil, 0o600); err != nil {
+	if err := os.WriteFile(marker, []byte(what), 0o600); err != nil { // what it is: lockHolder
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	defer os.Remove(marker)

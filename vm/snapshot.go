@@ -231,7 +231,15 @@ func (m *Manager) lockForSnapshot(ctx context.Context, def *config.VM, what stri
 		lock.Unlock()
 		return nil, nil, fmt.Errorf("%s: %w", what, err)
 	}
+	// Marks the lock's holder for a stop waiting for it (lockwait.go).
+	os.WriteFile(m.paths.RuntimeFile(def.Name, snapshottingFileName), nil, 0o600)
 	return lock, s, nil
+}
+
+// unlockSnapshot releases the lock lockForSnapshot took.
+func (m *Manager) unlockSnapshot(name string, lock *store.FileLock) {
+	os.Remove(m.paths.RuntimeFile(name, snapshottingFileName))
+	lock.Unlock()
 }
 
 func (m *Manager) snapshotState(ctx context.Context, def *config.VM) (*snapshotLocked, error) {
@@ -284,7 +292,7 @@ func (m *Manager) CreateSnapshot(ctx context.Context, def *config.VM, tag string
 	if err != nil {
 		return err
 	}
-	defer lock.Unlock()
+	defer m.unlockSnapshot(def.Name, lock)
 	for i, sns := range s.per {
 		for _, sn := range sns {
 			if sn.Name == tag || sn.ID == tag {
@@ -340,7 +348,7 @@ func (m *Manager) RevertSnapshot(ctx context.Context, def *config.VM, tag string
 	if err != nil {
 		return err
 	}
-	defer lock.Unlock()
+	defer m.unlockSnapshot(def.Name, lock)
 	ids := make([]string, len(s.disks))
 	var first disk.Snapshot
 	for i, sns := range s.per {
@@ -408,7 +416,7 @@ func (m *Manager) DeleteSnapshot(ctx context.Context, def *config.VM, tag string
 	if err != nil {
 		return err
 	}
-	defer lock.Unlock()
+	defer m.unlockSnapshot(def.Name, lock)
 	ids := make([]string, len(s.disks))
 	found := false
 	for i, sns := range s.per {
