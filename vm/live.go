@@ -321,6 +321,11 @@ func (m *Manager) AttachDisk(ctx context.Context, def *config.VM, path string) (
 	if err != nil {
 		return fail(err)
 	}
+	// The guest would write it: not an image a saved VM's state expects
+	// as it is (save.go).
+	if err := disk.RefuseSaved(path, m.SavedDisks); err != nil {
+		return fail(err)
+	}
 	attached := m.attached(def.Name, st)
 	for i, d := range def.Disks {
 		if sameFile(d.Path, path) {
