@@ -7,7 +7,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -279,6 +282,25 @@ func (e *env) vmDisks() (map[string][]string, error) {
 	return disks, nil
 }
 
+// savedDisks returns the disks of each VM that has a saved state, by name
+// (disk.RefuseSaved). Without a state root, or without a saved state in
+// it, there are none, and the store is not opened.
+func (e *env) savedDisks() (map[string][]string, error) {
+	paths, err := e.paths()
+	if err != nil {
+		return nil, nil
+	}
+	ents, err := os.ReadDir(filepath.Dir(paths.SavedStateFile("x")))
+	if errors.Is(err, fs.ErrNotExist) || err == nil && len(ents) == 0 {
+		return nil, nil
+	}
+	m, err := e.manager()
+	if err != nil {
+		return nil, err
+	}
+	return m.SavedDisks()
+}
+
 // hintError is an error followed by what the user can do about it.
 type hintError struct {
 	err  error
@@ -345,6 +367,12 @@ is smaller; the overlay itself is left as it is.`)
 	var opts disk.CommitOptions
 	if opts.Passphrase, err = readPassphrase(*passFile); err != nil {
 		return fmt.Errorf("disk commit: %w", err)
+	}
+	// What commit writes is the overlay's backing file.
+	if info, err := disk.Info(ctx, pos[0], disk.InfoOptions{ForceShare: true}); err == nil && info.FullBackingFilename != "" {
+		if err := disk.RefuseSaved(info.FullBackingFilename, e.savedDisks); err != nil {
+			return fmt.Errorf("commit %q: %w", pos[0], err)
+		}
 	}
 	var bar *progressLine
 	if *progress {
@@ -415,6 +443,9 @@ could lose data. A qcow2 image's size is rounded up to 512 bytes.`)
 		}
 		size += info.VirtualSize
 	}
+	if err := disk.RefuseSaved(path, e.savedDisks); err != nil {
+		return fmt.Errorf("resize %q: %w", path, err)
+	}
 	if err := disk.Resize(ctx, path, size); err != nil {
 		return e.explainInUse(err, false)
 	}
@@ -478,6 +509,9 @@ VM uses the image; -U lists the snapshots of an image a VM writes.`)
 	case *create != "":
 		_, err = disk.CreateSnapshot(ctx, path, *create)
 	case *apply != "":
+		if err := disk.RefuseSaved(path, e.savedDisks); err != nil {
+			return fmt.Errorf("apply snapshot %q of %q: %w", *apply, path, err)
+		}
 		err = disk.ApplySnapshot(ctx, path, *apply)
 	case *del != "":
 		err = disk.DeleteSnapshot(ctx, path, *del)

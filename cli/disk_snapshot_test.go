@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vmtui/vmtui/config/store"
 	"github.com/vmtui/vmtui/internal/qemuimg"
 )
 
@@ -17,7 +18,8 @@ func TestDiskSnapshot(t *testing.T) {
 	qemuimg.Run(t, "create", "-q", "-f", "qcow2", img, "4M")
 	run := func(wantCode int, args ...string) (string, string) {
 		t.Helper()
-		code, out, errOut := runIn(t, dir, noPaths(t), append([]string{"disk", "snapshot"}, args...)...)
+		// -a asks the state root for saved VMs (disk.RefuseSaved).
+		code, out, errOut := runIn(t, dir, func() (*store.Paths, error) { return store.HomePaths(dir), nil }, append([]string{"disk", "snapshot"}, args...)...)
 		if code != wantCode {
 			t.Fatalf("vmtui disk snapshot %q: exit %d, want %d\nstdout %q\nstderr %q", args, code, wantCode, out, errOut)
 		}

@@ -119,3 +119,23 @@ func (m *Manager) useSaved(def *config.VM, opts *StartOptions) (func(), error) {
 	}
 	return func() { f.Close() }, nil
 }
+
+// SavedDisks returns the disks of each VM that has a saved state, by name:
+// images that must not change until it is resumed or its state discarded
+// (disk.RefuseSaved).
+func (m *Manager) SavedDisks() (map[string][]string, error) {
+	defs, err := m.store.List()
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]string{}
+	for _, def := range defs {
+		if !m.HasSavedState(def.Name) {
+			continue
+		}
+		for _, d := range def.Disks {
+			out[def.Name] = append(out[def.Name], d.Path)
+		}
+	}
+	return out, nil
+}
