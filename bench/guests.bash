@@ -1,5 +1,29 @@
-# bench/guests.bash: what the guest benchmarks (list.sh, tui.sh) share.
-# Sourced, not run. Expects $VMTUI_HOME, $vmtui and $tmp to be set.
+# bench/guests.bash: what the guest benchmarks (list.sh, tui.sh, send.sh,
+# instances.sh, vmsnapshot.sh) share. Sourced, not run, from the top of the
+# tree; it puts Go on $PATH. bench_tmp sets $VMTUI_HOME, $vmtui and $tmp,
+# which the other functions use.
+
+export PATH="/usr/local/go/bin:$PATH"
+
+# bench_tmp PREFIX [TOOL]...: fails unless go, qemu-system-x86_64 and each
+# TOOL are installed; makes $tmp, a directory PREFIX-XXXXXX (short: the
+# QMP sockets live under it, and a socket's path has 108 bytes at most),
+# with $VMTUI_HOME in it; sets $vmtui to $tmp/vmtui, and VMTUI_ACCEL to tcg
+# unless it is set (KVM guests hang on some machines).
+bench_tmp() {
+	local prefix=$1 t
+	shift
+	for t in go qemu-system-x86_64 "$@"; do
+		command -v "$t" >/dev/null || { echo "bench: $t is not installed" >&2; exit 1; }
+	done
+	tmp=$(mktemp -d "$prefix-XXXXXX")
+	export VMTUI_HOME=$tmp/home
+	export VMTUI_ACCEL=${VMTUI_ACCEL:-tcg}
+	vmtui=$tmp/vmtui
+}
+
+# now_ns prints the time in nanoseconds.
+now_ns() { date +%s%N; }
 
 # our_qemus prints the PIDs of the QEMUs whose pidfile is under $VMTUI_HOME.
 our_qemus() {

@@ -30,25 +30,15 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-export PATH="/usr/local/go/bin:$PATH"
+# shellcheck source=bench/guests.bash
+source bench/guests.bash
 out=${BENCH_OUT:-bench/out}
 n=${N:-4}
 mem=${MEM:-256M}
 fill=${FILL:-100}
 mkdir -p "$out"
 
-for t in go qemu-system-x86_64 stty; do
-	command -v "$t" >/dev/null || { echo "bench: $t is not installed" >&2; exit 1; }
-done
-
-# A short directory: the QMP sockets live under it (108-byte limit).
-tmp=$(mktemp -d /tmp/vmtui-bench-XXXXXX)
-export VMTUI_HOME=$tmp/home
-export VMTUI_ACCEL=${VMTUI_ACCEL:-tcg}
-vmtui=$tmp/vmtui
-
-# shellcheck source=bench/guests.bash
-source bench/guests.bash
+bench_tmp /tmp/vmtui-bench stty
 trap stop_guests EXIT
 
 build_guest_tools
@@ -103,6 +93,20 @@ answer() {
 	exec 3>&-
 }
 
+# start_answer NAME TAG starts VM NAME and waits for its guest to answer
+# (answer NAME TTY TAG); it sets $tty, $took_start to the time the start
+# took, and $took_answer to the time from its return to the answer.
+start_answer() {
+	local t0 t1 t2
+	t0=$(now)
+	tty=$(start_vm "$1")
+	t1=$(now)
+	answer "$1" "$tty" "$2"
+	t2=$(now)
+	took_start=$(secs "$t0" "$t1")
+	took_answer=$(secs "$t1" "$t2")
+}
+
 # run_cmd NAME TTY COMMAND MARK types COMMAND; echo MARK and waits for MARK.
 run_cmd() {
 	stty -F "$2" raw -echo
@@ -151,13 +155,9 @@ done
 echo "next define -t: ${defines[*]} s"
 inst_start=() inst_answer=() inst_pids=() inst_again=()
 for i in $(seq 1 "$n"); do
-	t0=$(now)
-	tty=$(start_vm "i$i")
-	t1=$(now)
-	answer "i$i" "$tty" "ping$i"
-	t2=$(now)
-	inst_start+=("$(secs "$t0" "$t1")")
-	inst_answer+=("$(secs "$t1" "$t2")")
+	start_answer "i$i" "ping$i"
+	inst_start+=("$took_start")
+	inst_answer+=("$took_answer")
 	inst_again+=("$again")
 	inst_pids+=("$(pid_of "i$i")")
 done
@@ -169,13 +169,9 @@ echo "== $n cold boots"
 cold_start=() cold_answer=() cold_pids=() cold_again=()
 for i in $(seq 1 "$n"); do
 	"$vmtui" define "${common[@]}" "c$i" 2>/dev/null
-	t0=$(now)
-	tty=$(start_vm "c$i")
-	t1=$(now)
-	answer "c$i" "$tty" "ping$i"
-	t2=$(now)
-	cold_start+=("$(secs "$t0" "$t1")")
-	cold_answer+=("$(secs "$t1" "$t2")")
+	start_answer "c$i" "ping$i"
+	cold_start+=("$took_start")
+	cold_answer+=("$took_answer")
 	cold_again+=("$again")
 	run_cmd "c$i" "$tty" "$filler" "filled$i"
 	cold_pids+=("$(pid_of "c$i")")

@@ -17,24 +17,14 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-export PATH="/usr/local/go/bin:$PATH"
+# shellcheck source=bench/guests.bash
+source bench/guests.bash
 out=${BENCH_OUT:-bench/out}
 vms=${VMS:-30}
 runs=${RUNS:-20}
 mkdir -p "$out"
 
-for t in go qemu-system-x86_64; do
-	command -v "$t" >/dev/null || { echo "bench: $t is not installed" >&2; exit 1; }
-done
-
-# A short directory: the QMP sockets live under it (108-byte limit).
-tmp=$(mktemp -d /tmp/vmtui-bench-XXXXXX)
-export VMTUI_HOME=$tmp/home
-export VMTUI_ACCEL=${VMTUI_ACCEL:-tcg}
-vmtui=$tmp/vmtui
-
-# shellcheck source=bench/guests.bash
-source bench/guests.bash
+bench_tmp /tmp/vmtui-bench
 trap stop_guests EXIT
 
 build_guest_tools
@@ -51,8 +41,6 @@ rss_kib=0
 for pid in $(our_qemus); do
 	rss_kib=$((rss_kib + $(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")))
 done
-
-now_ns() { date +%s%N; }
 
 echo "== timing vmtui --list, $runs runs after one warm-up"
 "$vmtui" --list >/dev/null

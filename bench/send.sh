@@ -23,23 +23,13 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-export PATH="/usr/local/go/bin:$PATH"
+# shellcheck source=bench/guests.bash
+source bench/guests.bash
 out=${BENCH_OUT:-bench/out}
 runs=${RUNS:-3}
 mkdir -p "$out"
 
-for t in go qemu-system-x86_64; do
-	command -v "$t" >/dev/null || { echo "bench: $t is not installed" >&2; exit 1; }
-done
-
-# A short directory: the QMP sockets live under it (108-byte limit).
-tmp=$(mktemp -d /tmp/vmtui-bench-XXXXXX)
-export VMTUI_HOME=$tmp/home
-export VMTUI_ACCEL=${VMTUI_ACCEL:-tcg}
-vmtui=$tmp/vmtui
-
-# shellcheck source=bench/guests.bash
-source bench/guests.bash
+bench_tmp /tmp/vmtui-bench
 trap stop_guests EXIT
 
 build_guest_tools
@@ -63,7 +53,6 @@ append = "console=ttyS0 quiet panic=-1 vmtui.script=vmtui-script"
 extra_args = ["-drive", "file=$script,format=raw,if=none,id=script,readonly=on", "-device", "virtio-blk-pci,drive=script,serial=vmtui-script"]
 EOF
 
-now_ns() { date +%s%N; }
 ms() { awk -v d="$1" 'BEGIN { printf "%.0f", d / 1e6 }'; }
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 

@@ -28,7 +28,8 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-export PATH="/usr/local/go/bin:$PATH"
+# shellcheck source=bench/guests.bash
+source bench/guests.bash
 out=${BENCH_OUT:-bench/out}
 vms=${VMS:-30}
 running=${RUNNING:-10}
@@ -36,18 +37,9 @@ idle=${IDLE:-60}
 keys=${KEYS:-20}
 mkdir -p "$out"
 
-for t in go qemu-system-x86_64 tmux; do
-	command -v "$t" >/dev/null || { echo "bench: $t is not installed" >&2; exit 1; }
-done
-
-tmp=$(mktemp -d /tmp/vmtui-tui-XXXXXX)
-export VMTUI_HOME=$tmp/home
-export VMTUI_ACCEL=${VMTUI_ACCEL:-tcg}
-vmtui=$tmp/vmtui
+bench_tmp /tmp/vmtui-tui tmux
 base=${BASE:-}
 
-# shellcheck source=bench/guests.bash
-source bench/guests.bash
 cleanup() {
 	local s
 	for s in "$tmp"/tmux*.sock; do
@@ -74,7 +66,6 @@ done
 "$vmtui" --list | awk 'NR > 1 { n[$8]++ } END { for (s in n) printf "%s %d\n", s, n[s] }'
 
 capture() { tmux -S "$1" capture-pane -p -t 0; }
-now_ns() { date +%s%N; }
 
 # The TUIs measured: the working tree's, and BASE's beside it.
 labels=(tree)

@@ -18,22 +18,15 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-export PATH="/usr/local/go/bin:$PATH"
+# shellcheck source=bench/guests.bash
+source bench/guests.bash
 out=${BENCH_OUT:-bench/out}
 runs=${RUNS:-7}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 
-for t in qemu-img qemu-system-x86_64 go stty; do
-	command -v "$t" >/dev/null || { echo "bench: $t is not installed" >&2; exit 1; }
-done
-
-export VMTUI_ACCEL=${VMTUI_ACCEL:-tcg}
-tmp=$(mktemp -d /tmp/vmtui-vmsnap.XXXXXX)
-export VMTUI_HOME=$tmp/home
+bench_tmp /tmp/vmtui-vmsnap qemu-img stty
 vmtui=$out/vmtui
-# shellcheck source=bench/guests.bash
-source bench/guests.bash
 trap 'exec 3>&- 2>/dev/null || true; stop_guests' EXIT
 build_guest_tools
 
@@ -68,8 +61,6 @@ stty -F "$tty" raw -echo # before it is open: an echo would type the guest's out
 exec 3<>"$tty"
 cat <&3 >/dev/null 2>&1 &
 guest 'dd if=/dev/urandom of=/tmp/fill bs=1M count=64 2>/dev/null; md5sum /tmp/fill >/tmp/fill.md5'
-
-now_ns() { date +%s%N; }
 
 # time_ms CMD...: runs CMD, prints its wall time in milliseconds.
 time_ms() {
