@@ -172,17 +172,17 @@ func (c *checker) devices(vm *VM) {
 		case err != nil:
 			c.add("max_memory", "%s", err)
 		case vm.MaxMemory < vm.Memory:
-			c.add("max_memory", "%s is below memory (%s)", formatMemory(vm.MaxMemory), formatMemory(vm.Memory))
+			c.add("max_memory", "%s is below memory (%s)", FormatMemory(vm.MaxMemory), FormatMemory(vm.Memory))
 		case (vm.MaxMemory-vm.Memory)%MemoryAlign != 0:
 			c.add("max_memory", "%s less memory (%s) is not a multiple of 2M, the block size of the memory it adds",
-				formatMemory(vm.MaxMemory), formatMemory(vm.Memory))
+				FormatMemory(vm.MaxMemory), FormatMemory(vm.Memory))
 		}
 	}
 	if vm.MLock && vm.MaxMemory > vm.Memory {
 		c.add("mlock", "cannot be combined with max_memory: locking the guest's memory would allocate all of max_memory at start")
 	}
 	if vm.HugePages && vm.Memory%MemoryAlign != 0 {
-		c.add("hugepages", "memory (%s) is not a multiple of the 2M huge page", formatMemory(vm.Memory))
+		c.add("hugepages", "memory (%s) is not a multiple of the 2M huge page", FormatMemory(vm.Memory))
 	}
 	if vm.CID != 0 && (vm.CID < MinCID || vm.CID > MaxCID) {
 		c.add("cid", "%d is out of range (%d to %d)", vm.CID, MinCID, uint32(MaxCID))
@@ -332,7 +332,7 @@ func encodeDevices(fv *fileVM, vm *VM) {
 	}
 	fv.Sockets, fv.Cores, fv.Threads = ptr(vm.Sockets), ptr(vm.Cores), ptr(vm.Threads)
 	if vm.MaxMemory != 0 {
-		fv.MaxMemory = formatMemory(vm.MaxMemory)
+		fv.MaxMemory = FormatMemory(vm.MaxMemory)
 	}
 	fv.HugePages, fv.MLock, fv.Prealloc, fv.Vsock = vm.HugePages, vm.MLock, vm.Prealloc, vm.Vsock
 	if vm.CID != 0 {
@@ -358,7 +358,7 @@ func (vm *VM) DeviceSummary() []string {
 		out = append(out, fmt.Sprintf("topology %d %s × %d %s × %d %s", s, plural(s, "socket"), c, plural(c, "core"), t, plural(t, "thread")))
 	}
 	if vm.MaxMemory > vm.Memory {
-		out = append(out, "max_memory "+formatMemory(vm.MaxMemory))
+		out = append(out, "max_memory "+FormatMemory(vm.MaxMemory))
 	}
 	var knobs []string
 	for _, k := range []struct {

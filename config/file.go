@@ -207,7 +207,7 @@ func Encode(vm *VM) ([]byte, error) {
 		ID:        int64(vm.ID),
 		Name:      vm.Name,
 		Template:  vm.Template,
-		Memory:    formatMemory(vm.Memory),
+		Memory:    FormatMemory(vm.Memory),
 		CPUs:      &cpus,
 		Kernel:    vm.Kernel,
 		Initrd:    vm.Initrd,

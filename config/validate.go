@@ -353,11 +353,11 @@ func ParseMemory(s string) (int64, error) {
 func checkMemory(n int64) error {
 	switch {
 	case n < MinMemory:
-		return fmt.Errorf("%s is below the minimum of %s", formatMemory(n), formatMemory(MinMemory))
+		return fmt.Errorf("%s is below the minimum of %s", FormatMemory(n), FormatMemory(MinMemory))
 	case n > MaxMemory:
-		return fmt.Errorf("%s is above the maximum of %s", formatMemory(n), formatMemory(MaxMemory))
+		return fmt.Errorf("%s is above the maximum of %s", FormatMemory(n), FormatMemory(MaxMemory))
 	case n%(1<<20) != 0:
-		return fmt.Errorf("%s is not a whole number of megabytes", formatMemory(n))
+		return fmt.Errorf("%s is not a whole number of megabytes", FormatMemory(n))
 	}
 	return nil
 }

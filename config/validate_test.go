@@ -332,6 +332,14 @@ func TestParseMemory(t *testing.T) {
 	}
 }
 
+func TestFormatMemory(t *testing.T) {
+	for n, want := range map[int64]string{256 << 20: "256M", 3 << 30: "3G", 1536 << 10: "1536K", 2 << 40: "2T", 1000: "1000", 0: "0"} {
+		if got := FormatMemory(n); got != want {
+			t.Errorf("FormatMemory(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
+
 func TestParseHostFwd(t *testing.T) {
 	tests := []struct {
 		in   string

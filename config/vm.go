@@ -181,8 +181,9 @@ func IsID(s string) bool {
 	return true
 }
 
-// formatMemory writes a size exactly, in the largest unit that divides it.
-func formatMemory(n int64) string {
+// FormatMemory writes a size exactly, in the largest unit that divides it
+// ("384M", "1G", "1536K"), as a definition's memory keys hold it.
+func FormatMemory(n int64) string {
 	for _, u := range []struct {
 		unit  string
 		shift uint

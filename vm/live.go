@@ -160,6 +160,17 @@ func (m *Manager) liveLock(ctx context.Context, name string) (*store.FileLock, e
 	return store.Lock(ctx, m.paths.RuntimeFile(name, liveLockName))
 }
 
+// lockRunning returns the status of def's VM, or ErrNotRunning, with its
+// live lock held (see liveLock) for the caller to unlock.
+func (m *Manager) lockRunning(ctx context.Context, def *config.VM) (Status, *store.FileLock, error) {
+	st, err := m.running(ctx, def)
+	if err != nil {
+		return st, nil, err
+	}
+	lock, err := m.liveLock(ctx, def.Name)
+	return st, lock, err
+}
+
 // SetMemory makes a running VM's memory size bytes: more than it started
 // with, up to its max_memory, by plugging memory blocks of its virtio-mem
 // device; or less again, as far as the guest lets go of them. size must be
@@ -173,11 +184,7 @@ func (m *Manager) SetMemory(ctx context.Context, def *config.VM, size int64) (Me
 	fail := func(err error) (MemoryState, error) {
 		return MemoryState{}, fmt.Errorf("set memory of vm %s: %w", def.Name, err)
 	}
-	st, err := m.running(ctx, def)
-	if err != nil {
-		return fail(err)
-	}
-	lock, err := m.liveLock(ctx, def.Name)
+	st, lock, err := m.lockRunning(ctx, def)
 	if err != nil {
 		return fail(err)
 	}
@@ -189,11 +196,11 @@ func (m *Manager) SetMemory(ctx context.Context, def *config.VM, size int64) (Me
 	want := size - ms.Base
 	switch {
 	case size < ms.Base:
-		return fail(fmt.Errorf("%s is less than the memory it started with, %s", exactSize(size), exactSize(ms.Base)))
+		return fail(fmt.Errorf("%s is less than the memory it started with, %s", config.FormatMemory(size), config.FormatMemory(ms.Base)))
 	case size > ms.Max:
-		return fail(fmt.Errorf("%s is more than its max_memory, %s", exactSize(size), exactSize(ms.Max)))
+		return fail(fmt.Errorf("%s is more than its max_memory, %s", config.FormatMemory(size), config.FormatMemory(ms.Max)))
 	case ms.BlockSize > 0 && want%ms.BlockSize != 0:
-		return fail(fmt.Errorf("%s is not a whole number of %s blocks above its memory, %s", exactSize(size), exactSize(ms.BlockSize), exactSize(ms.Base)))
+		return fail(fmt.Errorf("%s is not a whole number of %s blocks above its memory, %s", config.FormatMemory(size), config.FormatMemory(ms.BlockSize), config.FormatMemory(ms.Base)))
 	}
 	err = m.withQMP(ctx, def.Name, func(c *qmp.Client) error {
 		return c.QOMSet(ctx, VirtioMemID, "requested-size", want)
@@ -211,12 +218,12 @@ func (m *Manager) SetMemory(ctx context.Context, def *config.VM, size int64) (Me
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return ms, fmt.Errorf("set memory of vm %s to %s: the guest has %s so far: %w", def.Name, exactSize(size), exactSize(ms.Current()), ctx.Err())
+			return ms, fmt.Errorf("set memory of vm %s to %s: the guest has %s so far: %w", def.Name, config.FormatMemory(size), config.FormatMemory(ms.Current()), ctx.Err())
 		case <-t.C:
 		}
 		cur, err := m.memoryState(ctx, def)
 		if err != nil {
-			return ms, fmt.Errorf("set memory of vm %s to %s: %w", def.Name, exactSize(size), err)
+			return ms, fmt.Errorf("set memory of vm %s to %s: %w", def.Name, config.FormatMemory(size), err)
 		}
 		ms = cur
 		if ms.Plugged != last {
@@ -227,7 +234,7 @@ func (m *Manager) SetMemory(ctx context.Context, def *config.VM, size int64) (Me
 				how = "it keeps memory it uses; it may let go of more later"
 			}
 			return ms, fmt.Errorf("set memory of vm %s to %s: %w: it has %s after %v without progress (%s)",
-				def.Name, exactSize(size), ErrMemoryStalled, exactSize(ms.Current()), memoryStall, how)
+				def.Name, config.FormatMemory(size), ErrMemoryStalled, config.FormatMemory(ms.Current()), memoryStall, how)
 		}
 	}
 	return ms, nil
@@ -308,11 +315,7 @@ func (m *Manager) AttachDisk(ctx context.Context, def *config.VM, path string) (
 	if abs, err := filepath.Abs(path); err == nil {
 		path = abs
 	}
-	st, err := m.running(ctx, def)
-	if err != nil {
-		return fail(err)
-	}
-	lock, err := m.liveLock(ctx, def.Name)
+	st, lock, err := m.lockRunning(ctx, def)
 	if err != nil {
 		return fail(err)
 	}
@@ -669,20 +672,6 @@ func (h hotplugPortsDev) args() ([]string, error) {
 		argv = append(argv, "-device", fmt.Sprintf("pcie-root-port,id=%s%d,bus=pcie.0,chassis=%d", hotplugPortPrefix, i, i+1))
 	}
 	return argv, nil
-}
-
-// exactSize writes a size exactly, in the largest unit that divides it
-// ("384M", "1G", "1536K").
-func exactSize(n int64) string {
-	for _, u := range []struct {
-		unit  string
-		shift uint
-	}{{"T", 40}, {"G", 30}, {"M", 20}, {"K", 10}} {
-		if n != 0 && n%(1<<u.shift) == 0 {
-			return strconv.FormatInt(n>>u.shift, 10) + u.unit
-		}
-	}
-	return strconv.FormatInt(n, 10)
 }
 
 // hasVirtioMem reports whether a QEMU command line has the virtio-mem

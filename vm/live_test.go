@@ -57,11 +57,3 @@ func TestHasVirtioMem(t *testing.T) {
 		t.Errorf("a virtio-mem device of another id taken for vmtui's")
 	}
 }
-
-func TestExactSize(t *testing.T) {
-	for n, want := range map[int64]string{256 << 20: "256M", 3 << 30: "3G", 1536 << 10: "1536K", 2 << 40: "2T", 1000: "1000", 0: "0"} {
-		if got := exactSize(n); got != want {
-			t.Errorf("exactSize(%d) = %q, want %q", n, got, want)
-		}
-	}
-}
