@@ -3,18 +3,12 @@ package vm_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
-	"golang.org/x/term"
 
 	"github.com/vmtui/vmtui/config"
 	"github.com/vmtui/vmtui/internal/qemuimg"
@@ -26,54 +20,6 @@ import (
 // disk that discards, a read-only disk, a disk with an I/O thread, a CPU
 // topology and preallocated memory, each seen from inside through its
 // serial shell.
-
-// devShell types commands into a running guest's serial shell and reads
-// their output back from the serial log.
-type devShell struct {
-	e    *guestEnv
-	name string
-	pty  *os.File
-	n    int
-}
-
-func (e *guestEnv) devShell(name, tty string) *devShell {
-	e.t.Helper()
-	e.waitSerial(name, testguest.Prompt, testguest.BootTimeout)
-	f, err := os.OpenFile(tty, os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if _, err := term.MakeRaw(int(f.Fd())); err != nil {
-		f.Close()
-		e.t.Fatal(err)
-	}
-	go io.Copy(io.Discard, f)
-	e.t.Cleanup(func() { f.Close() })
-	return &devShell{e: e, name: name, pty: f}
-}
-
-// run runs cmd in the guest and returns its output on one line (a
-// command substitution, split into words).
-func (g *devShell) run(cmd string) string {
-	g.e.t.Helper()
-	g.n++
-	// The echoed line typed holds "$((2+3))", the output its sum.
-	if _, err := fmt.Fprintf(g.pty, "echo D%d$((2+3))D $(%s)\r", g.n, cmd); err != nil {
-		g.e.t.Fatal(err)
-	}
-	re := regexp.MustCompile(`D` + strconv.Itoa(g.n) + `5D ?([^\r\n]*)\r?\n`)
-	const timeout = 2 * time.Minute
-	deadline := time.Now().Add(timeout)
-	for {
-		if m := re.FindStringSubmatch(readFile(g.e.paths.SerialLog(g.name))); m != nil {
-			return strings.TrimSpace(m[1])
-		}
-		if time.Now().After(deadline) {
-			g.e.t.Fatalf("vm %s: no output of %q after %v:\n%s", g.name, cmd, timeout, readFile(g.e.paths.SerialLog(g.name)))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
 
 // allocated is the space a file takes on the host's disk.
 func allocated(t *testing.T, path string) int64 {
@@ -124,7 +70,7 @@ func TestDevicesGuest(t *testing.T) {
 			t.Errorf("qemu's command line has no %q: %q", want, st.Cmdline)
 		}
 	}
-	g := e.devShell("devs", st.TTY)
+	g := e.shell("devs", st.TTY)
 
 	// The scsi disk is /dev/sda, QEMU's SCSI disk; the virtio disks vdX.
 	if got := g.run("cat /sys/block/sda/device/vendor /sys/block/sda/device/model /sys/block/sda/size"); got != "QEMU QEMU HARDDISK 131072" {

@@ -7,84 +7,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
-
-	"golang.org/x/term"
 
 	"github.com/vmtui/vmtui/config"
 	"github.com/vmtui/vmtui/internal/testguest"
 	"github.com/vmtui/vmtui/vm"
 )
-
-// serialShell talks to a guest's shell on its serial console: it writes
-// command lines to the pty and reads what the guest prints.
-type serialShell struct {
-	t    *testing.T
-	name string
-	f    *os.File
-	mu   sync.Mutex
-	out  strings.Builder
-	done chan struct{}
-}
-
-// openShell opens the serial console of a running VM (its pty, in raw
-// mode: no echo of the guest's output back to it).
-func openShell(t *testing.T, name, tty string) *serialShell {
-	t.Helper()
-	f, err := os.OpenFile(tty, os.O_RDWR|syscall.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatalf("vm %s: open its console: %v", name, err)
-	}
-	if _, err := term.MakeRaw(int(f.Fd())); err != nil {
-		f.Close()
-		t.Fatalf("vm %s: console raw mode: %v", name, err)
-	}
-	s := &serialShell{t: t, name: name, f: f, done: make(chan struct{})}
-	go func() {
-		defer close(s.done)
-		buf := make([]byte, 4096)
-		for {
-			n, err := f.Read(buf)
-			s.mu.Lock()
-			s.out.Write(buf[:n])
-			s.mu.Unlock()
-			if err != nil {
-				return
-			}
-		}
-	}()
-	t.Cleanup(func() { f.Close(); <-s.done })
-	return s
-}
-
-func (s *serialShell) output() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.out.String()
-}
-
-// run types line and waits until want appears in what the guest printed
-// after it; it returns the time that took.
-func (s *serialShell) run(line, want string, timeout time.Duration) time.Duration {
-	s.t.Helper()
-	from := len(s.output())
-	start := time.Now()
-	if _, err := s.f.WriteString(line + "\n"); err != nil {
-		s.t.Fatalf("vm %s: type %q: %v", s.name, line, err)
-	}
-	for {
-		if strings.Contains(s.output()[from:], want) {
-			return time.Since(start)
-		}
-		if time.Since(start) > timeout {
-			s.t.Fatalf("vm %s: no %q after %q within %v; the console says:\n%s", s.name, want, line, timeout, s.output()[from:])
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 // TestInstantClones: a value held only in the RAM of a saved template
 // appears in its instances, which resume the template's guest instead of
@@ -104,10 +33,9 @@ func TestInstantClones(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := e.start(tpl, vm.StartOptions{})
-	e.waitSerial("tpl", testguest.Prompt, testguest.BootTimeout)
 	token := fmt.Sprintf("ram-only-%d", time.Now().UnixNano())
-	sh := openShell(t, "tpl", st.TTY)
-	sh.run("echo "+token+" > /tmp/val; echo stored-$((40+2))", "stored-42", 30*time.Second)
+	sh := e.shell("tpl", st.TTY)
+	sh.expect("echo "+token+" > /tmp/val; echo stored-$((40+2))", "stored-42", 30*time.Second)
 	// Idle before the save: what the guest was printing is out.
 	time.Sleep(200 * time.Millisecond)
 	if err := e.m.Save(ctx, tpl, vm.SendOptions{}); err != nil {
@@ -117,7 +45,7 @@ func TestInstantClones(t *testing.T) {
 		t.Fatal("no saved state after save")
 	}
 
-	var shells []*serialShell
+	var shells []*guestShell
 	for _, name := range []string{"c1", "c2"} {
 		inst, notes, err := e.m.CreateInstance(ctx, "tpl", name, vm.InstanceOptions{})
 		if err != nil {
@@ -127,8 +55,8 @@ func TestInstantClones(t *testing.T) {
 			t.Errorf("instance %s: notes %q", name, notes)
 		}
 		ist := e.start(inst, vm.StartOptions{})
-		s := openShell(t, name, ist.TTY)
-		took := s.run("cat /tmp/val", token, 30*time.Second)
+		s := e.attachShell(name, ist.TTY)
+		took := s.expect("cat /tmp/val", token, 30*time.Second)
 		t.Logf("instance %s answered on its console %v after its start returned", name, took)
 		shells = append(shells, s)
 		if log := readFile(e.paths.SerialLog(name)); strings.Contains(log, testguest.Banner) {
@@ -137,10 +65,10 @@ func TestInstantClones(t *testing.T) {
 	}
 	ram := filepath.Join(e.paths.TemplateCloneDir("tpl"), "ram")
 	sum := sha256File(t, ram)
-	shells[0].run("echo one > /tmp/val; cat /tmp/val", "one\r\n", 30*time.Second)
-	shells[1].run("echo two > /tmp/val; cat /tmp/val", "two\r\n", 30*time.Second)
-	shells[0].run("cat /tmp/val; echo end-$((1+1))", "one\r\nend-2", 30*time.Second)
-	shells[1].run("cat /tmp/val; echo end-$((2+1))", "two\r\nend-3", 30*time.Second)
+	shells[0].expect("echo one > /tmp/val; cat /tmp/val", "one\r\n", 30*time.Second)
+	shells[1].expect("echo two > /tmp/val; cat /tmp/val", "two\r\n", 30*time.Second)
+	shells[0].expect("cat /tmp/val; echo end-$((1+1))", "one\r\nend-2", 30*time.Second)
+	shells[1].expect("cat /tmp/val; echo end-$((2+1))", "two\r\nend-3", 30*time.Second)
 	if got := sha256File(t, ram); got != sum {
 		t.Errorf("the template's RAM file changed under its instances")
 	}
@@ -191,7 +119,7 @@ func TestInstantClones(t *testing.T) {
 	if _, err := os.Stat(e.paths.TemplateCloneDir("tpl")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the instances' state after the template's start: %v", err)
 	}
-	openShell(t, "tpl", tst.TTY).run("cat /tmp/val", token, 30*time.Second)
+	e.attachShell("tpl", tst.TTY).expect("cat /tmp/val", token, 30*time.Second)
 }
 
 // TestInstantCloneBridgedRefused: an instance of a saved template on a

@@ -3,8 +3,6 @@ package vm_test
 import (
 	"context"
 	"errors"
-	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -12,9 +10,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
-	"golang.org/x/term"
 
 	"github.com/vmtui/vmtui/config"
 	"github.com/vmtui/vmtui/disk"
@@ -25,71 +20,6 @@ import (
 // Guest tests of live changes: memory that grows (and shrinks) while the
 // guest runs, and disks attached and detached, each seen from inside the
 // guest through its serial shell.
-
-// guestShell types commands into a running test guest's serial shell and
-// reads their output back from the serial log.
-type guestShell struct {
-	e    *guestEnv
-	name string
-	pty  *os.File
-	n    int
-}
-
-// shell opens the serial console of running VM name once the guest's
-// shell is up. The pty is put in raw mode (no echo of the guest's output
-// back to it) and drained, as a console would.
-func (e *guestEnv) shell(name, tty string) *guestShell {
-	e.t.Helper()
-	e.waitSerial(name, testguest.Prompt, testguest.BootTimeout)
-	f, err := os.OpenFile(tty, os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if _, err := term.MakeRaw(int(f.Fd())); err != nil {
-		f.Close()
-		e.t.Fatal(err)
-	}
-	go io.Copy(io.Discard, f)
-	e.t.Cleanup(func() { f.Close() })
-	return &guestShell{e: e, name: name, pty: f}
-}
-
-// run runs cmd in the guest and returns its output, one line.
-func (g *guestShell) run(cmd string) string {
-	g.e.t.Helper()
-	g.n++
-	// The shell echoes the line typed; the output has the sum computed.
-	if _, err := fmt.Fprintf(g.pty, "echo R%d$((1+1))R $(%s)\r", g.n, cmd); err != nil {
-		g.e.t.Fatal(err)
-	}
-	re := regexp.MustCompile(`R` + strconv.Itoa(g.n) + `2R ?([^\r\n]*)\r?\n`)
-	deadline := time.Now().Add(testguest.BootTimeout)
-	for {
-		if m := re.FindStringSubmatch(readFile(g.e.paths.SerialLog(g.name))); m != nil {
-			return strings.TrimSpace(m[1])
-		}
-		if time.Now().After(deadline) {
-			g.e.t.Fatalf("vm %s: no output of %q after %v:\n%s", g.name, cmd, testguest.BootTimeout, readFile(g.e.paths.SerialLog(g.name)))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// waitFor runs cmd in the guest until its output satisfies ok.
-func (g *guestShell) waitFor(cmd string, ok func(string) bool, what string) string {
-	g.e.t.Helper()
-	deadline := time.Now().Add(testguest.BootTimeout)
-	for {
-		out := g.run(cmd)
-		if ok(out) {
-			return out
-		}
-		if time.Now().After(deadline) {
-			g.e.t.Fatalf("vm %s: %s: %q printed %q after %v", g.name, what, cmd, out, testguest.BootTimeout)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
 
 // memTotal returns the guest's MemTotal in bytes.
 func (g *guestShell) memTotal() int64 {

@@ -17,7 +17,7 @@ import (
 // with its RAM before its guest is paused (QEMU 7.2 cannot migrate
 // vhost-user-fs), and goes on running; stopped, its disks are snapshotted.
 func TestShareStateNotSavable(t *testing.T) {
-	needShares(t)
+	vm.RequireVirtiofsd(t)
 	qemuimg.Require(t)
 	e := newGuestEnv(t)
 	img := filepath.Join(e.home, "shared.qcow2")

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -27,18 +26,7 @@ func TestKilledMidSend(t *testing.T) {
 
 	// The stream goes to a pipe read 1 MiB, then no more: send blocks
 	// writing, and is killed there.
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := e.vmtuiCmd("send", "web")
-	cmd.Stdout = pw
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pw.Close()
+	cmd, pr, stderr := e.sendToPipe("web")
 	if _, err := io.CopyN(io.Discard, pr, 1<<20); err != nil {
 		cmd.Wait()
 		t.Fatalf("read 1 MiB of the stream: %v (vmtui: %s)", err, stderr.String())
@@ -101,6 +89,26 @@ func TestKilledMidSend(t *testing.T) {
 	e.waitAlive("web", secret, after)
 }
 
+// sendToPipe starts vmtui send of VM name into a pipe; it returns the
+// command, the pipe's end to read the stream from, and what vmtui writes
+// to standard error.
+func (e *guestEnv) sendToPipe(name string) (*exec.Cmd, *os.File, *strings.Builder) {
+	e.t.Helper()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	cmd := e.vmtuiCmd("send", name)
+	cmd.Stdout = pw
+	stderr := new(strings.Builder)
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	pw.Close()
+	return cmd, pr, stderr
+}
+
 // TestSaveStartConcurrent runs a save and a start of one VM at once, from
 // two Managers (two vmtui processes): they do not interleave. Either the
 // save comes first and the start resumes the saved guest, or the start
@@ -110,18 +118,11 @@ func TestSaveStartConcurrent(t *testing.T) {
 	def := e.defineRAMGuest("web")
 	secret := e.startRAMGuest(def)
 	other := e.newManager()
-	var wg sync.WaitGroup
 	var saveErr, startErr error
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		saveErr = e.m.Save(ctxTimeout(t), def, vm.SendOptions{})
-	}()
-	go func() {
-		defer wg.Done()
-		_, startErr = other.Start(ctxTimeout(t), def, vm.StartOptions{})
-	}()
-	wg.Wait()
+	atOnce(
+		func() { saveErr = e.m.Save(ctxTimeout(t), def, vm.SendOptions{}) },
+		func() { _, startErr = other.Start(ctxTimeout(t), def, vm.StartOptions{}) },
+	)
 	if saveErr != nil {
 		t.Fatalf("save: %v", saveErr)
 	}
@@ -178,21 +179,10 @@ func TestSendClosedPipe(t *testing.T) {
 	e := newGuestEnv(t)
 	def := e.defineRAMGuest("web")
 	secret := e.startRAMGuest(def)
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := e.vmtuiCmd("send", "web")
-	cmd.Stdout = pw
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pw.Close()
+	cmd, pr, stderr := e.sendToPipe("web")
 	io.CopyN(io.Discard, pr, 1<<20)
 	pr.Close()
-	err = cmd.Wait()
+	err := cmd.Wait()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(stderr.String(), "broken pipe; the vm goes on running") {
 		t.Fatalf("vmtui send to a closed pipe: %v, stderr %q; want exit 1 saying the vm goes on running", err, stderr.String())

@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -19,17 +18,6 @@ import (
 // Shared folders in the test guest: a file goes from the host to the guest
 // and back through a virtio-fs share, a read-only share refuses the
 // guest's writes, and no virtiofsd outlives its VM, however the VM ends.
-
-// needShares skips (fails in CI) without QEMU's virtiofsd.
-func needShares(t *testing.T) {
-	t.Helper()
-	if _, err := os.Stat(vm.Virtiofsd()); err != nil {
-		if testguest.InCI() {
-			t.Fatalf("virtiofsd: %v (apt-get install qemu-system-common)", err)
-		}
-		t.Skipf("virtiofsd: %v (skipped: CI is not set)", err)
-	}
-}
 
 // shareScriptArgs returns QEMU arguments attaching a disk that holds script,
 // for the guest's vmtui.script=vmtui-script knob.
@@ -67,17 +55,11 @@ func (e *guestEnv) defineShared(name string, shares []config.Share, script strin
 }
 
 // daemons returns the live virtiofsd processes serving dir.
-func daemons(dir string) []int {
-	var out []int
-	ents, _ := os.ReadDir("/proc")
-	for _, ent := range ents {
-		pid, err := strconv.Atoi(ent.Name())
-		if err != nil || !alive(pid) {
-			continue
-		}
-		argv := cmdline(pid)
-		if len(argv) > 0 && filepath.Base(argv[0]) == "virtiofsd" && argValueOf(argv, "-o") == "source="+dir {
-			out = append(out, pid)
+func daemons(dir string) []vm.VirtiofsdProc {
+	var out []vm.VirtiofsdProc
+	for _, p := range vm.VirtiofsdProcs() {
+		if argValueOf(p.Argv, "-o") == "source="+dir {
+			out = append(out, p)
 		}
 	}
 	return out
@@ -101,7 +83,9 @@ func waitNoDaemons(t *testing.T, when string, dirs ...string) {
 	for {
 		var left []int
 		for _, d := range dirs {
-			left = append(left, daemons(d)...)
+			for _, p := range daemons(d) {
+				left = append(left, p.PID)
+			}
 		}
 		if len(left) == 0 {
 			return
@@ -122,16 +106,15 @@ func waitDaemons(t *testing.T, pid, n int, dirs ...string) []int {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		var found []int
-		for _, d := range dirs {
-			found = append(found, daemons(d)...)
-		}
 		// virtiofsd forks its sandbox once QEMU connects: count the
 		// daemons QEMU started, its children.
-		var own []int
-		for _, d := range found {
-			if g, _ := syscall.Getpgid(d); g == pid && ppid(d) == pid {
-				own = append(own, d)
+		var found, own []int
+		for _, d := range dirs {
+			for _, p := range daemons(d) {
+				found = append(found, p.PID)
+				if g, _ := syscall.Getpgid(p.PID); g == pid && p.Parent == pid {
+					own = append(own, p.PID)
+				}
 			}
 		}
 		if len(own) == n {
@@ -142,21 +125,6 @@ func waitDaemons(t *testing.T, pid, n int, dirs ...string) []int {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// ppid returns a process's parent, or 0.
-func ppid(pid int) int {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 2 {
-		return 0
-	}
-	n, _ := strconv.Atoi(f[1])
-	return n
 }
 
 // scriptOut waits for the script's exit line in the VM's serial log and
@@ -182,7 +150,7 @@ func (e *guestEnv) scriptOut(name string) string {
 // guest writes is read on the host, a read-only share refuses the guest's
 // writes, and when the guest powers off its virtiofsds go with QEMU.
 func TestShareGuestReadsAndWrites(t *testing.T) {
-	needShares(t)
+	vm.RequireVirtiofsd(t)
 	e := newGuestEnv(t)
 	rw, ro := t.TempDir(), t.TempDir()
 	if err := os.WriteFile(filepath.Join(rw, "from-host"), []byte("written on the host\n"), 0o644); err != nil {
@@ -237,7 +205,7 @@ umount /mnt/ro
 // killed in the middle of a start (the VM then runs on, and its daemons
 // with it, until it is killed), or QEMU failing to start.
 func TestShareDaemonsDieWithTheVM(t *testing.T) {
-	needShares(t)
+	vm.RequireVirtiofsd(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 
@@ -356,7 +324,7 @@ func TestShareDaemonsDieWithTheVM(t *testing.T) {
 // A share whose virtiofsd cannot run fails the start with virtiofsd's
 // words, and leaves nothing running.
 func TestShareVirtiofsdFails(t *testing.T) {
-	needShares(t)
+	vm.RequireVirtiofsd(t)
 	e := newGuestEnv(t)
 	dir := t.TempDir()
 	def := e.defineShared("nofsd", []config.Share{{Path: dir, Tag: "s"}}, "")

@@ -10,11 +10,8 @@ import (
 	"regexp"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
-
-	"golang.org/x/term"
 
 	"github.com/vmtui/vmtui/config"
 	"github.com/vmtui/vmtui/disk"
@@ -57,85 +54,6 @@ func (e *guestEnv) ctx() context.Context {
 	return ctx
 }
 
-// shell is the guest's shell on its serial console: commands are typed on
-// the VM's pty, their output read from the serial log, which records all
-// the guest prints.
-type shell struct {
-	e    *guestEnv
-	name string
-	f    *os.File
-}
-
-// markerN numbers the commands of every shell of the test binary, so that
-// a marker never matches the output of an earlier command, even one the
-// guest ran before a revert took it back in time.
-var markerN struct {
-	sync.Mutex
-	n int
-}
-
-// openShell opens the pty of VM name (its status's TTY) once the guest is
-// at its prompt after the serial log's first `after` bytes.
-func (e *guestEnv) openShell(name string, after int) *shell {
-	e.t.Helper()
-	deadline := time.Now().Add(testguest.BootTimeout)
-	for !strings.Contains(readFile(e.paths.SerialLog(name))[after:], testguest.Prompt) {
-		if time.Now().After(deadline) {
-			e.t.Fatalf("vm %s: no prompt in the serial log:\n%s", name, readFile(e.paths.SerialLog(name)))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	tty := e.status(e.m, name).TTY
-	f, err := os.OpenFile(tty, os.O_RDWR|syscall.O_NOCTTY, 0)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	// Raw at once: an echo of the guest's output would be typed back.
-	if _, err := term.MakeRaw(int(f.Fd())); err != nil {
-		f.Close()
-		e.t.Fatal(err)
-	}
-	go func() { // drain: what the guest prints is read from the log
-		buf := make([]byte, 4096)
-		for {
-			if _, err := f.Read(buf); err != nil {
-				return
-			}
-		}
-	}()
-	e.t.Cleanup(func() { f.Close() })
-	return &shell{e: e, name: name, f: f}
-}
-
-// run types cmd and waits until the guest has run it; it returns what the
-// serial log got meanwhile.
-func (sh *shell) run(cmd string) string {
-	sh.e.t.Helper()
-	markerN.Lock()
-	markerN.n++
-	n := markerN.n
-	markerN.Unlock()
-	// The shell computes the marker: the echo of the command line does not
-	// hold it.
-	marker := fmt.Sprintf("vmtui-done-%d\n", n)
-	log := sh.e.paths.SerialLog(sh.name)
-	start := len(readFile(log))
-	if _, err := fmt.Fprintf(sh.f, "%s; echo vmtui-done-$((%d+1))\n", cmd, n-1); err != nil {
-		sh.e.t.Fatal(err)
-	}
-	deadline := time.Now().Add(time.Minute)
-	for {
-		out := strings.ReplaceAll(readFile(log)[start:], "\r\n", "\n")
-		if i := strings.Index(out, marker); i >= 0 {
-			return out[:i]
-		}
-		if time.Now().After(deadline) {
-			sh.e.t.Fatalf("vm %s: %q did not finish:\n%s", sh.name, cmd, out)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // Commands that set and read a value in RAM (a file of the initramfs's
 // tmpfs) and one on the first sector of the first virtio disk, bypassing
 // the guest's page cache on the read.
@@ -148,9 +66,9 @@ const getCmd = `sync; echo 3 >/proc/sys/vm/drop_caches; echo "ram=$(cat /tmp/v) 
 var valuesRE = regexp.MustCompile(`ram=(\S*) disk=(\S*)\n`)
 
 // values returns the guest's RAM and disk values.
-func (sh *shell) values() (ram, dsk string) {
+func (sh *guestShell) values() (ram, dsk string) {
 	sh.e.t.Helper()
-	out := sh.run(getCmd)
+	out := sh.output(getCmd)
 	m := valuesRE.FindAllStringSubmatch(out, -1)
 	if m == nil {
 		sh.e.t.Fatalf("vm %s: no values in %q", sh.name, out)
@@ -159,7 +77,7 @@ func (sh *shell) values() (ram, dsk string) {
 	return last[1], last[2]
 }
 
-func (sh *shell) requireValues(what, v string) {
+func (sh *guestShell) requireValues(what, v string) {
 	sh.e.t.Helper()
 	ram, dsk := sh.values()
 	if ram != "ram-"+v || dsk != "disk-"+v {
@@ -174,12 +92,12 @@ func (sh *shell) requireValues(what, v string) {
 // once the guest has flushed its disks: until QEMU flushes its metadata
 // caches, the images on disk may show leaks (the old L2 table of the VM
 // state that QEMU dropped from the active state after a snapshot, say).
-func (e *guestEnv) requireAgree(def *config.VM, paths []string, sh *shell) []vm.Snapshot {
+func (e *guestEnv) requireAgree(def *config.VM, paths []string, sh *guestShell) []vm.Snapshot {
 	e.t.Helper()
 	shared := sh != nil
 	if shared {
 		for i := range paths {
-			sh.run(fmt.Sprintf("dd if=/dev/null of=/dev/vd%c conv=notrunc,fsync 2>/dev/null", 'a'+i))
+			sh.output(fmt.Sprintf("dd if=/dev/null of=/dev/vd%c conv=notrunc,fsync 2>/dev/null", 'a'+i))
 		}
 	}
 	sns, err := e.m.Snapshots(e.ctx(), def)
@@ -229,9 +147,9 @@ func TestSnapshotRunningGuest(t *testing.T) {
 	def, paths := e.defineWithDisks("snap", "qcow2", "qcow2")
 	e.start(def, vm.StartOptions{})
 	e.waitSerial("snap", testguest.Banner, testguest.BootTimeout)
-	sh := e.openShell("snap", 0)
-	sh.run(setCmd("A"))
-	sh.run("echo disk1-A | dd of=/dev/vdb bs=512 count=1 conv=sync,fsync 2>/dev/null")
+	sh := e.shell("snap", e.status(e.m, "snap").TTY)
+	sh.output(setCmd("A"))
+	sh.output("echo disk1-A | dd of=/dev/vdb bs=512 count=1 conv=sync,fsync 2>/dev/null")
 
 	if err := e.m.CreateSnapshot(e.ctx(), def, "s1"); err != nil {
 		t.Fatalf("create: %v", err)
@@ -245,8 +163,8 @@ func TestSnapshotRunningGuest(t *testing.T) {
 		t.Fatalf("snapshots: %+v", sns)
 	}
 
-	sh.run(setCmd("B"))
-	sh.run("echo disk1-B | dd of=/dev/vdb bs=512 count=1 conv=sync,fsync 2>/dev/null")
+	sh.output(setCmd("B"))
+	sh.output("echo disk1-B | dd of=/dev/vdb bs=512 count=1 conv=sync,fsync 2>/dev/null")
 	sh.requireValues("before the revert", "B")
 	if err := e.m.RevertSnapshot(e.ctx(), def, "s1"); err != nil {
 		t.Fatalf("revert: %v", err)
@@ -255,7 +173,7 @@ func TestSnapshotRunningGuest(t *testing.T) {
 		t.Fatalf("after the revert the vm is %s, want running", st.State)
 	}
 	sh.requireValues("after the revert", "A")
-	if out := sh.run("dd if=/dev/vdb bs=512 count=1 2>/dev/null | head -n 1"); !strings.Contains(out, "disk1-A\n") {
+	if out := sh.output("dd if=/dev/vdb bs=512 count=1 2>/dev/null | head -n 1"); !strings.Contains(out, "disk1-A\n") {
 		t.Fatalf("second disk after the revert: %q", out)
 	}
 	e.requireAgree(def, paths, sh)
@@ -296,7 +214,7 @@ func TestSnapshotRunningGuest(t *testing.T) {
 	if sns := e.requireAgree(def, paths, sh); len(sns) != 1 || sns[0].Tag != "s1" {
 		t.Fatalf("after deleting s2: %+v", sns)
 	}
-	sh.run(setCmd("C"))
+	sh.output(setCmd("C"))
 
 	// Stopped: a revert to s1 starts the guest at that instant.
 	if err := e.m.Stop(e.ctx(), def, vm.StopOptions{Force: true, Wait: true}); err != nil {
@@ -310,8 +228,8 @@ func TestSnapshotRunningGuest(t *testing.T) {
 	if st := e.status(e.m, "snap"); st.State != vm.StateRunning {
 		t.Fatalf("after the revert of the stopped vm it is %s, want running", st.State)
 	}
-	sh.f.Close()
-	sh = e.openShell("snap", 0)
+	sh.pty.Close()
+	sh = e.shell("snap", e.status(e.m, "snap").TTY)
 	sh.requireValues("after the revert of the stopped vm", "A")
 	if log := readFile(e.paths.SerialLog("snap"))[logLen:]; strings.Contains(log, testguest.Banner) {
 		t.Errorf("the guest booted instead of resuming from the snapshot:\n%s", log)
@@ -473,6 +391,25 @@ func TestSnapshotStoppedDisks(t *testing.T) {
 	}
 }
 
+// atOnce runs a and b at the same time and returns once both returned.
+func atOnce(a, b func()) {
+	var wg sync.WaitGroup
+	gate := make(chan struct{})
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		<-gate
+		a()
+	}()
+	go func() {
+		defer wg.Done()
+		<-gate
+		b()
+	}()
+	close(gate)
+	wg.Wait()
+}
+
 // requireAgreeIgnoring is requireAgree for images holding tag on some disks
 // only: it checks them clean and returns what Snapshots lists.
 func (e *guestEnv) requireAgreeIgnoring(def *config.VM, paths []string, tag string) []vm.Snapshot {
@@ -501,23 +438,12 @@ func (e *guestEnv) requireAgreeIgnoring(def *config.VM, paths []string, tag stri
 func TestSnapshotConcurrentStart(t *testing.T) {
 	e := newGuestEnv(t)
 	def, paths := e.defineWithDisks("race", "qcow2")
-	var wg sync.WaitGroup
 	var snapErr, startErr error
 	m2 := e.newManager()
-	gate := make(chan struct{})
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		<-gate
-		snapErr = e.m.CreateSnapshot(e.ctx(), def, "raced")
-	}()
-	go func() {
-		defer wg.Done()
-		<-gate
-		_, startErr = m2.Start(e.ctx(), def, vm.StartOptions{Paused: true})
-	}()
-	close(gate)
-	wg.Wait()
+	atOnce(
+		func() { snapErr = e.m.CreateSnapshot(e.ctx(), def, "raced") },
+		func() { _, startErr = m2.Start(e.ctx(), def, vm.StartOptions{Paused: true}) },
+	)
 	if snapErr != nil || startErr != nil {
 		t.Fatalf("snapshot: %v; start: %v", snapErr, startErr)
 	}
@@ -568,20 +494,10 @@ func TestSnapshotConcurrentStart(t *testing.T) {
 	// engine's, disk-only), or, if QEMU quits under it, fails saying so;
 	// the image is never damaged.
 	var stopErr error
-	gate = make(chan struct{})
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		<-gate
-		snapErr = e.m.CreateSnapshot(e.ctx(), def, "vs-stop")
-	}()
-	go func() {
-		defer wg.Done()
-		<-gate
-		stopErr = m2.Stop(e.ctx(), def, vm.StopOptions{Force: true, Wait: true})
-	}()
-	close(gate)
-	wg.Wait()
+	atOnce(
+		func() { snapErr = e.m.CreateSnapshot(e.ctx(), def, "vs-stop") },
+		func() { stopErr = m2.Stop(e.ctx(), def, vm.StopOptions{Force: true, Wait: true}) },
+	)
 	if stopErr != nil {
 		t.Fatalf("stop: %v", stopErr)
 	}
@@ -607,20 +523,10 @@ func TestSnapshotConcurrentStart(t *testing.T) {
 	// Remove and delete at once: the remove is refused (the vm runs) and
 	// the delete succeeds, whatever the order.
 	var delErr, rmErr error
-	gate = make(chan struct{})
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		<-gate
-		delErr = e.m.DeleteSnapshot(e.ctx(), def, "raced")
-	}()
-	go func() {
-		defer wg.Done()
-		<-gate
-		_, rmErr = m2.Remove(e.ctx(), def)
-	}()
-	close(gate)
-	wg.Wait()
+	atOnce(
+		func() { delErr = e.m.DeleteSnapshot(e.ctx(), def, "raced") },
+		func() { _, rmErr = m2.Remove(e.ctx(), def) },
+	)
 	if delErr != nil || !errors.Is(rmErr, vm.ErrRunning) {
 		t.Fatalf("delete: %v; remove: %v", delErr, rmErr)
 	}
@@ -631,20 +537,10 @@ func TestSnapshotConcurrentStart(t *testing.T) {
 	// Stopped: a remove and a snapshot at once. Either the snapshot comes
 	// first and then the definition goes, or the remove does and the
 	// snapshot finds no VM; its disks are untouched then.
-	gate = make(chan struct{})
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		<-gate
-		snapErr = e.m.CreateSnapshot(e.ctx(), def, "last")
-	}()
-	go func() {
-		defer wg.Done()
-		<-gate
-		_, rmErr = m2.Remove(e.ctx(), def)
-	}()
-	close(gate)
-	wg.Wait()
+	atOnce(
+		func() { snapErr = e.m.CreateSnapshot(e.ctx(), def, "last") },
+		func() { _, rmErr = m2.Remove(e.ctx(), def) },
+	)
 	if rmErr != nil {
 		t.Fatalf("remove: %v", rmErr)
 	}

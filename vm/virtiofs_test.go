@@ -18,12 +18,13 @@ import (
 // that wait for a QEMU that never connects, the case where only the
 // parent-death signal can end them.
 
-// needVirtiofsd skips (fails in CI) without virtiofsd.
-func needVirtiofsd(t *testing.T) {
+// RequireVirtiofsd skips the test without QEMU's virtiofsd, or fails it
+// in CI.
+func RequireVirtiofsd(t testing.TB) {
 	t.Helper()
 	if _, err := os.Stat(Virtiofsd()); err != nil {
 		if testguest.InCI() {
-			t.Fatalf("virtiofsd: %v", err)
+			t.Fatalf("virtiofsd: %v (apt-get install qemu-system-common)", err)
 		}
 		t.Skipf("virtiofsd: %v (skipped: CI is not set)", err)
 	}
@@ -70,29 +71,59 @@ func startLauncher(t *testing.T, qemu string, shares []ShareSpec) *exec.Cmd {
 	return cmd
 }
 
-// daemonsOf returns the live virtiofsd processes whose parent is pid.
-func daemonsOf(pid int) []int {
-	var out []int
+// VirtiofsdProc is a virtiofsd process.
+type VirtiofsdProc struct {
+	PID, Parent int
+	Argv        []string
+}
+
+// VirtiofsdProcs returns the virtiofsd processes that run (a zombie does
+// not).
+func VirtiofsdProcs() []VirtiofsdProc {
+	var out []VirtiofsdProc
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
-		p, err := strconv.Atoi(e.Name())
+		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
+		b, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		argv := strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")
+		if filepath.Base(argv[0]) != "virtiofsd" {
 			continue
 		}
-		i := bytes.LastIndexByte(b, ')')
-		f := strings.Fields(string(b[i+1:]))
-		if len(f) < 2 || f[0] == "Z" || f[1] != strconv.Itoa(pid) {
-			continue
-		}
-		if argv, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline"); strings.Contains(string(argv), "virtiofsd") {
-			out = append(out, p)
+		if state, parent := procStat(pid); state != 0 && state != 'Z' && state != 'X' {
+			out = append(out, VirtiofsdProc{PID: pid, Parent: parent, Argv: argv})
 		}
 	}
 	return out
+}
+
+// daemonsOf returns the virtiofsd processes whose parent is pid.
+func daemonsOf(pid int) []int {
+	var out []int
+	for _, p := range VirtiofsdProcs() {
+		if p.Parent == pid {
+			out = append(out, p.PID)
+		}
+	}
+	return out
+}
+
+// procStat returns a process's state and parent, read from its
+// /proc/PID/stat; state 0 when there is no such process.
+func procStat(pid int) (state byte, parent int) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	i := bytes.LastIndexByte(b, ')')
+	if err != nil || i < 0 {
+		return 0, 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 2 || f[0] == "" {
+		return 0, 0
+	}
+	parent, _ = strconv.Atoi(f[1])
+	return f[0][0], parent
 }
 
 // pgid returns a process's process group.
@@ -120,7 +151,7 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 // A virtiofsd started by the launcher runs in QEMU's process group, as
 // QEMU's child, and dies with QEMU (SIGKILL) even before QEMU connected.
 func TestLauncherDaemonsDieWithQEMU(t *testing.T) {
-	needVirtiofsd(t)
+	RequireVirtiofsd(t)
 	shares := []ShareSpec{{Path: t.TempDir(), Tag: "rw"}, {Path: t.TempDir(), Tag: "ro", ReadOnly: true}}
 	sleep, err := exec.LookPath("sleep")
 	if err != nil {
@@ -160,7 +191,7 @@ func TestLauncherDaemonsDieWithQEMU(t *testing.T) {
 
 // A launcher that cannot execute QEMU says so and leaves no virtiofsd.
 func TestLauncherQEMUMissing(t *testing.T) {
-	needVirtiofsd(t)
+	RequireVirtiofsd(t)
 	shares := []ShareSpec{{Path: t.TempDir(), Tag: "rw"}}
 	cmd := startLauncher(t, "/bin/true", shares)
 	cmd.Wait() // the launcher's exec of /bin/true runs and exits
@@ -169,10 +200,6 @@ func TestLauncherQEMUMissing(t *testing.T) {
 
 // procAlive reports whether pid runs (a zombie does not).
 func procAlive(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	return i > 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X'
+	state, _ := procStat(pid)
+	return state != 0 && state != 'Z' && state != 'X'
 }
