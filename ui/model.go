@@ -395,14 +395,17 @@ func (m Model) View() string {
 	b.WriteByte('\n')
 	b.WriteString(m.table.View())
 	b.WriteByte('\n')
-	b.WriteString(m.line(m.statusLine()))
-	b.WriteByte('\n')
-	var keys help.KeyMap = m.table
+	b.WriteString(m.footer(m.table, m.help))
+	return b.String()
+}
+
+// footer is how the table and the snapshot screen end: the status line,
+// then keys (the question's, when one is asked) as h shows them.
+func (m Model) footer(keys help.KeyMap, h help.Model) string {
 	if m.confirm != nil {
 		keys = m.confirm
 	}
-	b.WriteString(m.line(m.help.ShortHelpView(keys.ShortHelp())))
-	return b.String()
+	return m.line(m.statusLine()) + "\n" + m.line(h.ShortHelpView(keys.ShortHelp()))
 }
 
 // line cuts s to the width of the screen.

@@ -172,16 +172,8 @@ func (s *snapshotModel) Update(msg tea.Msg) tea.Cmd {
 			return s.load()
 		}
 	case tea.KeyMsg:
-		k := s.keys
-		switch {
-		case key.Matches(msg, k.Up):
-			s.moveTo(s.cursor - 1)
-		case key.Matches(msg, k.Down):
-			s.moveTo(s.cursor + 1)
-		case key.Matches(msg, k.Top):
-			s.moveTo(0)
-		case key.Matches(msg, k.Bottom):
-			s.moveTo(len(s.list) - 1)
+		if i, ok := listMove(s.keys, msg, s.cursor, len(s.list)); ok {
+			s.moveTo(i)
 		}
 	}
 	return nil
@@ -404,15 +396,5 @@ func (m Model) updateSnapshots(msg tea.KeyMsg) (tea.Model, tea.Cmd) {
 // snapshotsView draws the snapshot screen, with the status line and the
 // keys (of the question, when one is asked).
 func (m Model) snapshotsView() string {
-	var b strings.Builder
-	b.WriteString(m.snapshots.View())
-	b.WriteByte('\n')
-	b.WriteString(m.line(m.statusLine()))
-	b.WriteByte('\n')
-	var keys help.KeyMap = m.snapshots
-	if m.confirm != nil {
-		keys = m.confirm
-	}
-	b.WriteString(m.line(m.snapshots.help.ShortHelpView(keys.ShortHelp())))
-	return b.String()
+	return m.snapshots.View() + "\n" + m.footer(m.snapshots, m.snapshots.help)
 }

@@ -220,15 +220,11 @@ func (t *tableModel) Update(msg tea.Msg) tea.Cmd {
 			return t.updateFilter(msg)
 		}
 		k := t.keys
+		if i, ok := listMove(k, msg, t.cursor, len(t.rows)); ok {
+			t.moveTo(i)
+			return nil
+		}
 		switch {
-		case key.Matches(msg, k.Up):
-			t.moveTo(t.cursor - 1)
-		case key.Matches(msg, k.Down):
-			t.moveTo(t.cursor + 1)
-		case key.Matches(msg, k.Top):
-			t.moveTo(0)
-		case key.Matches(msg, k.Bottom):
-			t.moveTo(len(t.rows) - 1)
 		case key.Matches(msg, k.Filter):
 			t.filtering = true
 			return t.filter.Focus()
@@ -244,6 +240,22 @@ func (t *tableModel) Update(msg tea.Msg) tea.Cmd {
 		}
 	}
 	return nil
+}
+
+// listMove returns where the list keys of k (Up, Down, Top, Bottom) put
+// a cursor at cursor in a list of n, and whether msg is one of them.
+func listMove(k *KeyMap, msg tea.KeyMsg, cursor, n int) (int, bool) {
+	switch {
+	case key.Matches(msg, k.Up):
+		return cursor - 1, true
+	case key.Matches(msg, k.Down):
+		return cursor + 1, true
+	case key.Matches(msg, k.Top):
+		return 0, true
+	case key.Matches(msg, k.Bottom):
+		return n - 1, true
+	}
+	return cursor, false
 }
 
 // updateFilter types the filter.
