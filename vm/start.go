@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/vmtui/vmtui/config"
 	"github.com/vmtui/vmtui/config/store"
+	"github.com/vmtui/vmtui/disk"
 	"github.com/vmtui/vmtui/internal/atomicfile"
 	"github.com/vmtui/vmtui/internal/seriallog"
 	"github.com/vmtui/vmtui/vm/qmp"
@@ -107,6 +110,10 @@ func (m *Manager) startLocked(ctx context.Context, def *config.VM, opts StartOpt
 	spec, err := m.spec(def)
 	if err != nil {
 		return Status{}, err
+	}
+	// Not over an image another VM's saved state expects as it is.
+	if err := m.refuseSavedImages(def, spec); err != nil {
+		return Status{}, fmt.Errorf("start vm %s: %w", def.Name, err)
 	}
 	// The vsock CID, and what the devices and memory knobs ask of the
 	// host (hostcheck.go).
@@ -337,4 +344,40 @@ func dialUntilExit(ctx context.Context, path string, exited <-chan struct{}) (*q
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// refuseSavedImages returns a *disk.SavedError when def's guest would run
+// over an image that another VM's saved state expects as it is (save.go):
+// one of def's disks is a saved VM's disk or in its backing chain (the
+// guest would write it), or a saved VM's disk is in the backing chain of
+// one of def's (its resume would write under def's overlay, and QEMU's
+// image locks refuse it while def runs). def's own saved state, and its
+// template's (which its instances resume), do not count.
+func (m *Manager) refuseSavedImages(def *config.VM, spec Spec) error {
+	all, err := m.SavedDisks()
+	if err != nil {
+		return fmt.Errorf("find the saved vms: %w", err)
+	}
+	delete(all, def.Name)
+	delete(all, def.Template)
+	if len(all) == 0 {
+		return nil
+	}
+	saved := func() (map[string][]string, error) { return all, nil }
+	var paths []string
+	for _, d := range spec.Disks {
+		if err := disk.RefuseSaved(d.Path, saved); err != nil {
+			return err
+		}
+		paths = append(paths, d.Path)
+	}
+	mine := func() (map[string][]string, error) { return map[string][]string{def.Name: paths}, nil }
+	for _, name := range slices.Sorted(maps.Keys(all)) {
+		for _, p := range all[name] {
+			if disk.RefuseSaved(p, mine) != nil {
+				return &disk.SavedError{Path: p, VMs: []string{name}}
+			}
+		}
+	}
+	return nil
 }
