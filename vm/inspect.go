@@ -105,10 +105,11 @@ func (m *Manager) inspect(ctx context.Context, def *config.VM, sc *scan, wait bo
 	case err != nil:
 		return m.lockFailed(st, err)
 	}
-	// No start, send or save is in progress: a marker left is from one
-	// that was killed.
+	// No start, send, save or snapshot operation is in progress: a marker
+	// left is from one that was killed.
 	os.Remove(m.paths.RuntimeFile(def.Name, startingFileName))
 	os.Remove(m.paths.RuntimeFile(def.Name, migratingFileName))
+	os.Remove(m.paths.RuntimeFile(def.Name, snapshottingFileName))
 	p, _ := m.find(def.Name, sc)
 	if p == nil {
 		m.cleanup(def.Name)
