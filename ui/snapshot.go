@@ -251,7 +251,7 @@ func (s *snapshotModel) View() string {
 	room := max(1, s.height-2) // the status line and the keys are the model's
 	switch {
 	case s.err != nil:
-		lines = append(lines, st.Error.Render("list snapshots: "+oneLine(s.err)))
+		lines = append(lines, st.Error.Render(oneLine(s.err))) // the error says what failed
 	case !s.loaded:
 		lines = append(lines, st.Faint.Render("loading…"))
 	case len(s.list) == 0:

@@ -349,7 +349,7 @@ func TestSnapshotErrors(t *testing.T) {
 	f = withSnapshots()
 	f.snap.listErr = errors.New(`web: list snapshots of "/srv/web.qcow2": permission denied`)
 	m = snapshotScreen(t, f)
-	if v := m.View(); !strings.Contains(v, `list snapshots: web: list snapshots of "/srv/web.qcow2": permission denied`) {
+	if v := m.View(); !strings.Contains(v, `web: list snapshots of "/srv/web.qcow2": permission denied`) {
 		t.Errorf("the listing's error is not on the screen:\n%s", v)
 	}
 	m = typeKeys(t, m, "r")
