@@ -62,10 +62,7 @@ func TestDevicesEncode(t *testing.T) {
 
 func TestDevicesDecode(t *testing.T) {
 	const file = "/c/vms/web.toml"
-	tests := []struct {
-		name, toml string
-		want       string // the error; "" for none
-	}{
+	tests := []decodeCase{
 		{"all", "id = 1\nkernel = '/k'\ncpus = 4\nsockets = 2\ncores = 2\nmax_memory = '1G'\nhugepages = true\n" +
 			"prealloc = true\nvsock = true\ncid = 99\n[[shares]]\npath = '/s'\ntag = 't'\nreadonly = true\n" +
 			"[[hostdevs]]\naddress = '0000:00:02.0'\n[[disks]]\npath = '/d'\nbus = 'scsi'\niothread = true\ndiscard = true\nreadonly = true\ncache = 'none'\n", ""},
@@ -112,18 +109,7 @@ func TestDevicesDecode(t *testing.T) {
 			file + `: disks[0].bus: unknown bus "ide" (want virtio or scsi)` + "\n" +
 				file + `: disks[0].cache: unknown cache mode "unsafe" (want none or writeback)`},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			vm := &VM{Name: "web", File: file}
-			got := ""
-			if err := Decode(vm, []byte(tt.toml)); err != nil {
-				got = err.Error()
-			}
-			if got != tt.want {
-				t.Errorf("decode:\ngot  %s\nwant %s", got, tt.want)
-			}
-		})
-	}
+	checkDecode(t, file, tests)
 }
 
 func TestDevicesDecodeNormalises(t *testing.T) {

@@ -76,11 +76,7 @@ hostfwd = ['tcp::2222-:22']
 
 func TestDecode(t *testing.T) {
 	const file = "/c/vms/web.toml"
-	tests := []struct {
-		name string
-		toml string
-		want string // the error; "" for none
-	}{
+	tests := []decodeCase{
 		{"minimal", "id = 1\nkernel = '/k'\n", ""},
 		{"unknown key", "id = 1\nname = 'web'\nmemroy = '1G'\nkernel = '/k'\n",
 			"/c/vms/web.toml:3: memroy: unknown key"},
@@ -110,6 +106,20 @@ func TestDecode(t *testing.T) {
 		{"cpus huge", "id = 1\ncpus = 10000000000\nkernel = '/k'\n", "/c/vms/web.toml: cpus: 10000000000 is out of range (1 to 64)"},
 		{"network type defaults to user", "id = 1\nkernel = '/k'\n[[networks]]\nhostfwd = ['tcp::22-:22']\n", ""},
 	}
+	checkDecode(t, file, tests)
+}
+
+// decodeCase is a definition to decode and the error it gives.
+type decodeCase struct {
+	name string
+	toml string
+	want string // the error; "" for none
+}
+
+// checkDecode decodes each case as the definition of VM web in file and
+// checks the error.
+func checkDecode(t *testing.T, file string, tests []decodeCase) {
+	t.Helper()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			vm := &VM{Name: "web", File: file}
