@@ -287,18 +287,28 @@ func (m *Image) ReadAt(p []byte, off int64) (int, error) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if n, err := m.eachCluster(p, off, m.readCluster); err != nil {
+		return n, err
+	}
+	return len(p), eof
+}
+
+// eachCluster calls fn with the part of p that falls in each virtual
+// cluster, from off on: the cluster's index, the offset in it and the part.
+// It returns the bytes of p done before fn failed.
+func (m *Image) eachCluster(p []byte, off int64, fn func(ci, in int64, chunk []byte) error) (int, error) {
 	cs := m.h.ClusterSize()
 	done := 0
 	for done < len(p) {
 		pos := off + int64(done)
 		ci, in := pos/cs, pos%cs
 		chunk := p[done:min(len(p), done+int(cs-in))]
-		if err := m.readCluster(ci, in, chunk); err != nil {
+		if err := fn(ci, in, chunk); err != nil {
 			return done, err
 		}
 		done += len(chunk)
 	}
-	return done, eof
+	return done, nil
 }
 
 // readCluster reads dst from virtual cluster ci at in bytes into it.

@@ -69,18 +69,7 @@ func (m *Image) WriteAt(p []byte, off int64) (int, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.cacheOff = 0
-	cs := m.h.ClusterSize()
-	done := 0
-	for done < len(p) {
-		pos := off + int64(done)
-		ci, in := pos/cs, pos%cs
-		chunk := p[done:min(len(p), done+int(cs-in))]
-		if err := m.writeCluster(ci, in, chunk); err != nil {
-			return done, err
-		}
-		done += len(chunk)
-	}
-	return done, nil
+	return m.eachCluster(p, off, m.writeCluster)
 }
 
 func (m *Image) writeCluster(ci, in int64, src []byte) error {
