@@ -64,14 +64,7 @@ func collect(t *testing.T, cmd tea.Cmd) []tea.Msg {
 	if cmd == nil {
 		return nil
 	}
-	done := make(chan tea.Msg, 1)
-	go func() { done <- cmd() }()
-	var msg tea.Msg
-	select {
-	case msg = <-done:
-	case <-time.After(30 * time.Second):
-		t.Fatal("a command did not return in 30 s")
-	}
+	msg := cmdMsg(t, cmd)
 	if batch, ok := msg.(tea.BatchMsg); ok {
 		var out []tea.Msg
 		for _, c := range batch {

@@ -451,21 +451,7 @@ func TestLifecycleKeys(t *testing.T) {
 // returns. (A tick runs to its end too: it waits its interval.)
 func runCmd(t *testing.T, cmd tea.Cmd) {
 	t.Helper()
-	if cmd == nil {
-		return
-	}
-	done := make(chan tea.Msg, 1)
-	go func() { done <- cmd() }()
-	select {
-	case msg := <-done:
-		if batch, ok := msg.(tea.BatchMsg); ok {
-			for _, c := range batch {
-				runCmd(t, c)
-			}
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("a command did not return in 30 s")
-	}
+	collect(t, cmd)
 }
 
 func TestOperationResult(t *testing.T) {

@@ -98,14 +98,7 @@ func results(t *testing.T, cmd tea.Cmd) []tea.Msg {
 	if cmd == nil {
 		return nil
 	}
-	done := make(chan tea.Msg, 1)
-	go func() { done <- cmd() }()
-	var msg tea.Msg
-	select {
-	case msg = <-done:
-	case <-time.After(30 * time.Second):
-		t.Fatal("a command did not return in 30 s")
-	}
+	msg := cmdMsg(t, cmd)
 	switch msg := msg.(type) {
 	case nil, tickMsg:
 		return nil
@@ -120,6 +113,21 @@ func results(t *testing.T, cmd tea.Cmd) []tea.Msg {
 		return nil
 	}
 	return []tea.Msg{msg}
+}
+
+// cmdMsg runs cmd and returns its message, failing the test if it does
+// not return in 30 s.
+func cmdMsg(t *testing.T, cmd tea.Cmd) tea.Msg {
+	t.Helper()
+	done := make(chan tea.Msg, 1)
+	go func() { done <- cmd() }()
+	var msg tea.Msg
+	select {
+	case msg = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("a command did not return in 30 s")
+	}
+	return msg
 }
 
 // typeKeys sends the keys of s (as keys does), running their commands.
