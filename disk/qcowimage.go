@@ -109,16 +109,11 @@ func createQcow(path string, opts CreateOptions) error {
 	case opts.Compat != "" || opts.RefcountBits != 0 || opts.LazyRefcounts:
 		return errors.New("compat, refcount bits and lazy refcounts are qcow2 options, not qcow ones")
 	}
-	qopts := qcow.CreateOptions{Size: opts.Size}
-	if cs := opts.ClusterSize; cs != 0 {
-		bits := uint8(0)
-		for ; bits < 63 && int64(1)<<bits < cs; bits++ {
-		}
-		if int64(1)<<bits != cs || bits < qcow.MinClusterBits || bits > qcow.MaxClusterBits {
-			return fmt.Errorf("cluster size %d: a qcow cluster is a power of two from 512 bytes to 64 KiB", cs)
-		}
-		qopts.ClusterBits = bits
+	bits, err := qcowClusterBits(opts.ClusterSize)
+	if err != nil {
+		return err
 	}
+	qopts := qcow.CreateOptions{Size: opts.Size, ClusterBits: bits}
 	if opts.BackingFile != "" {
 		ft, err := parseFormat(string(opts.BackingFormat))
 		if err != nil {
@@ -162,25 +157,34 @@ func createQcow(path string, opts CreateOptions) error {
 	return nil
 }
 
+// qcowClusterBits returns the cluster_bits of a qcow cluster of cs bytes,
+// 0 (the default) when cs is 0.
+func qcowClusterBits(cs int64) (uint8, error) {
+	if cs == 0 {
+		return 0, nil
+	}
+	bits := uint8(0)
+	for ; bits < 63 && int64(1)<<bits < cs; bits++ {
+	}
+	if int64(1)<<bits != cs || bits < qcow.MinClusterBits || bits > qcow.MaxClusterBits {
+		return 0, fmt.Errorf("cluster size %d: a qcow cluster is a power of two from 512 bytes to 64 KiB", cs)
+	}
+	return bits, nil
+}
+
 // newQcowOutput makes the qcow output of a conversion in f, of size bytes;
 // it owns f.
 func newQcowOutput(f *os.File, path string, size int64, opts ConvertOptions) (*qcow.Image, error) {
-	copts := CreateOptions{Format: FormatQcow, Size: size, ClusterSize: opts.ClusterSize}
 	if opts.Compress && opts.CompressionType != qcow2.CompressionZlib {
 		f.Close()
 		return nil, fmt.Errorf("qcow compresses with zlib only, not %s", opts.CompressionType)
 	}
-	qopts := qcow.CreateOptions{Size: size}
-	if copts.ClusterSize != 0 {
-		bits := uint8(0)
-		for ; bits < 63 && int64(1)<<bits < copts.ClusterSize; bits++ {
-		}
-		if int64(1)<<bits != copts.ClusterSize || bits < qcow.MinClusterBits || bits > qcow.MaxClusterBits {
-			f.Close()
-			return nil, fmt.Errorf("cluster size %d: a qcow cluster is a power of two from 512 bytes to 64 KiB", copts.ClusterSize)
-		}
-		qopts.ClusterBits = bits
+	bits, err := qcowClusterBits(opts.ClusterSize)
+	if err != nil {
+		f.Close()
+		return nil, err
 	}
+	qopts := qcow.CreateOptions{Size: size, ClusterBits: bits}
 	// As for qcow2: the output is garbage until it has its name, and one
 	// fsync at the end makes it durable.
 	uf := unsyncedFile{f}
