@@ -125,26 +125,9 @@ func createQcow2(path string, opts CreateOptions) error {
 	}
 	var base Image
 	if opts.BackingFile != "" {
-		ft, err := parseFormat(string(opts.BackingFormat))
-		if err != nil {
-			return fmt.Errorf("backing file %q: %w", opts.BackingFile, err)
-		}
-		p := backingPath(path, opts.BackingFile)
-		c := &chain{names: []string{filepath.Base(path)}, ids: []fileID{{}}, writable: -1}
-		base, err = c.open(p, ft, false, opts.BackingFile)
-		if err != nil {
-			if c.err != nil {
-				err = c.err
-			}
-			return fmt.Errorf("open backing file %q: %w", p, err)
-		}
-		switch {
-		case opts.Size == 0:
-			qopts.Size = base.Size()
-		case opts.Size != base.Size():
-			base.Close()
-			return fmt.Errorf("size %d differs from the size of the backing file %q (%d bytes); leave the size out to take the backing file's",
-				opts.Size, p, base.Size())
+		var err error
+		if base, qopts.Size, err = openNewBacking(path, opts); err != nil {
+			return err
 		}
 		qopts.BackingFile = opts.BackingFile
 		qopts.BackingFormat = string(base.Format())
@@ -170,6 +153,34 @@ func createQcow2(path string, opts CreateOptions) error {
 		return err
 	}
 	return nil
+}
+
+// openNewBacking opens, read-only, the backing file opts name for a new
+// image at path, and returns it with the new image's size: opts.Size, or
+// the backing file's when that is 0 (any other size than its is refused).
+func openNewBacking(path string, opts CreateOptions) (Image, int64, error) {
+	ft, err := parseFormat(string(opts.BackingFormat))
+	if err != nil {
+		return nil, 0, fmt.Errorf("backing file %q: %w", opts.BackingFile, err)
+	}
+	p := backingPath(path, opts.BackingFile)
+	c := &chain{names: []string{filepath.Base(path)}, ids: []fileID{{}}, writable: -1}
+	base, err := c.open(p, ft, false, opts.BackingFile)
+	if err != nil {
+		if c.err != nil {
+			err = c.err
+		}
+		return nil, 0, fmt.Errorf("open backing file %q: %w", p, err)
+	}
+	switch size := base.Size(); {
+	case opts.Size == 0:
+		return base, size, nil
+	case opts.Size != size:
+		base.Close()
+		return nil, 0, fmt.Errorf("size %d differs from the size of the backing file %q (%d bytes); leave the size out to take the backing file's",
+			opts.Size, p, size)
+	}
+	return base, opts.Size, nil
 }
 
 // BackingName is the name to record in a new overlay at overlay for the

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 
 	"github.com/vmtui/vmtui/disk/qcow"
 	"github.com/vmtui/vmtui/disk/qcow2"
@@ -115,31 +114,16 @@ func createQcow(path string, opts CreateOptions) error {
 	}
 	qopts := qcow.CreateOptions{Size: opts.Size, ClusterBits: bits}
 	if opts.BackingFile != "" {
-		ft, err := parseFormat(string(opts.BackingFormat))
+		base, size, err := openNewBacking(path, opts)
 		if err != nil {
-			return fmt.Errorf("backing file %q: %w", opts.BackingFile, err)
+			return err
 		}
-		p := backingPath(path, opts.BackingFile)
-		c := &chain{names: []string{filepath.Base(path)}, ids: []fileID{{}}, writable: -1}
-		base, err := c.open(p, ft, false, opts.BackingFile)
-		if err != nil {
-			if c.err != nil {
-				err = c.err
-			}
-			return fmt.Errorf("open backing file %q: %w", p, err)
-		}
-		size, bft := base.Size(), base.Format()
+		bft := base.Format()
 		base.Close()
-		switch {
-		case opts.Size == 0:
-			qopts.Size = size
-		case opts.Size != size:
-			return fmt.Errorf("size %d differs from the size of the backing file %q (%d bytes); leave the size out to take the backing file's",
-				opts.Size, p, size)
-		}
 		if opts.BackingFormat != "" && bft != opts.BackingFormat {
-			return fmt.Errorf("backing file %q is %s, not %s", p, bft, opts.BackingFormat)
+			return fmt.Errorf("backing file %q is %s, not %s", backingPath(path, opts.BackingFile), bft, opts.BackingFormat)
 		}
+		qopts.Size = size
 		qopts.BackingFile = opts.BackingFile
 	}
 	f, err := createFile(path)
