@@ -33,7 +33,7 @@ func scriptArgs(t *testing.T, script string) (args []string, params []string) {
 		t.Fatal(err)
 	}
 	return []string{
-			"-drive", "file=" + path + ",format=raw,if=none,id=script,readonly=on",
+			"-drive", "file=" + strings.ReplaceAll(path, ",", ",,") + ",format=raw,if=none,id=script,readonly=on",
 			"-device", "virtio-blk-pci,drive=script,serial=vmtui-script",
 		},
 		[]string{testguest.ScriptParam + "vmtui-script", testguest.ScriptPoweroffParam}

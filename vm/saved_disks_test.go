@@ -1,24 +1,13 @@
 package vm_test
 
 import (
-	"crypto/sha256"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 
 	"github.com/vmtui/vmtui/internal/testguest"
 	"github.com/vmtui/vmtui/vm"
 )
-
-func fileSum(t *testing.T, path string) string {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fmt.Sprintf("%x", sha256.Sum256(b))
-}
 
 // TestSavedVMDisksKept: the disks of a saved VM are not changed under its
 // saved state: vmtui disk resize and disk snapshot -a of one are refused,
@@ -37,7 +26,7 @@ func TestSavedVMDisksKept(t *testing.T) {
 	if err := e.m.Save(e.ctx(), def, vm.SendOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	sum := fileSum(t, img)
+	sum := sha256File(t, img)
 	check := func(what, msg string) {
 		t.Helper()
 		for _, want := range []string{fmt.Sprintf("%q is used by saved vm kept", img), "vmtui start kept", "vmtui start --fresh kept"} {
@@ -61,7 +50,7 @@ func TestSavedVMDisksKept(t *testing.T) {
 	} else {
 		check("attach-disk", err.Error())
 	}
-	if got := fileSum(t, img); got != sum {
+	if got := sha256File(t, img); got != sum {
 		t.Errorf("the saved vm's disk changed")
 	}
 

@@ -19,22 +19,6 @@ import (
 // and back through a virtio-fs share, a read-only share refuses the
 // guest's writes, and no virtiofsd outlives its VM, however the VM ends.
 
-// shareScriptArgs returns QEMU arguments attaching a disk that holds script,
-// for the guest's vmtui.script=vmtui-script knob.
-func shareScriptArgs(t *testing.T, script string) []string {
-	t.Helper()
-	text := []byte(script)
-	text = append(text, make([]byte, 4096-len(text)%4096)...)
-	path := filepath.Join(t.TempDir(), "script.raw")
-	if err := os.WriteFile(path, text, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return []string{
-		"-drive", "file=" + strings.ReplaceAll(path, ",", ",,") + ",format=raw,if=none,id=script,readonly=on",
-		"-device", "virtio-blk-pci,drive=script,serial=vmtui-script",
-	}
-}
-
 // defineShared defines a test guest called name sharing shares, running
 // script (if any) once up, its kernel command line extended by params.
 func (e *guestEnv) defineShared(name string, shares []config.Share, script string, params ...string) *config.VM {
@@ -46,7 +30,7 @@ func (e *guestEnv) defineShared(name string, shares []config.Share, script strin
 	}
 	if script != "" {
 		def.Append += " " + testguest.ScriptParam + "vmtui-script"
-		def.ExtraArgs = shareScriptArgs(e.t, script)
+		def.ExtraArgs, _ = scriptArgs(e.t, script) // the guest stays up after the script
 	}
 	if err := e.m.Store().Create(def); err != nil {
 		e.t.Fatalf("define %s: %v", name, err)
