@@ -114,10 +114,11 @@ func (m *Manager) suspend(ctx context.Context, def *config.VM, what string, opts
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	defer lock.Unlock()
-	cur, err := m.store.Lookup(def.Name)
+	cur, err := m.reread(def)
+	var nf *store.NotFoundError
 	switch {
-	case errors.Is(err, store.ErrNotFound) || cur != nil && cur.ID != def.ID:
-		return &store.NotFoundError{Name: def.Name}
+	case errors.As(err, &nf):
+		return err
 	case err != nil:
 		return fmt.Errorf("%s: %w", what, err)
 	}

@@ -243,11 +243,8 @@ func (m *Manager) unlockSnapshot(name string, lock *store.FileLock) {
 }
 
 func (m *Manager) snapshotState(ctx context.Context, def *config.VM) (*snapshotLocked, error) {
-	cur, err := m.store.Lookup(def.Name)
-	switch {
-	case errors.Is(err, store.ErrNotFound) || cur != nil && cur.ID != def.ID:
-		return nil, &store.NotFoundError{Name: def.Name}
-	case err != nil:
+	cur, err := m.reread(def)
+	if err != nil {
 		return nil, err
 	}
 	s := &snapshotLocked{def: cur}

@@ -246,16 +246,27 @@ func (m *Manager) startLocked(ctx context.Context, def *config.VM, opts StartOpt
 	return m.inspectLocked(ctx, def, nil), nil
 }
 
-// current reads def's definition again, under the VM's lock: it returns a
-// *store.NotFoundError if it was removed (or removed and defined again:
-// another VM, with another ID), and refuses a VM whose ID another
-// definition has.
-func (m *Manager) current(def *config.VM) (*config.VM, error) {
+// reread reads def's definition again (under the VM's lock): it returns a
+// *store.NotFoundError if it was removed, or removed and defined again
+// (another VM, with another ID).
+func (m *Manager) reread(def *config.VM) (*config.VM, error) {
 	cur, err := m.store.Lookup(def.Name)
 	switch {
 	case errors.Is(err, store.ErrNotFound) || cur != nil && cur.ID != def.ID:
 		return nil, &store.NotFoundError{Name: def.Name}
 	case err != nil:
+		return nil, err
+	}
+	return cur, nil
+}
+
+// current reads def's definition again, under the VM's lock: it returns a
+// *store.NotFoundError if it was removed (or removed and defined again:
+// another VM, with another ID), and refuses a VM whose ID another
+// definition has.
+func (m *Manager) current(def *config.VM) (*config.VM, error) {
+	cur, err := m.reread(def)
+	if err != nil {
 		return nil, err
 	}
 	all, err := m.store.List()
