@@ -131,6 +131,7 @@ func convert(ctx context.Context, src, dst string, opts ConvertOptions) (err err
 	}
 
 	size, granule := in.Size(), int64(zeroGranule)
+	var cs int64 // the output's cluster size; 0 for raw
 	switch opts.Format {
 	case FormatRaw:
 		if err := f.Truncate(size); err != nil {
@@ -152,12 +153,7 @@ func convert(ctx context.Context, src, dst string, opts ConvertOptions) (err err
 		}
 		out = &engineTarget{img: img, f: f, path: tmp, sync: !opts.NoSync}
 		size = img.Size() // rounded up to 512; the tail reads as zeros
-		// Zeros are skipped by whole clusters, the unit of allocation;
-		// compressed clusters are written one by one.
-		granule = max(img.ClusterSize(), zeroGranule)
-		if opts.Compress {
-			granule = img.ClusterSize()
-		}
+		cs = img.ClusterSize()
 	case FormatQcow:
 		size = (size + 511) &^ 511 // the tail reads as zeros
 		img, err := newQcowOutput(f, tmp, size, opts)
@@ -167,7 +163,11 @@ func convert(ctx context.Context, src, dst string, opts ConvertOptions) (err err
 		}
 		out = &engineTarget{img: img, f: f, path: tmp, sync: !opts.NoSync}
 		h := img.Header()
-		cs := h.ClusterSize()
+		cs = h.ClusterSize()
+	}
+	if cs != 0 {
+		// Zeros are skipped by whole clusters, the unit of allocation;
+		// compressed clusters are written one by one.
 		granule = max(cs, zeroGranule)
 		if opts.Compress {
 			granule = cs
