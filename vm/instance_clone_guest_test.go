@@ -35,9 +35,12 @@ func TestInstantClones(t *testing.T) {
 	st := e.start(tpl, vm.StartOptions{})
 	token := fmt.Sprintf("ram-only-%d", time.Now().UnixNano())
 	sh := e.shell("tpl", st.TTY)
-	sh.expect("echo "+token+" > /tmp/val; echo stored-$((40+2))", "stored-42", 30*time.Second)
-	// Idle before the save: what the guest was printing is out.
-	time.Sleep(200 * time.Millisecond)
+	// Idle before the save: the guest has printed its prompt after the
+	// command's output.
+	sh.send("echo "+token+" > /tmp/val; echo stored-$((40+2))", 30*time.Second, func(out string) (string, bool) {
+		i := strings.Index(out, "stored-42")
+		return "", i >= 0 && strings.Contains(out[i:], testguest.Prompt)
+	})
 	if err := e.m.Save(ctx, tpl, vm.SendOptions{}); err != nil {
 		t.Fatalf("save: %v", err)
 	}
