@@ -6,6 +6,7 @@ package qcow2
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 )
 
@@ -163,7 +164,7 @@ func (c *commit) run() error {
 		}
 		delta := base.clone()
 		need := int64(len(img.reftable))
-		for _, b := range sortedKeys(changed) {
+		for _, b := range slices.Sorted(maps.Keys(changed)) {
 			need = max(need, b+1)
 			if _, ok := blockAt[b]; !ok {
 				blockAt[b] = pick(1)
@@ -203,7 +204,7 @@ func (c *commit) run() error {
 			break
 		}
 	}
-	blocks := sortedKeys(changed)
+	blocks := slices.Sorted(maps.Keys(changed))
 	reftable := make([]refTableEntry, rtEntries)
 	copy(reftable, img.reftable)
 	newBlocks := make(map[int64]*table, len(blocks))
@@ -278,14 +279,4 @@ func (c *commit) run() error {
 	img.compNext, img.compEnd = 0, 0
 	img.nextFree = 0
 	return nil
-}
-
-// sortedKeys returns the keys of m in increasing order.
-func sortedKeys(m map[int64]bool) []int64 {
-	keys := make([]int64, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
