@@ -107,14 +107,14 @@ func (m *Image) writeCluster(ci, in int64, src []byte) error {
 	if _, err := m.f.WriteAt(buf, at); err != nil {
 		return err
 	}
-	return m.setEntry(ci, t, uint64(at))
+	m.setEntry(ci, t, uint64(at))
+	return nil
 }
 
 // setEntry points cluster ci at e in its L2 table t.
-func (m *Image) setEntry(ci int64, t []uint64, e uint64) error {
+func (m *Image) setEntry(ci int64, t []uint64, e uint64) {
 	t[ci&(m.h.L2Entries()-1)] = e
 	m.dirtyL2[m.l1[ci>>m.h.L2Bits]] = true
-	return nil
 }
 
 // WriteCompressed writes one whole cluster at off (cluster-aligned; the
@@ -186,7 +186,8 @@ func (m *Image) WriteCompressedRaw(off int64, compressed, plain []byte) error {
 		return err
 	}
 	e := compressedFlag | uint64(len(compressed))<<(63-uint(m.h.ClusterBits)) | uint64(at)
-	return m.setEntry(ci, t, e)
+	m.setEntry(ci, t, e)
+	return nil
 }
 
 // Flush makes what was written durable, in a crash-safe order: the data,
