@@ -320,7 +320,7 @@ func (m *Manager) AttachDisk(ctx context.Context, def *config.VM, path string) (
 		return fail(err)
 	}
 	defer lock.Unlock()
-	format, err := checkAttachable(path)
+	format, err := checkImage(path, "")
 	if err != nil {
 		return fail(err)
 	}
@@ -371,15 +371,19 @@ func (m *Manager) AttachDisk(ctx context.Context, def *config.VM, path string) (
 	return d, nil
 }
 
-// checkAttachable checks the image at path as start checks a definition's
-// disks, and returns its format.
-func checkAttachable(path string) (disk.Format, error) {
+// checkImage checks the disk image at path as start checks a definition's
+// disks: a regular file or block device (a FIFO would hang the open), of
+// format f or, when f is "", the format detected, and not an AES-encrypted
+// qcow image. It returns the format.
+func checkImage(path string, f disk.Format) (disk.Format, error) {
 	if err := disk.CheckFile(path); err != nil {
 		return "", err
 	}
-	f, err := disk.DetectFormat(path)
-	if err != nil {
-		return "", err
+	if f == "" {
+		var err error
+		if f, err = disk.DetectFormat(path); err != nil {
+			return "", err
+		}
 	}
 	if f == disk.FormatQcow && disk.QcowEncrypted(path) {
 		return "", fmt.Errorf("%q is an AES-encrypted qcow image, which QEMU no longer runs; "+

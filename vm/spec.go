@@ -127,19 +127,9 @@ func (m *Manager) spec(def *config.VM) (Spec, error) {
 		}
 	}
 	for _, d := range def.Disks {
-		// A regular file or block device: a FIFO would hang the open.
-		if err := disk.CheckFile(d.Path); err != nil {
+		f, err := checkImage(d.Path, d.Format)
+		if err != nil {
 			return s, fmt.Errorf("could not open disk image(s): %w", err)
-		}
-		f := d.Format
-		if f == "" {
-			if f, err = disk.DetectFormat(d.Path); err != nil {
-				return s, fmt.Errorf("could not open disk image(s): %w", err)
-			}
-		}
-		if f == disk.FormatQcow && disk.QcowEncrypted(d.Path) {
-			return s, fmt.Errorf("could not open disk image(s): %q is an AES-encrypted qcow image, which QEMU no longer runs; "+
-				"convert it: vmtui disk convert --passphrase-file FILE %s new.qcow2", d.Path, d.Path)
 		}
 		s.Disks = append(s.Disks, DiskSpec{Path: d.Path, Format: string(f),
 			Bus: d.Bus, IOThread: d.IOThread, Discard: d.Discard, ReadOnly: d.ReadOnly, Cache: d.Cache})
