@@ -219,11 +219,8 @@ func (m *Image) table(off uint64) ([]uint64, error) {
 	if off >= uint64(m.fileEnd) || uint64(n*8) > uint64(m.fileEnd)-off {
 		return nil, formatErr("L2 table at offset %d is past the end of the file (%d bytes)", off, m.fileEnd)
 	}
-	if len(m.l2) >= maxCachedL2 {
-		if err := m.flushLocked(); err != nil {
-			return nil, err
-		}
-		clear(m.l2)
+	if err := m.roomForL2(); err != nil {
+		return nil, err
 	}
 	raw := make([]byte, n*8)
 	if err := readFull(m.f, raw, int64(off)); err != nil {
@@ -235,6 +232,19 @@ func (m *Image) table(off uint64) ([]uint64, error) {
 	}
 	m.l2[off] = t
 	return t, nil
+}
+
+// roomForL2 makes room in the cache for one more L2 table: when it is
+// full, it writes back the dirty tables and empties it.
+func (m *Image) roomForL2() error {
+	if len(m.l2) < maxCachedL2 {
+		return nil
+	}
+	if err := m.flushLocked(); err != nil {
+		return err
+	}
+	clear(m.l2)
+	return nil
 }
 
 // readFull reads len(p) bytes at off; what is past the end of the file reads

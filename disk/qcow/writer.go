@@ -31,28 +31,24 @@ func (m *Image) allocate(n int64, aligned bool) (int64, error) {
 
 // tableFor returns the L2 table that maps cluster ci, allocating a new one
 // (in memory; Flush writes it before the L1 entry) when there is none.
-func (m *Image) tableFor(ci int64) ([]uint64, uint64, error) {
+func (m *Image) tableFor(ci int64) ([]uint64, error) {
 	l1i := ci >> m.h.L2Bits
 	if off := m.l1[l1i]; off != 0 {
-		t, err := m.table(off)
-		return t, off, err
+		return m.table(off)
 	}
-	if len(m.l2) >= maxCachedL2 {
-		if err := m.flushLocked(); err != nil {
-			return nil, 0, err
-		}
-		clear(m.l2)
+	if err := m.roomForL2(); err != nil {
+		return nil, err
 	}
 	off, err := m.allocate(m.h.L2Entries()*8, true)
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	t := make([]uint64, m.h.L2Entries())
 	m.l2[uint64(off)] = t
 	m.dirtyL2[uint64(off)] = true
 	m.l1[l1i] = uint64(off)
 	m.dirtyL1[l1i] = true
-	return t, uint64(off), nil
+	return t, nil
 }
 
 // WriteAt writes the virtual disk. A partial write to a cluster not yet
@@ -96,7 +92,7 @@ func (m *Image) writeCluster(ci, in int64, src []byte) error {
 		}
 		copy(buf[in:], src)
 	}
-	t, _, err := m.tableFor(ci)
+	t, err := m.tableFor(ci)
 	if err != nil {
 		return err
 	}
@@ -174,7 +170,7 @@ func (m *Image) WriteCompressedRaw(off int64, compressed, plain []byte) error {
 	if len(compressed) == 0 || int64(len(compressed)) >= cs {
 		return m.writeCluster(ci, 0, plain)
 	}
-	t, _, err := m.tableFor(ci)
+	t, err := m.tableFor(ci)
 	if err != nil {
 		return err
 	}
