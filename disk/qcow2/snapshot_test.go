@@ -238,8 +238,7 @@ func TestSnapshotEngineMade(t *testing.T) {
 			if err := img.Close(); err != nil {
 				t.Fatal(err)
 			}
-			r := qemuimg.RequireClean(t, path, false)
-			_ = r
+			qemuimg.RequireClean(t, path, false)
 		})
 	}
 }
