@@ -133,8 +133,7 @@ func Check(ctx context.Context, f File) (*CheckResult, error) {
 			res.AllocatedClusters++
 			if e&compressedFlag != 0 {
 				res.CompressedClusters++
-				shift := 63 - uint(h.ClusterBits)
-				off, csz := e&(uint64(1)<<shift-1), (e>>shift)&uint64(cs-1)
+				off, csz := h.compressedRange(e)
 				if csz == 0 || off >= uint64(size) || csz > uint64(size)-off {
 					report(false, "ERROR cluster %d: compressed data (%d bytes at offset %d) is past the end of the file", ci, csz, off)
 					continue

@@ -191,7 +191,7 @@ func (m *Image) lookup(ci int64) (int, uint64, error) {
 	case e == 0:
 		return kUnalloc, 0, nil
 	case e&compressedFlag != 0:
-		off, n := m.compressedRange(e)
+		off, n := m.h.compressedRange(e)
 		if n == 0 || off >= uint64(m.fileEnd) || n > uint64(m.fileEnd)-off {
 			return 0, 0, formatErr("compressed cluster %d (%d bytes at offset %d) is past the end of the file", ci, n, off)
 		}
@@ -205,9 +205,9 @@ func (m *Image) lookup(ci int64) (int, uint64, error) {
 }
 
 // compressedRange decodes a compressed L2 entry: file offset and size.
-func (m *Image) compressedRange(e uint64) (uint64, uint64) {
-	shift := 63 - uint(m.h.ClusterBits)
-	return e & (uint64(1)<<shift - 1), (e >> shift) & uint64(m.h.ClusterSize()-1)
+func (h *Header) compressedRange(e uint64) (uint64, uint64) {
+	shift := 63 - uint(h.ClusterBits)
+	return e & (uint64(1)<<shift - 1), (e >> shift) & uint64(h.ClusterSize()-1)
 }
 
 // table returns the L2 table at file offset off, reading it if needed.
@@ -263,7 +263,7 @@ func (m *Image) decompress(e uint64) ([]byte, error) {
 	if m.cacheOff == e && m.cache != nil {
 		return m.cache, nil
 	}
-	off, n := m.compressedRange(e)
+	off, n := m.h.compressedRange(e)
 	src := make([]byte, n)
 	if err := readFull(m.f, src, int64(off)); err != nil {
 		return nil, fmt.Errorf("read compressed cluster at %d: %w", off, err)
