@@ -1,6 +1,11 @@
 package vm
 
-import "github.com/vmtui/vmtui/config"
+import (
+	"cmp"
+	"slices"
+
+	"github.com/vmtui/vmtui/config"
+)
 
 // DeviceInfo is the device model of a definition as status --json reports
 // it, under the names of its keys; nil when the definition sets none.
@@ -55,27 +60,18 @@ func deviceInfo(def *config.VM) *DeviceInfo {
 	for _, h := range def.HostDevs {
 		d.HostDevs = append(d.HostDevs, h.Address)
 	}
-	options := false
-	for _, k := range def.Disks {
-		options = options || k.Bus != "" || k.IOThread || k.Discard || k.ReadOnly || k.Cache != ""
-	}
-	for _, k := range def.Disks {
-		if !options {
-			break
+	options := slices.ContainsFunc(def.Disks, func(k config.Disk) bool {
+		return k.Bus != "" || k.IOThread || k.Discard || k.ReadOnly || k.Cache != ""
+	})
+	if options {
+		for _, k := range def.Disks {
+			d.Disks = append(d.Disks, DiskInfo{Path: k.Path, Bus: cmp.Or(k.Bus, config.BusVirtio), IOThread: k.IOThread,
+				Discard: k.Discard, ReadOnly: k.ReadOnly, Cache: cmp.Or(k.Cache, config.CacheWriteback)})
 		}
-		d.Disks = append(d.Disks, DiskInfo{Path: k.Path, Bus: orDefault(k.Bus, config.BusVirtio), IOThread: k.IOThread,
-			Discard: k.Discard, ReadOnly: k.ReadOnly, Cache: orDefault(k.Cache, config.CacheWriteback)})
 	}
 	if d.Sockets == 0 && d.MaxMemory == 0 && !d.HugePages && !d.MLock && !d.Prealloc && !d.Vsock &&
 		d.Shares == nil && d.HostDevs == nil && d.Disks == nil {
 		return nil
 	}
 	return d
-}
-
-func orDefault(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
