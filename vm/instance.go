@@ -64,7 +64,7 @@ type PortMap struct {
 
 // ParsePortMap parses "HOSTPORT:GUESTPORT", as start -p takes it.
 func ParsePortMap(s string) (PortMap, error) {
-	h, g, ok := cutByte(s, ':')
+	h, g, ok := strings.Cut(s, ":")
 	if !ok {
 		return PortMap{}, fmt.Errorf("port map %q: want HOSTPORT:GUESTPORT", s)
 	}
@@ -81,15 +81,6 @@ func ParsePortMap(s string) (PortMap, error) {
 		*p.n = n
 	}
 	return pm, nil
-}
-
-func cutByte(s string, b byte) (string, string, bool) {
-	for i := 0; i < len(s); i++ {
-		if s[i] == b {
-			return s[:i], s[i+1:], true
-		}
-	}
-	return s, "", false
 }
 
 // InstanceDiskName is the file name of the overlay vmtui makes on the
