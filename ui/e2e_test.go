@@ -3,7 +3,6 @@ package ui_test
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vmtui/vmtui/internal/testguest"
 )
 
 // TestEndToEnd drives the real binary in tmux against a real guest: it
@@ -29,7 +30,7 @@ func TestEndToEnd(t *testing.T) {
 			unavailable(t, "%s is not installed: %v", tool, err)
 		}
 	}
-	kernel, initrd := guestPaths(t)
+	kernel, initrd := testguest.Paths(t)
 
 	// A short directory: QMP sockets live under it.
 	home, err := os.MkdirTemp("/tmp", "vmtui-e2e-")
@@ -252,38 +253,11 @@ func (x *tmux) waitGone(timeout time.Duration) {
 	x.t.Fatalf("vmtui still runs %v after q:\n%s", timeout, s)
 }
 
-// guestPaths builds or finds the test guest with guest/build.sh (as
-// vm/internal/testguest does, which this package cannot import).
-func guestPaths(t *testing.T) (kernel, initrd string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, "bash", "../guest/build.sh")
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		unavailable(t, "test guest: guest/build.sh: %v\n%s", err, stderr.String())
-	}
-	for _, line := range strings.Split(stdout.String(), "\n") {
-		k, v, _ := strings.Cut(line, "=")
-		switch k {
-		case "kernel":
-			kernel = v
-		case "initrd":
-			initrd = v
-		}
-	}
-	if kernel == "" || initrd == "" {
-		unavailable(t, "test guest: guest/build.sh printed no kernel= and initrd=:\n%s", stdout.String())
-	}
-	return kernel, initrd
-}
-
 // unavailable skips the test, or fails it in CI, where a missing tool is
 // a failure.
 func unavailable(t *testing.T, format string, args ...any) {
 	t.Helper()
-	if os.Getenv("CI") != "" {
+	if testguest.InCI() {
 		t.Fatalf(format, args...)
 	}
 	t.Skipf(format+" (skipped: CI is not set)", args...)
@@ -443,10 +417,8 @@ func TestSnapshotScreenRunningEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short mode: the test boots a guest")
 	}
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		unavailable(t, "qemu-system-x86_64 is not installed: %v", err)
-	}
-	kernel, initrd := guestPaths(t)
+	testguest.QEMU(t)
+	kernel, initrd := testguest.Paths(t)
 	e := newSnapshotE2E(t)
 	tm := e.tm
 	e.vmtui("define", "-d", e.img, "-m", "128M", "-b", kernel, "--initrd", initrd, "--append", "console=ttyS0 quiet panic=-1", "snaplive")
