@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/vmtui/vmtui/config"
+	"github.com/vmtui/vmtui/disk"
 	"github.com/vmtui/vmtui/vm"
 )
 
@@ -146,10 +146,9 @@ func writeSnapshotTable(w io.Writer, sns []vm.Snapshot, loc *time.Location) erro
 		return err
 	}
 	for _, sn := range sns {
-		secs := int64(sn.VMClock / time.Second)
-		clock := fmt.Sprintf("%02d:%02d:%02d.%03d", secs/3600, secs/60%60, secs%60, int64(sn.VMClock/time.Millisecond)%1000)
+		clock := disk.FormatVMClock(sn.VMClock)
 		date := sn.Date.In(loc).Format("2006-01-02 15:04:05")
-		if _, err := fmt.Fprintf(w, "%-9s %-16s %8s%20s%13s\n", sn.ID, displayTag(sn.Tag), qemuSize(sn.VMStateSize), date, clock); err != nil {
+		if _, err := fmt.Fprintf(w, "%-9s %-16s %8s%20s%13s\n", sn.ID, displayTag(sn.Tag), disk.FormatSize(sn.VMStateSize), date, clock); err != nil {
 			return err
 		}
 	}
@@ -163,14 +162,4 @@ func displayTag(tag string) string {
 		return strconv.Quote(tag)
 	}
 	return tag
-}
-
-// qemuSize formats n bytes as QEMU's size_to_str does: three significant
-// digits and a binary unit ("0 B", "1.5 KiB", "123 MiB").
-func qemuSize(n int64) string {
-	units := []string{"", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"}
-	_, exp := math.Frexp(float64(n) / (1000.0 / 1024.0))
-	i := max(0, min((exp-1)/10, len(units)-1))
-	v := float64(n) / float64(uint64(1)<<(10*i))
-	return strconv.FormatFloat(v, 'g', 3, 64) + " " + units[i] + "B"
 }

@@ -242,8 +242,8 @@ func (info *ImageInfo) String() string {
 func (info *ImageInfo) render(b *strings.Builder) {
 	fmt.Fprintf(b, "image: %s\n", info.Filename)
 	fmt.Fprintf(b, "file format: %s\n", info.Format)
-	fmt.Fprintf(b, "virtual size: %s (%d bytes)\n", qemuSize(info.VirtualSize), info.VirtualSize)
-	fmt.Fprintf(b, "disk size: %s\n", qemuSize(info.ActualSize))
+	fmt.Fprintf(b, "virtual size: %s (%d bytes)\n", FormatSize(info.VirtualSize), info.VirtualSize)
+	fmt.Fprintf(b, "disk size: %s\n", FormatSize(info.ActualSize))
 	if info.ClusterSize != 0 {
 		fmt.Fprintf(b, "cluster_size: %d\n", info.ClusterSize)
 	}
@@ -287,9 +287,10 @@ func (info *ImageInfo) render(b *strings.Builder) {
 	}
 }
 
-// qemuSize formats n as QEMU's size_to_str: three significant digits and a
-// binary unit, switching unit at 1000 ("196 KiB", "1 GiB", "0.977 KiB").
-func qemuSize(n int64) string {
+// FormatSize formats n as QEMU's size_to_str: three significant digits and
+// a binary unit, switching unit at 1000 ("196 KiB", "1 GiB", "0.977 KiB"),
+// as qemu-img info and qemu-img snapshot -l print sizes.
+func FormatSize(n int64) string {
 	units := []string{"", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"}
 	_, exp := math.Frexp(float64(n) / (1000.0 / 1024.0))
 	i := (exp - 1) / 10

@@ -190,8 +190,8 @@ func TestQemuSize(t *testing.T) {
 		{1 << 62, "4 EiB"},
 	}
 	for _, tt := range tests {
-		if got := qemuSize(tt.n); got != tt.want {
-			t.Errorf("qemuSize(%d): got %q, want %q", tt.n, got, tt.want)
+		if got := FormatSize(tt.n); got != tt.want {
+			t.Errorf("FormatSize(%d): got %q, want %q", tt.n, got, tt.want)
 		}
 	}
 }

@@ -110,19 +110,26 @@ func WriteSnapshotList(w io.Writer, sns []Snapshot, loc *time.Location) error {
 		return err
 	}
 	for _, sn := range sns {
-		secs := int64(sn.VMClock / time.Second)
-		clock := fmt.Sprintf("%02d:%02d:%02d.%03d", secs/3600, secs/60%60, secs%60, int64(sn.VMClock/time.Millisecond)%1000)
+		clock := FormatVMClock(sn.VMClock)
 		icount := ""
 		if sn.ICount != -1 {
 			icount = strconv.FormatInt(sn.ICount, 10)
 		}
-		vmSize := qemuSize(int64(min(sn.VMStateSize, 1<<62)))
+		vmSize := FormatSize(int64(min(sn.VMStateSize, 1<<62)))
 		date := sn.Date.In(loc).Format("2006-01-02 15:04:05")
 		if _, err := fmt.Fprintf(w, "%-9s %-16s %8s%20s%13s%11s\n", sn.ID, sn.Name, vmSize, date, clock, icount); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// FormatVMClock formats the guest's clock at a snapshot as qemu-img snapshot
+// -l does: hours, minutes, seconds and milliseconds ("00:01:02.345").
+func FormatVMClock(d time.Duration) string {
+	d = max(d, 0)
+	secs := int64(d / time.Second)
+	return fmt.Sprintf("%02d:%02d:%02d.%03d", secs/3600, secs/60%60, secs%60, int64(d/time.Millisecond)%1000)
 }
 
 // SnapshotInfo is a snapshot as qemu-img info --output=json shows it.

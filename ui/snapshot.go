@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/charmbracelet/bubbles/help"
 	"github.com/charmbracelet/bubbles/key"
 	tea "github.com/charmbracelet/bubbletea"
 	"github.com/charmbracelet/x/ansi"
 
+	"github.com/vmtui/vmtui/disk"
 	"github.com/vmtui/vmtui/internal/units"
 	"github.com/vmtui/vmtui/vm"
 )
@@ -303,17 +303,9 @@ func (s *snapshotModel) rows() []string {
 		if i == s.cursor {
 			mark = "› "
 		}
-		out = append(out, line(mark, printable(sn.Tag), sn.Date.Local().Format("2006-01-02 15:04:05"), vmClock(sn.VMClock), ramSize(sn.VMStateSize)))
+		out = append(out, line(mark, printable(sn.Tag), sn.Date.Local().Format("2006-01-02 15:04:05"), disk.FormatVMClock(sn.VMClock), ramSize(sn.VMStateSize)))
 	}
 	return out
-}
-
-// vmClock formats the guest's clock at a snapshot as qemu-img snapshot -l
-// does: hours, minutes, seconds and milliseconds.
-func vmClock(d time.Duration) string {
-	d = max(d, 0)
-	secs := int64(d / time.Second)
-	return fmt.Sprintf("%02d:%02d:%02d.%03d", secs/3600, secs/60%60, secs%60, int64(d/time.Millisecond)%1000)
 }
 
 // ramSize is the size of the RAM and devices a snapshot saved; "-" for a
